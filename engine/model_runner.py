@@ -1,0 +1,196 @@
+"""Owns the model weights and the KV cache; turns a scheduled batch into sampled tokens.
+
+`run()` prepares flat inputs (token ids, positions, slot mapping, block tables, attention mask),
+runs the model once over every scheduled token, and samples one token for each sequence whose
+known tokens are now all in the cache (a decode, or the last chunk of a prefill).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+
+from compiled_kernels.attention import AttentionInputs
+from compiled_kernels.sampling import SamplingTensors, sample
+from engine.models.llama import LlamaConfig, LlamaModel
+from engine.scheduler import SchedulerOutput
+from engine.sequence import Sequence
+
+logger = logging.getLogger(__name__)
+
+
+def resolve_dtype(name: str) -> torch.dtype:
+    if name == "float32":
+        return torch.float32
+    if name == "bfloat16":
+        return torch.bfloat16
+    # auto: bf16 where the CPU has native bf16 math (AVX-512 BF16 / AMX), else fp32.
+    if torch.cuda.is_available() or torch.backends.mkldnn.is_available() and _cpu_has_bf16():
+        return torch.bfloat16
+    return torch.float32
+
+
+def _cpu_has_bf16() -> bool:
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return any(f in flags.split() for f in ("avx512_bf16", "amx_bf16"))
+
+
+class ModelRunner:
+    def __init__(
+        self, model_dir: Path, *, dtype: torch.dtype, block_size: int, kv_cache_memory_gb: float,
+    ) -> None:
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.dtype = dtype
+        self.block_size = block_size
+        self.config = LlamaConfig.from_dir(model_dir)
+        torch.set_default_dtype(dtype)
+        try:
+            with torch.device("meta"):
+                model = LlamaModel(self.config)
+            model = model.to_empty(device=self.device)
+            # rope tables are computed, not loaded: rebuild them off the meta device, in fp32.
+            model.rope_cos, model.rope_sin = (
+                t.to(self.device) for t in _rope_tables(self.config)
+            )
+        finally:
+            torch.set_default_dtype(torch.float32)
+        model.load_weights(model_dir)
+        self.model = model.eval()
+
+        cfg = self.config
+        bytes_per_block = (
+            2 * cfg.num_hidden_layers * block_size * cfg.num_key_value_heads * cfg.head_dim
+            * dtype.itemsize
+        )
+        self.num_blocks = max(1, int(kv_cache_memory_gb * 2**30) // bytes_per_block)
+        shape = (self.num_blocks, block_size, cfg.num_key_value_heads, cfg.head_dim)
+        # One tensor for all layers, viewed per layer: [2, layers, blocks, block_size, heads, dim]
+        self.kv_cache = torch.zeros((2, cfg.num_hidden_layers, *shape), dtype=dtype, device=self.device)
+        self.kv_caches = [(self.kv_cache[0, i], self.kv_cache[1, i]) for i in range(cfg.num_hidden_layers)]
+        logger.info(
+            "KV cache: %d blocks of %d tokens (%.2f GiB)",
+            self.num_blocks, block_size, self.kv_cache.numel() * dtype.itemsize / 2**30,
+        )
+        self._generators: dict[int, torch.Generator] = {}  # seq_id -> per-request generator
+
+    @torch.inference_mode()
+    def run(self, out: SchedulerOutput) -> dict[int, int]:
+        """Returns seq_id -> sampled token for the sequences that reached their last token."""
+        input_ids, positions, attn, sample_rows, sample_seqs = self._prepare(out)
+        hidden = self.model(input_ids, positions, self.kv_caches, attn)
+        if not sample_seqs:
+            return {}
+        logits = self.model.compute_logits(hidden[sample_rows])  # [num_sample, vocab]
+        tokens = sample(logits, self._sampling_tensors(sample_seqs),
+                        [self._generator(s) for s in sample_seqs])
+        return dict(zip((s.seq_id for s in sample_seqs), tokens.tolist(), strict=True))
+
+    def release(self, seq: Sequence) -> None:
+        """Forget per-sequence state once a sequence is finished."""
+        self._generators.pop(seq.seq_id, None)
+
+    def _prepare(self, out: SchedulerOutput) -> tuple[
+        torch.Tensor, torch.Tensor, AttentionInputs, torch.Tensor, list[Sequence]
+    ]:
+        bs = self.block_size
+        input_ids: list[int] = []
+        positions: list[int] = []
+        slots: list[int] = []
+        query_lens: list[int] = []
+        sample_rows: list[int] = []
+        sample_seqs: list[Sequence] = []
+        for seq, num_new in zip(out.seqs, out.num_new_tokens, strict=True):
+            start = seq.num_computed_tokens
+            end = start + num_new
+            input_ids += seq.token_ids[start:end]
+            positions += range(start, end)
+            table = seq.block_table
+            slots += [table[p // bs] * bs + p % bs for p in range(start, end)]
+            query_lens.append(num_new)
+            if end == seq.num_tokens:
+                sample_rows.append(len(input_ids) - 1)
+                sample_seqs.append(seq)
+
+        num_seqs, max_q = len(out.seqs), max(query_lens)
+        max_blocks = max(len(s.block_table) for s in out.seqs)
+        block_tables = [s.block_table + [0] * (max_blocks - len(s.block_table)) for s in out.seqs]
+        query_index = torch.zeros((num_seqs, max_q), dtype=torch.int64)
+        query_pos = torch.zeros((num_seqs, max_q), dtype=torch.int64)
+        output_index: list[int] = []
+        offset = 0
+        for i, (seq, n) in enumerate(zip(out.seqs, query_lens)):
+            query_index[i, :n] = torch.arange(offset, offset + n)
+            query_pos[i, :n] = torch.arange(seq.num_computed_tokens, seq.num_computed_tokens + n)
+            output_index += range(i * max_q, i * max_q + n)
+            offset += n
+        key_pos = torch.arange(max_blocks * bs)
+        # A query attends to every cached key at or before its own position; padded queries
+        # (position 0) see key 0 only, and their outputs are dropped by output_index.
+        mask = (key_pos[None, None, :] <= query_pos[:, :, None]).unsqueeze(1)
+
+        dev = self.device
+        attn = AttentionInputs(
+            slot_mapping=torch.tensor(slots, dtype=torch.int64, device=dev),
+            block_tables=torch.tensor(block_tables, dtype=torch.int64, device=dev),
+            query_index=query_index.to(dev),
+            output_index=torch.tensor(output_index, dtype=torch.int64, device=dev),
+            mask=mask.to(dev),
+        )
+        return (
+            torch.tensor(input_ids, dtype=torch.int64, device=dev),
+            torch.tensor(positions, dtype=torch.int64, device=dev),
+            attn,
+            torch.tensor(sample_rows, dtype=torch.int64, device=dev),
+            sample_seqs,
+        )
+
+    def _sampling_tensors(self, seqs: list[Sequence]) -> SamplingTensors:
+        dev = self.device
+        params = [s.params for s in seqs]
+
+        def floats(values: list[float]) -> torch.Tensor:
+            return torch.tensor(values, dtype=torch.float32, device=dev)
+
+        tensors = dict(
+            temperature=floats([p.temperature for p in params]),
+            top_p=floats([p.top_p for p in params]),
+            top_k=torch.tensor([max(p.top_k, 0) for p in params], dtype=torch.int64, device=dev),
+            min_p=floats([p.min_p for p in params]),
+        )
+        if any(p.has_penalties for p in params):
+            vocab = self.config.vocab_size
+            counts = torch.zeros((len(seqs), vocab), dtype=torch.float32, device=dev)
+            seen = torch.zeros((len(seqs), vocab), dtype=torch.bool, device=dev)
+            for row, seq in enumerate(seqs):
+                out_ids = torch.tensor(seq.output_token_ids, dtype=torch.int64, device=dev)
+                counts[row].index_add_(0, out_ids, torch.ones_like(out_ids, dtype=torch.float32))
+                seen[row, torch.tensor(seq.token_ids, dtype=torch.int64, device=dev)] = True
+            tensors.update(
+                presence_penalty=floats([p.presence_penalty for p in params]),
+                frequency_penalty=floats([p.frequency_penalty for p in params]),
+                repetition_penalty=floats([p.repetition_penalty for p in params]),
+                output_counts=counts,
+                seen_mask=seen,
+            )
+        return SamplingTensors(**tensors)
+
+    def _generator(self, seq: Sequence) -> torch.Generator | None:
+        if seq.params.seed is None:
+            return None
+        gen = self._generators.get(seq.seq_id)
+        if gen is None:
+            gen = torch.Generator(device=self.device)
+            gen.manual_seed(seq.params.seed)
+            self._generators[seq.seq_id] = gen
+        return gen
+
+
+def _rope_tables(cfg: LlamaConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    from compiled_kernels.rotary import rope_cos_sin
+
+    return rope_cos_sin(cfg.head_dim, cfg.max_position_embeddings, cfg.rope_theta)

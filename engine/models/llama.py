@@ -1,0 +1,195 @@
+"""Our Llama-family decoder (Llama, SmolLM, Mistral; Qwen2 adds a qkv bias).
+
+It reads HF checkpoints (safetensors) and runs on flat token batches: every forward takes the
+new tokens of all scheduled sequences concatenated, their positions, and the paged KV cache.
+q/k/v and gate/up projections are merged into one matmul each.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import attrs
+import torch
+from safetensors import safe_open
+from torch import nn
+
+from compiled_kernels.activation import silu_and_mul
+from compiled_kernels.linear import linear
+from compiled_kernels.attention import AttentionInputs, paged_attention, write_kv
+from compiled_kernels.norm import add_rms_norm, rms_norm
+from compiled_kernels.rotary import apply_rotary, rope_cos_sin
+
+SUPPORTED_ARCHITECTURES = ("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM")
+
+
+@attrs.frozen
+class LlamaConfig:
+    vocab_size: int
+    hidden_size: int
+    intermediate_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    num_key_value_heads: int
+    head_dim: int
+    rms_norm_eps: float
+    rope_theta: float
+    max_position_embeddings: int
+    tie_word_embeddings: bool
+    qkv_bias: bool
+
+    @classmethod
+    def from_dir(cls, model_dir: Path) -> LlamaConfig:
+        raw = json.loads((model_dir / "config.json").read_text())
+        archs = raw.get("architectures") or ["LlamaForCausalLM"]
+        if archs[0] not in SUPPORTED_ARCHITECTURES:
+            raise ValueError(f"unsupported architecture {archs[0]}; supported: {SUPPORTED_ARCHITECTURES}")
+        rope = raw.get("rope_parameters") or raw.get("rope_scaling") or {}
+        if rope.get("rope_type", "default") not in ("default", None):
+            raise ValueError(f"unsupported rope scaling {rope}")
+        heads = raw["num_attention_heads"]
+        return cls(
+            vocab_size=raw["vocab_size"],
+            hidden_size=raw["hidden_size"],
+            intermediate_size=raw["intermediate_size"],
+            num_hidden_layers=raw["num_hidden_layers"],
+            num_attention_heads=heads,
+            num_key_value_heads=raw.get("num_key_value_heads") or heads,
+            head_dim=raw.get("head_dim") or raw["hidden_size"] // heads,
+            rms_norm_eps=raw.get("rms_norm_eps", 1e-6),
+            rope_theta=rope.get("rope_theta", raw.get("rope_theta", 10000.0)),
+            max_position_embeddings=raw.get("max_position_embeddings", 2048),
+            tie_word_embeddings=raw.get("tie_word_embeddings", False),
+            qkv_bias=archs[0] == "Qwen2ForCausalLM" or raw.get("attention_bias", False),
+        )
+
+
+class DecoderLayer(nn.Module):
+    def __init__(self, cfg: LlamaConfig) -> None:
+        super().__init__()
+        self.num_heads = cfg.num_attention_heads
+        self.num_kv_heads = cfg.num_key_value_heads
+        self.head_dim = cfg.head_dim
+        self.eps = cfg.rms_norm_eps
+        qkv_out = (self.num_heads + 2 * self.num_kv_heads) * self.head_dim
+        self.qkv_proj = nn.Linear(cfg.hidden_size, qkv_out, bias=cfg.qkv_bias)
+        self.o_proj = nn.Linear(self.num_heads * self.head_dim, cfg.hidden_size, bias=False)
+        self.gate_up_proj = nn.Linear(cfg.hidden_size, 2 * cfg.intermediate_size, bias=False)
+        self.down_proj = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=False)
+        self.input_layernorm = nn.Parameter(torch.ones(cfg.hidden_size))
+        self.post_attention_layernorm = nn.Parameter(torch.ones(cfg.hidden_size))
+
+    def forward(
+        self, hidden: torch.Tensor, residual: torch.Tensor | None, positions: torch.Tensor,
+        rope: tuple[torch.Tensor, torch.Tensor], kv_cache: tuple[torch.Tensor, torch.Tensor],
+        attn: AttentionInputs,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        # hidden, residual: [num_tokens, hidden_size]
+        if residual is None:
+            residual = hidden
+            hidden = rms_norm(hidden, self.input_layernorm, self.eps)
+        else:
+            hidden, residual = add_rms_norm(hidden, residual, self.input_layernorm, self.eps)
+        n = hidden.shape[0]
+        qkv = linear(hidden, self.qkv_proj.weight, self.qkv_proj.bias)
+        q_size, kv_size = self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim
+        q, k, v = qkv.split((q_size, kv_size, kv_size), dim=-1)
+        q = apply_rotary(q.view(n, self.num_heads, self.head_dim), positions, *rope)
+        k = apply_rotary(k.view(n, self.num_kv_heads, self.head_dim), positions, *rope)
+        v = v.view(n, self.num_kv_heads, self.head_dim)
+        k_cache, v_cache = kv_cache
+        write_kv(k, v, k_cache, v_cache, attn.slot_mapping)
+        out = paged_attention(q, k_cache, v_cache, attn, self.head_dim**-0.5)
+        hidden = linear(out, self.o_proj.weight)
+        hidden, residual = add_rms_norm(hidden, residual, self.post_attention_layernorm, self.eps)
+        gate_up = linear(hidden, self.gate_up_proj.weight)
+        hidden = linear(silu_and_mul(gate_up), self.down_proj.weight)
+        return hidden, residual
+
+
+class LlamaModel(nn.Module):
+    def __init__(self, cfg: LlamaConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
+        self.layers = nn.ModuleList(DecoderLayer(cfg) for _ in range(cfg.num_hidden_layers))
+        self.norm = nn.Parameter(torch.ones(cfg.hidden_size))
+        self.lm_head = (
+            None if cfg.tie_word_embeddings else nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
+        )
+        cos, sin = rope_cos_sin(cfg.head_dim, cfg.max_position_embeddings, cfg.rope_theta)
+        self.register_buffer("rope_cos", cos, persistent=False)
+        self.register_buffer("rope_sin", sin, persistent=False)
+
+    def forward(
+        self, input_ids: torch.Tensor, positions: torch.Tensor,
+        kv_caches: list[tuple[torch.Tensor, torch.Tensor]], attn: AttentionInputs,
+    ) -> torch.Tensor:
+        # input_ids, positions: [num_tokens] -> hidden: [num_tokens, hidden_size]
+        hidden = self.embed_tokens(input_ids)
+        residual = None
+        rope = (self.rope_cos, self.rope_sin)
+        for layer, kv_cache in zip(self.layers, kv_caches):
+            hidden, residual = layer(hidden, residual, positions, rope, kv_cache, attn)
+        hidden, _ = add_rms_norm(hidden, residual, self.norm, self.cfg.rms_norm_eps)
+        return hidden
+
+    def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        # hidden: [num_seqs, hidden_size] -> logits: [num_seqs, vocab_size] in float32
+        weight = self.embed_tokens.weight if self.lm_head is None else self.lm_head.weight
+        return linear(hidden, weight).float()
+
+    @torch.no_grad()
+    def load_weights(self, model_dir: Path) -> None:
+        """Copy HF tensors in, merging q/k/v and gate/up into the fused projections."""
+        params = dict(self.named_parameters())
+        fused = {"q_proj": ("qkv_proj", 0), "k_proj": ("qkv_proj", 1), "v_proj": ("qkv_proj", 2),
+                 "gate_proj": ("gate_up_proj", 0), "up_proj": ("gate_up_proj", 1)}
+        loaded: set[str] = set()
+        for file in sorted(model_dir.glob("*.safetensors")):
+            with safe_open(str(file), framework="pt") as f:
+                for hf_name in f.keys():
+                    tensor = f.get_tensor(hf_name)
+                    name = self._our_name(hf_name, fused)
+                    if name is None:
+                        continue
+                    target, shard = name
+                    param = params[target]
+                    if shard is None:
+                        param.copy_(tensor)
+                    else:
+                        param[self._shard_rows(target, shard)].copy_(tensor)
+                    loaded.add(f"{target}:{shard}")
+        expected = sum(3 if ".qkv_proj." in n else 2 if ".gate_up_proj." in n else 1 for n in params)
+        if len(loaded) != expected:
+            raise ValueError(f"{model_dir} is missing tensors: loaded {len(loaded)} of {expected}")
+
+    def _our_name(self, hf_name: str, fused: dict[str, tuple[str, int]]) -> tuple[str, int | None] | None:
+        name = hf_name.removeprefix("model.")
+        if name.endswith("rotary_emb.inv_freq"):
+            return None
+        if name == "lm_head.weight":
+            return None if self.lm_head is None else ("lm_head.weight", None)
+        if name == "norm.weight":
+            return "norm", None
+        parts = name.split(".")  # layers.{i}.{self_attn|mlp}.{proj}.{weight|bias}
+        if parts[0] == "layers":
+            prefix = f"layers.{parts[1]}"
+            if parts[2] in ("input_layernorm", "post_attention_layernorm"):
+                return f"{prefix}.{parts[2]}", None
+            proj, kind = parts[3], parts[4]
+            if proj in fused:
+                target, shard = fused[proj]
+                return f"{prefix}.{target}.{kind}", shard
+            return f"{prefix}.{proj}.{kind}", None
+        return name, None
+
+    def _shard_rows(self, target: str, shard: int) -> slice:
+        cfg = self.cfg
+        if "qkv_proj" in target:
+            q, kv = cfg.num_attention_heads * cfg.head_dim, cfg.num_key_value_heads * cfg.head_dim
+            starts = (0, q, q + kv, q + 2 * kv)
+            return slice(starts[shard], starts[shard + 1])
+        i = cfg.intermediate_size
+        return slice(shard * i, (shard + 1) * i)

@@ -1,0 +1,196 @@
+"""Which sequences run each step, and how many of their tokens. Plain Python, no torch.
+
+vLLM-v1-style unified scheduling: a scheduled sequence gets `num_new_tokens` of its
+uncomputed tokens this step (1 for a decode, all or part of the prompt for a prefill), so one
+step can mix decodes with prefill chunks under a single token budget.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+
+import attrs
+
+from engine.block_manager import BlockManager
+from engine.sequence import Sequence, SequenceStatus
+
+
+@attrs.define
+class SchedulerOutput:
+    seqs: list[Sequence] = attrs.field(factory=list)
+    num_new_tokens: list[int] = attrs.field(factory=list)  # parallel to seqs
+    preempted: list[Sequence] = attrs.field(factory=list)
+
+    @property
+    def num_batched_tokens(self) -> int:
+        return sum(self.num_new_tokens)
+
+    @property
+    def is_empty(self) -> bool:
+        return not self.seqs
+
+
+class Scheduler:
+    def __init__(
+        self,
+        block_manager: BlockManager,
+        *,
+        max_num_seqs: int,
+        max_num_batched_tokens: int,
+        max_model_len: int,
+        eos_token_ids: frozenset[int],
+    ) -> None:
+        assert max_num_seqs > 0 and max_num_batched_tokens > 0 and max_model_len > 0
+        # One sequence of max_model_len tokens must fit alone in the cache; otherwise it would
+        # preempt itself forever.
+        max_blocks_per_seq = -(-max_model_len // block_manager.block_size)
+        if max_blocks_per_seq > block_manager.num_blocks:
+            raise ValueError(
+                f"max_model_len={max_model_len} needs {max_blocks_per_seq} KV blocks, "
+                f"the cache has {block_manager.num_blocks}"
+            )
+        self.block_manager = block_manager
+        self.max_num_seqs = max_num_seqs
+        self.max_num_batched_tokens = max_num_batched_tokens
+        self.max_model_len = max_model_len
+        self.eos_token_ids = eos_token_ids
+        self.waiting: deque[Sequence] = deque()
+        self.running: list[Sequence] = []  # admission order: the last is the youngest
+        self._by_request_id: dict[str, Sequence] = {}
+
+    @property
+    def has_work(self) -> bool:
+        return bool(self.waiting or self.running)
+
+    @property
+    def num_running(self) -> int:
+        return len(self.running)
+
+    @property
+    def num_waiting(self) -> int:
+        return len(self.waiting)
+
+    def add(self, seq: Sequence) -> None:
+        assert seq.status is SequenceStatus.WAITING and not seq.block_table
+        assert seq.request_id not in self._by_request_id, f"duplicate {seq.request_id!r}"
+        # The caller rejects longer prompts; past this the capacity check above means nothing.
+        assert seq.num_tokens <= self.max_model_len, "prompt longer than max_model_len"
+        self._by_request_id[seq.request_id] = seq
+        self.waiting.append(seq)
+
+    def abort(self, request_id: str) -> Sequence | None:
+        seq = self._by_request_id.get(request_id)
+        if seq is None:
+            return None
+        self._finish(seq, "abort", None)
+        return seq
+
+    def finish(self, seq: Sequence, reason: str, stop_reason: str | int | None = None) -> None:
+        """Finish a sequence for a reason found outside (a stop string in the detokenizer)."""
+        if not seq.is_finished:
+            self._finish(seq, reason, stop_reason)
+
+    def schedule(self) -> SchedulerOutput:
+        out = SchedulerOutput()
+        budget = self.max_num_batched_tokens
+
+        # a) Running sequences first, oldest first: decodes never wait behind new prefills.
+        i = 0
+        while i < len(self.running) and budget > 0:
+            seq = self.running[i]
+            num_new = min(seq.num_uncomputed_tokens, budget)
+            assert num_new > 0, f"running {seq} has nothing to compute"
+            needed = seq.num_computed_tokens + num_new
+            while not self.block_manager.can_allocate(seq, needed):
+                # Victims come from the tail, which is past i: never one scheduled this step.
+                victim = self.running.pop()
+                self._preempt(victim)
+                out.preempted.append(victim)
+                if victim is seq:
+                    break
+            if seq.status is not SequenceStatus.RUNNING:
+                break  # it preempted itself, and it was the last in running
+            self.block_manager.allocate(seq, needed)
+            out.seqs.append(seq)
+            out.num_new_tokens.append(num_new)
+            budget -= num_new
+            i += 1
+
+        # b) Admit waiting sequences FCFS, unless memory was short enough to preempt: then
+        # admitting would only thrash.
+        if not out.preempted:
+            while self.waiting and len(self.running) < self.max_num_seqs and budget > 0:
+                seq = self.waiting[0]
+                num_new = min(seq.num_uncomputed_tokens, budget)
+                needed = seq.num_computed_tokens + num_new
+                if not self.block_manager.can_allocate(seq, needed):
+                    break  # FCFS: younger requests don't overtake the head
+                self.block_manager.allocate(seq, needed)
+                self.waiting.popleft()
+                seq.status = SequenceStatus.RUNNING
+                if seq.first_scheduled_time is None:
+                    seq.first_scheduled_time = time.monotonic()
+                self.running.append(seq)
+                out.seqs.append(seq)
+                out.num_new_tokens.append(num_new)
+                budget -= num_new
+
+        assert budget >= 0
+        assert len({s.seq_id for s in out.seqs}) == len(out.seqs), "scheduled twice"
+        return out
+
+    def postprocess(self, output: SchedulerOutput, sampled: dict[int, int]) -> list[Sequence]:
+        """Advance counters, append sampled tokens, apply stop conditions.
+
+        `sampled` maps seq_id to the new token for sequences whose step reached the end of
+        their known tokens. Returns the sequences that received a token (finished or not).
+        """
+        assert sampled.keys() <= {s.seq_id for s in output.seqs}, "sampled an unscheduled seq"
+        received: list[Sequence] = []
+        for seq, num_new in zip(output.seqs, output.num_new_tokens, strict=True):
+            if seq.is_finished:
+                continue  # aborted between schedule and postprocess
+            seq.num_computed_tokens += num_new
+            assert seq.num_computed_tokens <= seq.num_tokens
+            token_id = sampled.get(seq.seq_id)
+            if token_id is None:
+                continue  # a prefill chunk, or a recompute still catching up
+            assert seq.num_computed_tokens == seq.num_tokens, f"sampled mid-prefill {seq}"
+            seq.append_token(token_id)
+            if seq.first_token_time is None:
+                seq.first_token_time = time.monotonic()
+            received.append(seq)
+            self._check_stop(seq, token_id)
+        return received
+
+    def _check_stop(self, seq: Sequence, token_id: int) -> None:
+        params = seq.params
+        if token_id in params.stop_token_ids:
+            self._finish(seq, "stop", token_id)
+        elif not params.ignore_eos and token_id in self.eos_token_ids:
+            self._finish(seq, "stop", None)
+        elif seq.num_output_tokens >= params.max_tokens:
+            self._finish(seq, "length", None)
+        elif seq.num_tokens >= self.max_model_len:
+            self._finish(seq, "length", None)
+
+    def _preempt(self, seq: Sequence) -> None:
+        # Recompute, not swap: drop the KV and re-prefill prompt + outputs when readmitted.
+        self.block_manager.free(seq)
+        seq.num_computed_tokens = 0
+        seq.status = SequenceStatus.WAITING
+        seq.num_preemptions += 1
+        self.waiting.appendleft(seq)  # it was admitted before everything still waiting
+
+    def _finish(self, seq: Sequence, reason: str, stop_reason: str | int | None) -> None:
+        assert not seq.is_finished
+        if seq.status is SequenceStatus.RUNNING:
+            self.running.remove(seq)
+        else:
+            self.waiting.remove(seq)
+        self.block_manager.free(seq)
+        seq.status = SequenceStatus.FINISHED
+        seq.finish_reason = reason
+        seq.stop_reason = stop_reason
+        del self._by_request_id[seq.request_id]

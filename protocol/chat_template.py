@@ -1,0 +1,206 @@
+"""Chat messages → prompt text through a Jinja chat template, rendered the way transformers does.
+
+Same environment as Hugging Face's `apply_chat_template` (sandboxed, trim_blocks/lstrip_blocks,
+loopcontrols, raise_exception, strftime_now, a `tojson` that keeps non-ASCII, the
+`{% generation %}` tag) so that a model's own template renders here as it does there.
+Templates are compiled once per source string. Every template failure is the client's 400.
+"""
+
+from __future__ import annotations
+
+import codecs
+import functools
+import json
+import os
+from datetime import datetime
+from typing import Any, ClassVar, Literal
+
+import jinja2
+import jinja2.ext
+import jinja2.nodes
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from asgi.http import HTTPError
+from protocol.schemas_chat import ChatContentPart, ChatMessageParam
+
+ContentFormat = Literal["string", "openai"]
+
+NO_TEMPLATE_MESSAGE = (
+    "As of transformers v4.44, default chat template is no longer allowed, so you must "
+    "provide a chat template if the tokenizer does not define one."
+)
+
+
+def _raise_exception(message: str) -> None:
+    raise jinja2.exceptions.TemplateError(message)
+
+
+def _tojson(
+    value: Any,
+    ensure_ascii: bool = False,
+    indent: int | None = None,
+    separators: tuple[str, str] | None = None,
+    sort_keys: bool = False,
+) -> str:
+    # Jinja's own tojson escapes HTML and non-ASCII; templates expect plain json.dumps.
+    return json.dumps(
+        value, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys
+    )
+
+
+def _strftime_now(format: str) -> str:
+    return datetime.now().strftime(format)
+
+
+class _GenerationTag(jinja2.ext.Extension):
+    """`{% generation %}...{% endgeneration %}` marks assistant text for training masks in
+    transformers; for inference it only renders its body, but templates using it must compile."""
+
+    tags: ClassVar[set[str]] = {"generation"}
+
+    def parse(self, parser: jinja2.parser.Parser) -> jinja2.nodes.Node:
+        lineno = next(parser.stream).lineno
+        body = parser.parse_statements(("name:endgeneration",), drop_needle=True)
+        return jinja2.nodes.Scope(body, lineno=lineno)
+
+
+def _environment() -> ImmutableSandboxedEnvironment:
+    env = ImmutableSandboxedEnvironment(
+        trim_blocks=True,
+        lstrip_blocks=True,
+        extensions=[_GenerationTag, jinja2.ext.loopcontrols],
+    )
+    env.filters["tojson"] = _tojson
+    env.globals["raise_exception"] = _raise_exception
+    env.globals["strftime_now"] = _strftime_now
+    return env
+
+
+_ENV = _environment()
+
+
+def _template_error(exc: Exception) -> HTTPError:
+    return HTTPError(400, f"Chat template error: {exc}", "BadRequestError")
+
+
+@functools.lru_cache(maxsize=32)
+def compile_template(source: str) -> jinja2.Template:
+    try:
+        return _ENV.from_string(source)
+    except jinja2.TemplateError as exc:
+        raise _template_error(exc) from None
+
+
+def _is_content_expr(node: jinja2.nodes.Node, content_names: set[str]) -> bool:
+    if isinstance(node, jinja2.nodes.Getitem):
+        return isinstance(node.arg, jinja2.nodes.Const) and node.arg.value == "content"
+    if isinstance(node, jinja2.nodes.Getattr):
+        return node.attr == "content"
+    return isinstance(node, jinja2.nodes.Name) and node.name in content_names
+
+
+@functools.lru_cache(maxsize=32)
+def content_format(source: str) -> ContentFormat:
+    """"openai" when the template loops over a message's content (it wants the list of parts),
+    else "string" (parts are joined). vLLM's "auto" detection, in short."""
+    try:
+        ast = _ENV.parse(source)
+    except jinja2.TemplateError as exc:
+        raise _template_error(exc) from None
+    # `{% set content = message['content'] %}` then `{% for part in content %}` counts too.
+    content_names = {
+        assign.target.name
+        for assign in ast.find_all(jinja2.nodes.Assign)
+        if isinstance(assign.target, jinja2.nodes.Name) and _is_content_expr(assign.node, set())
+    }
+    for loop in ast.find_all(jinja2.nodes.For):
+        if _is_content_expr(loop.iter, content_names):
+            return "openai"
+    return "string"
+
+
+def _text_parts(parts: list[ChatContentPart], index: int) -> list[str]:
+    texts: list[str] = []
+    for part_index, part in enumerate(parts):
+        param = f"messages[{index}].content[{part_index}]"
+        if part.type != "text":
+            raise HTTPError(
+                400,
+                f"Unsupported content part type {part.type!r}: only text parts are supported.",
+                "BadRequestError",
+                param,
+            )
+        if part.text is None:
+            raise HTTPError(400, "A text content part needs `text`.", "BadRequestError", param)
+        texts.append(part.text)
+    return texts
+
+
+def _message_dict(msg: ChatMessageParam, index: int, fmt: ContentFormat) -> dict[str, Any]:
+    content: Any
+    if isinstance(msg.content, list):
+        texts = _text_parts(msg.content, index)
+        content = "\n".join(texts) if fmt == "string" else [
+            {"type": "text", "text": t} for t in texts
+        ]
+    elif fmt == "openai":
+        content = [] if msg.content is None else [{"type": "text", "text": msg.content}]
+    else:
+        # A missing content (e.g. an assistant turn with only tool calls) renders as "".
+        content = msg.content or ""
+    out: dict[str, Any] = {"role": msg.role, "content": content}
+    for key in ("name", "tool_calls", "tool_call_id"):
+        value = getattr(msg, key)
+        if value is not None:
+            out[key] = value
+    return out
+
+
+def resolve_template(request_template: str | None, model_template: str | None) -> str:
+    template = request_template or model_template
+    if not template:
+        raise HTTPError(400, NO_TEMPLATE_MESSAGE, "BadRequestError", "chat_template")
+    return template
+
+
+def render_chat(
+    template: str,
+    messages: list[ChatMessageParam],
+    *,
+    add_generation_prompt: bool,
+    tokenizer: Any,
+    chat_template_kwargs: dict[str, Any] | None = None,
+) -> str:
+    """The prompt text for `messages`. Raises HTTPError(400) for any template failure."""
+    compiled = compile_template(template)
+    fmt = content_format(template)
+    context: dict[str, Any] = {
+        name: getattr(tokenizer, name, None)
+        for name in ("bos_token", "eos_token", "unk_token", "pad_token")
+    }
+    # Request kwargs may add variables (enable_thinking, ...) but not replace the conversation.
+    context.update(chat_template_kwargs or {})
+    context.update(
+        messages=[_message_dict(m, i, fmt) for i, m in enumerate(messages)],
+        add_generation_prompt=add_generation_prompt,
+        tools=None,
+        documents=None,
+    )
+    try:
+        return compiled.render(context)
+    except (jinja2.TemplateError, TypeError, ValueError, KeyError, IndexError) as exc:
+        raise _template_error(exc) from None
+
+
+def load_chat_template(value: str) -> str:
+    """A chat template setting: a path to a template file, or the template itself."""
+    if os.path.isfile(value):
+        with open(value, encoding="utf-8") as f:
+            return f.read()
+    if not any(c in value for c in "{}\n"):
+        raise ValueError(
+            f"The chat template {value!r} looks like a file path, but no such file exists."
+        )
+    # Inline templates often come from a command line or env var, where newlines arrive as the
+    # two characters "\n"; decode escapes as vLLM does, keeping non-ASCII text intact.
+    return codecs.decode(value.encode("latin-1", "backslashreplace"), "unicode_escape")

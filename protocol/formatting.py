@@ -1,0 +1,62 @@
+"""The one place for formatting shared by the handlers: ids, timestamps, usage, JSON and SSE."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from typing import Any
+
+from asgi.http import HTTPError, Request, Response, error_body
+from protocol.converter import dumps
+from protocol.schemas_common import UsageInfo
+
+logger = logging.getLogger(__name__)
+
+SSE_DONE = b"data: [DONE]\n\n"
+
+
+def random_uuid() -> str:
+    # vLLM's ids: 16 hex digits from the low 64 bits of a uuid4.
+    return f"{uuid.uuid4().int & ((1 << 64) - 1):016x}"
+
+
+def completion_id(request: Request) -> str:
+    return f"cmpl-{request.request_id}"
+
+
+def chat_completion_id(request: Request) -> str:
+    return f"chatcmpl-{request.request_id}"
+
+
+def created_now() -> int:
+    return int(time.time())
+
+
+def usage(prompt_tokens: int, completion_tokens: int) -> UsageInfo:
+    return UsageInfo(
+        prompt_tokens=prompt_tokens,
+        completion_tokens=completion_tokens,
+        total_tokens=prompt_tokens + completion_tokens,
+    )
+
+
+def json_body(obj: Any, status: int = 200) -> Response:
+    """A response whose body is an attrs schema object (or plain JSON data) as JSON."""
+    return Response(status=status, body=dumps(obj))
+
+
+def sse_event(obj: Any) -> bytes:
+    return b"data: " + dumps(obj) + b"\n\n"
+
+
+def sse_error_event(exc: BaseException) -> bytes:
+    """The in-band error vLLM sends once HTTP 200 is out: data: {"error": {...}}."""
+    if isinstance(exc, HTTPError):
+        body = error_body(exc.status, exc.message, exc.err_type, exc.param)
+    elif isinstance(exc, ValueError | TypeError | OverflowError):
+        # vLLM maps these to 400 BadRequestError in and out of streams alike.
+        body = error_body(400, str(exc) or type(exc).__name__, "BadRequestError")
+    else:
+        body = error_body(500, str(exc) or type(exc).__name__, "InternalServerError")
+    return b"data: " + body + b"\n\n"

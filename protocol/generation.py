@@ -1,0 +1,64 @@
+"""How handlers drive `engine.generate`: the output iterator is always closed, even on cancel.
+
+Closing the iterator is what aborts sequences still running in the engine (freeing their KV
+blocks) when a client disconnects, a stream is abandoned or the handler fails part way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio
+import attrs
+
+from engine.outputs import RequestOutput
+from engine.sampling_params import SamplingParams
+
+Outputs = AsyncIterator[tuple[int, RequestOutput]]
+
+
+@contextlib.asynccontextmanager
+async def open_generation(
+    engine: Any, request_id: str, prompts: list[tuple[list[int], SamplingParams]]
+) -> AsyncIterator[Outputs]:
+    outputs = engine.generate(request_id, prompts)
+    try:
+        yield outputs
+    finally:
+        aclose = getattr(outputs, "aclose", None)
+        if aclose is not None:
+            # On disconnect this runs inside a cancelled scope; without the shield the abort
+            # itself would be cancelled at its first await and the sequences would leak.
+            with anyio.CancelScope(shield=True):
+                await aclose()
+
+
+@attrs.define
+class FinishedChoice:
+    """What a non-streaming response needs from one engine sequence."""
+
+    text: str = ""
+    num_output_tokens: int = 0
+    # Stays "abort" only if the engine ended without finishing this sequence.
+    finish_reason: str = "abort"
+    stop_reason: str | int | None = None
+
+
+async def generate_all(
+    engine: Any, request_id: str, prompts: list[tuple[list[int], SamplingParams]]
+) -> list[FinishedChoice]:
+    pieces: list[list[str]] = [[] for _ in prompts]
+    choices = [FinishedChoice() for _ in prompts]
+    async with open_generation(engine, request_id, prompts) as outputs:
+        async for index, output in outputs:
+            pieces[index].append(output.new_text)
+            choice = choices[index]
+            choice.num_output_tokens = output.num_output_tokens
+            if output.finished:
+                choice.finish_reason = output.finish_reason or "stop"
+                choice.stop_reason = output.stop_reason
+    for choice, parts in zip(choices, pieces, strict=True):
+        choice.text = "".join(parts)
+    return choices

@@ -1,0 +1,166 @@
+"""Request fields → engine SamplingParams, with vLLM's validation rules and messages.
+
+Everything here runs before a stream starts, so every mistake is a real HTTP 400 with `param`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import attrs
+
+from asgi.http import HTTPError
+from engine.sampling_params import SamplingParams
+from protocol.schemas_common import GenerationRequest
+
+logger = logging.getLogger(__name__)
+
+_INT64_MIN = -(2**63)
+_INT64_MAX = 2**63 - 1
+MAX_N = 16384  # vLLM's VLLM_MAX_N_SEQUENCES default
+_GREEDY_EPS = 1e-5  # below this temperature vLLM samples greedily
+# vLLM raises tiny positive temperatures to this to avoid inf/nan when dividing logits.
+_MIN_TEMPERATURE = 1e-2
+
+
+def _invalid(message: str, param: str) -> HTTPError:
+    return HTTPError(400, message, "BadRequestError", param)
+
+
+def _finite(value: float, name: str) -> None:
+    if not math.isfinite(value):
+        raise _invalid(f"{name} must be a finite number, got {value}.", name)
+
+
+def sampling_params(req: GenerationRequest, max_tokens: int) -> SamplingParams:
+    """Validates the sampling fields; `max_tokens` is resolved by the caller per prompt."""
+    n = req.num_choices
+    if n < 1:
+        raise _invalid(f"n must be at least 1, got {n}.", "n")
+    if n > MAX_N:
+        raise _invalid(f"n must be at most {MAX_N}, got {n}.", "n")
+
+    temperature = 1.0 if req.temperature is None else req.temperature
+    _finite(temperature, "temperature")
+    if temperature < 0.0:
+        raise _invalid(f"temperature must be non-negative, got {temperature}.", "temperature")
+
+    top_p = 1.0 if req.top_p is None else req.top_p
+    if not 0.0 < top_p <= 1.0:
+        raise _invalid(f"top_p must be in (0, 1], got {top_p}.", "top_p")
+
+    top_k = 0 if req.top_k is None else req.top_k
+    if top_k < -1:
+        raise _invalid(f"top_k must be 0 (disable), or at least 1, got {top_k}.", "top_k")
+    top_k = max(top_k, 0)  # -1 is the older spelling of "off"
+
+    min_p = 0.0 if req.min_p is None else req.min_p
+    if not 0.0 <= min_p <= 1.0:
+        raise _invalid(f"min_p must be in [0, 1], got {min_p}.", "min_p")
+
+    presence_penalty = 0.0 if req.presence_penalty is None else req.presence_penalty
+    if not -2.0 <= presence_penalty <= 2.0:
+        raise _invalid(
+            f"presence_penalty must be in [-2, 2], got {presence_penalty}.", "presence_penalty"
+        )
+    frequency_penalty = 0.0 if req.frequency_penalty is None else req.frequency_penalty
+    if not -2.0 <= frequency_penalty <= 2.0:
+        raise _invalid(
+            f"frequency_penalty must be in [-2, 2], got {frequency_penalty}.", "frequency_penalty"
+        )
+    repetition_penalty = 1.0 if req.repetition_penalty is None else req.repetition_penalty
+    _finite(repetition_penalty, "repetition_penalty")
+    if repetition_penalty <= 0.0:
+        raise _invalid(
+            f"repetition_penalty must be greater than zero, got {repetition_penalty}.",
+            "repetition_penalty",
+        )
+
+    seed = req.seed
+    if seed is not None and not _INT64_MIN <= seed <= _INT64_MAX:
+        raise _invalid(f"seed must be in [{_INT64_MIN}, {_INT64_MAX}], got {seed}.", "seed")
+    if seed == -1:
+        seed = None  # vLLM: -1 means unseeded
+
+    stop = (req.stop,) if isinstance(req.stop, str) else tuple(req.stop or ())
+    if any(not s for s in stop):
+        raise _invalid("stop cannot contain an empty string.", "stop")
+    # Order-preserving de-duplication, as vLLM does.
+    stop_token_ids = tuple(dict.fromkeys(req.stop_token_ids or ()))
+
+    if max_tokens < 1:
+        raise _invalid(f"max_tokens must be at least 1, got {max_tokens}.", "max_tokens")
+
+    if temperature < _GREEDY_EPS:
+        if n > 1:
+            raise _invalid(f"n must be 1 when using greedy sampling, got {n}.", "n")
+        temperature, top_p, top_k, min_p = 0.0, 1.0, 0, 0.0
+    elif temperature < _MIN_TEMPERATURE:
+        logger.debug("raising temperature %s to %s", temperature, _MIN_TEMPERATURE)
+        temperature = _MIN_TEMPERATURE
+
+    return SamplingParams(
+        max_tokens=max_tokens,
+        temperature=temperature,
+        top_p=top_p,
+        top_k=top_k,
+        min_p=min_p,
+        seed=seed,
+        presence_penalty=presence_penalty,
+        frequency_penalty=frequency_penalty,
+        repetition_penalty=repetition_penalty,
+        stop=stop,
+        stop_token_ids=stop_token_ids,
+        ignore_eos=req.ignore_eos,
+        skip_special_tokens=req.skip_special_tokens,
+    )
+
+
+def choice_params(params: SamplingParams, n: int) -> list[SamplingParams]:
+    """One SamplingParams per choice: with a seed, choice i uses seed+i so that the n choices
+    differ from each other yet the whole response is reproducible."""
+    if params.seed is None:
+        return [params] * n
+    return [attrs.evolve(params, seed=params.seed + i) for i in range(n)]
+
+
+def check_stream_options(req: GenerationRequest) -> None:
+    if req.stream_options is not None and not req.stream:
+        raise _invalid("Stream options can only be defined when stream=True.", "stream_options")
+
+
+def usage_flags(req: GenerationRequest) -> tuple[bool, bool]:
+    """(include_usage, continuous_usage_stats); running usage only comes with include_usage."""
+    options = req.stream_options
+    if options is None:
+        return False, False
+    include = bool(options.include_usage)
+    return include, include and bool(options.continuous_usage_stats)
+
+
+def check_max_tokens_limit(requested: int | None, param: str, max_model_len: int) -> None:
+    if requested is not None and requested > max_model_len:
+        raise _invalid(
+            f"{param}={requested} cannot be greater than max_model_len={max_model_len}. "
+            "Please request fewer output tokens.",
+            param,
+        )
+
+
+def resolve_max_tokens(requested: int | None, prompt_len: int, max_model_len: int) -> int:
+    """The output budget of one prompt: the request's, or whatever fits when it set none."""
+    if requested is not None:
+        needed = requested
+    else:
+        # vLLM counts an unset budget as 0 for the check, but one token must always fit.
+        needed = 0 if prompt_len > max_model_len else 1
+    if prompt_len + needed > max_model_len:
+        raise _invalid(
+            f"This model's maximum context length is {max_model_len} tokens. However, you "
+            f"requested {needed} output tokens and your prompt contains {prompt_len} input "
+            f"tokens, for a total of {prompt_len + needed} tokens. Please reduce the length of "
+            "the input prompt or the number of requested output tokens.",
+            "input_tokens",
+        )
+    return requested if requested is not None else max_model_len - prompt_len

@@ -1,0 +1,167 @@
+"""POST /v1/chat/completions: parse, validate, render the chat template, submit, format.
+
+The n choices are n engine sequences of the same prompt; choice i is sequence i.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from asgi.http import HTTPError, Request, Response, StreamingResponse
+from engine.sampling_params import SamplingParams
+from protocol import formatting
+from protocol.chat_template import render_chat, resolve_template
+from protocol.converter import parse_body
+from protocol.generation import generate_all, open_generation
+from protocol.model_resolution import resolve_engine
+from protocol.prompts import check_token_ids, encode
+from protocol.sampling import (
+    check_max_tokens_limit,
+    check_stream_options,
+    choice_params,
+    resolve_max_tokens,
+    sampling_params,
+    usage_flags,
+)
+from protocol.schemas_chat import (
+    ChatCompletionRequest,
+    ChatCompletionResponse,
+    ChatCompletionResponseChoice,
+    ChatCompletionResponseStreamChoice,
+    ChatCompletionStreamResponse,
+    ChatMessage,
+    DeltaMessage,
+)
+
+logger = logging.getLogger(__name__)
+
+
+def _response_role(req: ChatCompletionRequest) -> str:
+    # vLLM: without a generation prompt the model continues the last message's role.
+    if req.add_generation_prompt or not req.messages:
+        return "assistant"
+    return req.messages[-1].role
+
+
+async def create_chat_completion(request: Request) -> Response | StreamingResponse:
+    req = parse_body(request, ChatCompletionRequest)
+    engine = resolve_engine(request, req.model)
+    if req.logprobs:
+        raise HTTPError(400, "logprobs are not supported yet", "BadRequestError", "logprobs")
+    check_stream_options(req)
+    if req.max_completion_tokens is not None:
+        requested, requested_param = req.max_completion_tokens, "max_completion_tokens"
+    else:
+        requested, requested_param = req.max_tokens, "max_tokens"
+    check_max_tokens_limit(requested, requested_param, engine.max_model_len)
+
+    prompt_text = render_chat(
+        resolve_template(req.chat_template, engine.chat_template),
+        req.messages,
+        add_generation_prompt=req.add_generation_prompt,
+        tokenizer=engine.tokenizer,
+        chat_template_kwargs=req.chat_template_kwargs,
+    )
+    prompt_ids = encode(engine.tokenizer, prompt_text, req.add_special_tokens)
+    if not prompt_ids:
+        raise HTTPError(400, "The decoder prompt cannot be empty", "BadRequestError", "messages")
+    check_token_ids(prompt_ids, engine.vocab_size, "messages")
+    max_tokens = resolve_max_tokens(requested, len(prompt_ids), engine.max_model_len)
+    params = sampling_params(req, max_tokens)
+    prompts = [(prompt_ids, p) for p in choice_params(params, req.num_choices)]
+
+    response_id = formatting.chat_completion_id(request)
+    role = _response_role(req)
+    if req.stream:
+        include_usage, continuous = usage_flags(req)
+        chunks = _stream(
+            engine, response_id, engine.served_model_name, prompts, role, include_usage,
+            continuous,
+        )
+        return StreamingResponse(chunks)
+
+    created = formatting.created_now()
+    finished = await generate_all(engine, response_id, prompts)
+    choices = [
+        ChatCompletionResponseChoice(
+            index=i,
+            message=ChatMessage(role=role, content=choice.text),
+            finish_reason=choice.finish_reason,
+            stop_reason=choice.stop_reason,
+        )
+        for i, choice in enumerate(finished)
+    ]
+    num_output_tokens = sum(c.num_output_tokens for c in finished)
+    return formatting.json_body(
+        ChatCompletionResponse(
+            id=response_id,
+            created=created,
+            model=engine.served_model_name,
+            choices=choices,
+            usage=formatting.usage(len(prompt_ids), num_output_tokens),
+        )
+    )
+
+
+async def _stream(
+    engine: Any,
+    response_id: str,
+    model: str,
+    prompts: list[tuple[list[int], SamplingParams]],
+    role: str,
+    include_usage: bool,
+    continuous: bool,
+) -> AsyncIterator[bytes]:
+    created = formatting.created_now()
+    num_prompt_tokens = len(prompts[0][0])
+    num_output_tokens = [0] * len(prompts)
+    role_sent = False
+
+    def chunk(
+        index: int, delta: DeltaMessage, finish_reason: str | None = None,
+        stop_reason: str | int | None = None,
+    ) -> bytes:
+        chunk_usage = None
+        if continuous:
+            chunk_usage = formatting.usage(num_prompt_tokens, num_output_tokens[index])
+        choice = ChatCompletionResponseStreamChoice(
+            index=index, delta=delta, finish_reason=finish_reason, stop_reason=stop_reason
+        )
+        return formatting.sse_event(
+            ChatCompletionStreamResponse(
+                id=response_id, created=created, model=model, choices=[choice], usage=chunk_usage
+            )
+        )
+
+    try:
+        async with open_generation(engine, response_id, prompts) as outputs:
+            async for index, output in outputs:
+                # Like vLLM, the role chunks wait for the first output, so an engine that fails
+                # at once reports the error as the stream's first event.
+                if not role_sent:
+                    for i in range(len(prompts)):
+                        yield chunk(i, DeltaMessage(role=role, content=""))
+                    role_sent = True
+                num_output_tokens[index] = output.num_output_tokens
+                text = output.new_text
+                if output.finished:
+                    delta = DeltaMessage(content=text) if text else DeltaMessage()
+                    yield chunk(index, delta, output.finish_reason or "stop", output.stop_reason)
+                elif text:
+                    yield chunk(index, DeltaMessage(content=text))
+        if include_usage:
+            yield formatting.sse_event(
+                ChatCompletionStreamResponse(
+                    id=response_id,
+                    created=created,
+                    model=model,
+                    choices=[],
+                    usage=formatting.usage(num_prompt_tokens, sum(num_output_tokens)),
+                )
+            )
+    except Exception as exc:
+        logger.exception("chat completion stream %s failed", response_id)
+        yield formatting.sse_error_event(exc)
+    yield formatting.SSE_DONE

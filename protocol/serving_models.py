@@ -1,0 +1,23 @@
+"""GET /v1/models: one card per served model name (an empty list while the model loads)."""
+
+from __future__ import annotations
+
+from asgi.http import Request, Response
+from protocol import formatting
+from protocol.model_resolution import server_state
+from protocol.schemas_models import ModelCard, ModelList, ModelPermission
+
+
+async def list_models(request: Request) -> Response:
+    now = formatting.created_now()
+    cards = [
+        ModelCard(
+            id=name,
+            created=engine.created,
+            root=engine.model_path,
+            max_model_len=engine.max_model_len,
+            permission=[ModelPermission(id=f"modelperm-{formatting.random_uuid()}", created=now)],
+        )
+        for name, engine in server_state(request).engines.items()
+    ]
+    return formatting.json_body(ModelList(data=cards))

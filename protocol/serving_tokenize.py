@@ -1,0 +1,66 @@
+"""POST /tokenize and POST /detokenize (vLLM's custom APIs).
+
+/tokenize has two forms told apart by the presence of `messages`; it reports the count but,
+as in vLLM, does not enforce max_model_len.
+"""
+
+from __future__ import annotations
+
+from asgi.http import HTTPError, Request, Response
+from protocol import formatting
+from protocol.chat_template import render_chat, resolve_template
+from protocol.converter import parse_body, read_json_object, structure
+from protocol.model_resolution import resolve_engine
+from protocol.prompts import encode
+from protocol.schemas_tokenize import (
+    DetokenizeRequest,
+    DetokenizeResponse,
+    TokenizeChatRequest,
+    TokenizeCompletionRequest,
+    TokenizeResponse,
+)
+
+
+async def tokenize(request: Request) -> Response:
+    body = read_json_object(request)
+    req: TokenizeChatRequest | TokenizeCompletionRequest
+    if "messages" in body:
+        req = structure(body, TokenizeChatRequest)
+        engine = resolve_engine(request, req.model)
+        text = render_chat(
+            resolve_template(req.chat_template, engine.chat_template),
+            req.messages,
+            add_generation_prompt=req.add_generation_prompt,
+            tokenizer=engine.tokenizer,
+            chat_template_kwargs=req.chat_template_kwargs,
+        )
+    else:
+        req = structure(body, TokenizeCompletionRequest)
+        engine = resolve_engine(request, req.model)
+        text = req.prompt
+    tokens = encode(engine.tokenizer, text, req.add_special_tokens)
+    token_strs = None
+    if req.return_token_strs:
+        token_strs = list(engine.tokenizer.convert_ids_to_tokens(tokens))
+    return formatting.json_body(
+        TokenizeResponse(
+            count=len(tokens),
+            max_model_len=engine.max_model_len,
+            tokens=tokens,
+            token_strs=token_strs,
+        )
+    )
+
+
+async def detokenize(request: Request) -> Response:
+    req = parse_body(request, DetokenizeRequest)
+    engine = resolve_engine(request, req.model)
+    for i, token in enumerate(req.tokens):
+        if not 0 <= token < engine.vocab_size:
+            raise HTTPError(
+                400,
+                f"Token id {token} is out of vocabulary (vocabulary size: {engine.vocab_size}).",
+                "BadRequestError",
+                f"tokens[{i}]",
+            )
+    return formatting.json_body(DetokenizeResponse(prompt=engine.tokenizer.decode(req.tokens)))

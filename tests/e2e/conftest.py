@@ -1,0 +1,44 @@
+from __future__ import annotations
+
+import httpx
+import openai
+import pytest
+
+from tests.e2e.server import Server
+
+
+def _start(tmp_path_factory, name: str, env: dict[str, str]) -> Server:
+    server = Server(env, tmp_path_factory.mktemp(name) / "server.log")
+    try:
+        server.wait_ready()
+    except BaseException:
+        server.stop()
+        raise
+    return server
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory, smollm2_dir):
+    """The embedded model in float32, so greedy output can be compared with transformers."""
+    s = _start(tmp_path_factory, "fp32", {"LUMEN_DTYPE": "float32"})
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="session")
+def auth_server(tmp_path_factory, smollm2_dir):
+    """The default configuration (dtype auto), with an API key set the way vLLM users do."""
+    s = _start(tmp_path_factory, "auth", {"VLLM_API_KEY": "token-abc123"})
+    yield s
+    s.stop()
+
+
+@pytest.fixture
+def client(server) -> openai.OpenAI:
+    return openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0)
+
+
+@pytest.fixture
+def http(server):
+    with httpx.Client(base_url=server.url, timeout=120) as c:
+        yield c

@@ -1,0 +1,106 @@
+"""Every other route, the error shapes, metrics, request ids and auth, over real HTTP."""
+
+from __future__ import annotations
+
+import httpx
+import openai
+import pytest
+
+from tests.e2e.server import MODEL_NAME
+
+pytestmark = pytest.mark.e2e
+
+
+def _assert_error(resp: httpx.Response, status: int) -> dict:
+    assert resp.status_code == status, resp.text
+    error = resp.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    assert error["code"] == status
+    return error
+
+
+def test_models_lists_the_served_model(client):
+    models = client.models.list().data
+    assert [m.id for m in models] == [MODEL_NAME]
+    card = models[0].model_dump()
+    assert card["object"] == "model" and card["owned_by"] and card["max_model_len"] > 0
+    assert card["root"]
+
+
+def test_tokenize_and_detokenize_round_trip(http):
+    tok = http.post("/tokenize", json={"prompt": "Hello world", "return_token_strs": True}).json()
+    assert tok["count"] == len(tok["tokens"]) == len(tok["token_strs"])
+    assert tok["max_model_len"] > 0
+    assert http.post("/detokenize", json={"tokens": tok["tokens"]}).json()["prompt"] == "Hello world"
+    chat = http.post("/tokenize", json={"messages": [{"role": "user", "content": "Hi"}]}).json()
+    assert chat["count"] > tok["count"]  # the template adds the system prompt and role markers
+
+
+def test_health_version_metrics(http):
+    assert http.get("/health").status_code == 200
+    assert "version" in http.get("/version").json()
+    metrics = http.get("/metrics")
+    assert metrics.headers["content-type"].startswith("text/plain")
+    for name in ("vllm:num_requests_running", "vllm:num_requests_waiting",
+                 "vllm:kv_cache_usage_perc", "vllm:prompt_tokens_total",
+                 "vllm:generation_tokens_total", "vllm:request_success_total",
+                 "vllm:time_to_first_token_seconds_bucket",
+                 "vllm:inter_token_latency_seconds_bucket",
+                 "vllm:e2e_request_latency_seconds_bucket"):
+        assert name in metrics.text, name
+
+
+def test_request_id_is_echoed_and_used_in_the_response_id(http):
+    resp = http.post("/v1/completions", json={"prompt": "Hi", "max_tokens": 1},
+                     headers={"X-Request-Id": "my-trace-42"})
+    assert resp.headers["x-request-id"] == "my-trace-42"
+    assert resp.json()["id"] == "cmpl-my-trace-42"
+    assert http.get("/health").headers["x-request-id"]
+
+
+@pytest.mark.parametrize(
+    ("content", "headers", "status", "needle"),
+    [
+        (b"{not json", {"content-type": "application/json"}, 400, "json"),
+        (b'{"prompt": "hi"}', {"content-type": "text/plain"}, 400, "content-type"),
+        (b'{"prompt": "hi", "max_tokens": "many"}', {"content-type": "application/json"}, 400,
+         "max_tokens"),
+        (b'{"prompt": "hi", "temperature": -1}', {"content-type": "application/json"}, 400,
+         "temperature"),
+        (b'{"prompt": "hi", "max_tokens": 100000}', {"content-type": "application/json"}, 400,
+         "max"),
+        (b'{"prompt": "hi", "stream_options": {"include_usage": true}}',
+         {"content-type": "application/json"}, 400, "stream"),
+    ],
+)
+def test_bad_requests_get_openai_shaped_400s(http, content, headers, status, needle):
+    error = _assert_error(http.post("/v1/completions", content=content, headers=headers), status)
+    assert needle in error["message"].lower()
+    assert http.get("/health").status_code == 200  # still serving
+
+
+def test_prompt_over_the_context_names_the_maximum(http):
+    max_len = http.get("/v1/models").json()["data"][0]["max_model_len"]
+    resp = http.post("/v1/completions", json={"prompt": [1] * max_len, "max_tokens": 10})
+    error = _assert_error(resp, 400)
+    assert f"maximum context length is {max_len} tokens" in error["message"]
+
+
+def test_unknown_route_and_wrong_method(http):
+    _assert_error(http.get("/v1/nothing-here"), 404)
+    _assert_error(http.get("/v1/chat/completions"), 405)
+
+
+def test_api_key_protects_inference_routes(auth_server):
+    url = auth_server.url
+    assert httpx.get(url + "/health").status_code == 200
+    assert httpx.get(url + "/metrics").status_code == 200
+    _assert_error(httpx.post(url + "/tokenize", json={"prompt": "x"}), 401)
+    _assert_error(httpx.get(url + "/v1/models", headers={"Authorization": "Bearer wrong"}), 401)
+    with pytest.raises(openai.AuthenticationError):
+        openai.OpenAI(base_url=url + "/v1", api_key="wrong", max_retries=0).models.list()
+    client = openai.OpenAI(base_url=url + "/v1", api_key="token-abc123", max_retries=0)
+    resp = client.chat.completions.create(
+        model=MODEL_NAME, messages=[{"role": "user", "content": "Hello!"}], max_tokens=8
+    )
+    assert resp.choices[0].message.content

@@ -1,0 +1,164 @@
+"""Stand-ins for the protocol tests: a character tokenizer, a scripted engine, request helpers.
+
+The engine implements only the duck-typed interface the handlers call (see protocol/), with
+deterministic outputs, so tests can check response shapes and streaming chunk rules.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import anyio.lowlevel
+import orjson
+
+from asgi.http import Request, StreamingResponse
+from asgi.state import ServerState
+from configs.settings import Settings
+from engine.outputs import RequestOutput
+from engine.sampling_params import SamplingParams
+
+CHATML = (
+    "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
+    "{{ '<|im_start|>system\\nYou are a helpful AI assistant named SmolLM, trained by Hugging "
+    "Face<|im_end|>\\n' }}{% endif %}{{'<|im_start|>' + message['role'] + '\\n' + "
+    "message['content'] + '<|im_end|>' + '\\n'}}{% endfor %}{% if add_generation_prompt %}"
+    "{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+
+BOS, EOS = 1, 2
+
+
+class CharTokenizer:
+    """One token per character (its code point); BOS=1, EOS=2."""
+
+    bos_token = "<s>"
+    eos_token = "</s>"
+
+    def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
+        return ([BOS] if add_special_tokens else []) + [ord(c) for c in text]
+
+    def decode(self, ids: list[int]) -> str:
+        return "".join(chr(i) for i in ids if i not in (BOS, EOS))
+
+    def convert_ids_to_tokens(self, ids: list[int]) -> list[str]:
+        special = {BOS: self.bos_token, EOS: self.eos_token}
+        return [special.get(i, chr(i)) for i in ids]
+
+
+class ScriptedEngine:
+    """Sequence i replies `reply(i)` one character per step, then EOS ("stop"), or stops at
+    max_tokens ("length"). Outputs of all sequences interleave round-robin."""
+
+    def __init__(
+        self,
+        *,
+        name: str = "test-model",
+        max_model_len: int = 64,
+        vocab_size: int = 256,
+        chat_template: str | None = CHATML,
+        reply: Callable[[int], str] = lambda i: f"ok{i}",
+        fail_after: int | None = None,
+        stop_reason: str | int | None = None,
+    ) -> None:
+        self.served_model_name = name
+        self.model_path = f"/models/{name}"
+        self.created = 1_700_000_000
+        self.max_model_len = max_model_len
+        self.vocab_size = vocab_size
+        self.tokenizer = CharTokenizer()
+        self.chat_template = chat_template
+        self.reply = reply
+        self.fail_after = fail_after
+        self.stop_reason = stop_reason
+        self.calls: list[tuple[str, list[tuple[list[int], SamplingParams]]]] = []
+        self.closed = False
+
+    async def generate(
+        self, request_id: str, prompts: list[tuple[list[int], SamplingParams]]
+    ) -> AsyncIterator[tuple[int, RequestOutput]]:
+        self.calls.append((request_id, prompts))
+        positions = [0] * len(prompts)
+        done = [False] * len(prompts)
+        emitted = 0
+        try:
+            while not all(done):
+                for i, (ids, params) in enumerate(prompts):
+                    if done[i]:
+                        continue
+                    if self.fail_after is not None and emitted >= self.fail_after:
+                        raise RuntimeError("engine exploded")
+                    await anyio.lowlevel.checkpoint()
+                    text = self.reply(i)
+                    if positions[i] < len(text):
+                        char = text[positions[i]]
+                        positions[i] += 1
+                        finished = positions[i] >= params.max_tokens
+                        output = self._output(request_id, ids, [ord(char)], char, positions[i],
+                                              "length" if finished else None)
+                    else:  # the script is over: EOS, which decodes to no text
+                        positions[i] += 1
+                        output = self._output(request_id, ids, [EOS], "", positions[i], "stop")
+                    done[i] = output.finished
+                    emitted += 1
+                    yield i, output
+        finally:
+            self.closed = True
+
+    def _output(
+        self, request_id: str, ids: list[int], new_ids: list[int], text: str, num: int,
+        finish_reason: str | None,
+    ) -> RequestOutput:
+        return RequestOutput(
+            request_id=request_id,
+            new_token_ids=new_ids,
+            new_text=text,
+            num_prompt_tokens=len(ids),
+            num_output_tokens=num,
+            finished=finish_reason is not None,
+            finish_reason=finish_reason,
+            stop_reason=self.stop_reason if finish_reason == "stop" else None,
+        )
+
+
+def server_with(*engines: Any, status: str = "ready", error: str | None = None) -> ServerState:
+    return ServerState(
+        settings=Settings(),
+        engines={e.served_model_name: e for e in engines},
+        status=status,
+        error=error,
+    )
+
+
+def make_request(
+    body: Any = None,
+    *,
+    server: ServerState | None = None,
+    method: str = "POST",
+    path: str = "/",
+    content_type: str | None = "application/json",
+    request_id: str = "req-1",
+) -> Request:
+    raw = body if isinstance(body, bytes) else (b"" if body is None else orjson.dumps(body))
+    headers = {} if content_type is None else {"content-type": content_type}
+    return Request(
+        method=method,
+        path=path,
+        headers=headers,
+        query_string=b"",
+        body=raw,
+        state={"server": server if server is not None else server_with()},
+        request_id=request_id,
+    )
+
+
+async def read_events(response: StreamingResponse, limit: int | None = None) -> list[Any]:
+    """The stream's SSE events, decoded: JSON objects, and "[DONE]" as the string."""
+    events: list[Any] = []
+    async for chunk in response.chunks:
+        assert chunk.startswith(b"data: ") and chunk.endswith(b"\n\n"), chunk
+        payload = chunk[len(b"data: ") : -2]
+        events.append("[DONE]" if payload == b"[DONE]" else orjson.loads(payload))
+        if limit is not None and len(events) >= limit:
+            break
+    return events

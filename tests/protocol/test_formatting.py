@@ -1,0 +1,93 @@
+from __future__ import annotations
+
+import re
+
+import orjson
+import pytest
+from protocol_fakes import make_request
+
+from asgi.http import HTTPError
+from protocol import formatting
+from protocol.schemas_chat import (
+    ChatCompletionResponseStreamChoice,
+    ChatCompletionStreamResponse,
+    DeltaMessage,
+)
+
+
+def decode_event(event: bytes) -> object:
+    assert event.startswith(b"data: ") and event.endswith(b"\n\n")
+    return orjson.loads(event[len(b"data: ") : -2])
+
+
+def test_response_ids_use_the_request_id_as_base() -> None:
+    request = make_request(request_id="abc")
+    assert formatting.completion_id(request) == "cmpl-abc"
+    assert formatting.chat_completion_id(request) == "chatcmpl-abc"
+
+
+def test_random_uuid_is_16_hex_digits() -> None:
+    assert re.fullmatch(r"[0-9a-f]{16}", formatting.random_uuid())
+
+
+def test_usage_totals_prompt_and_completion() -> None:
+    usage = formatting.usage(5, 3)
+    assert (usage.prompt_tokens, usage.completion_tokens, usage.total_tokens) == (5, 3, 8)
+
+
+def test_sse_event_frames_one_json_object() -> None:
+    event = formatting.sse_event(formatting.usage(1, 2))
+    assert event == (
+        b'data: {"prompt_tokens":1,"total_tokens":3,"completion_tokens":2,'
+        b'"prompt_tokens_details":null}\n\n'
+    )
+
+
+def test_done_terminator() -> None:
+    assert formatting.SSE_DONE == b"data: [DONE]\n\n"
+
+
+def test_stream_chunks_omit_unset_usage_and_delta_fields() -> None:
+    chunk = ChatCompletionStreamResponse(
+        id="chatcmpl-x",
+        created=1,
+        model="m",
+        choices=[ChatCompletionResponseStreamChoice(index=0, delta=DeltaMessage(content="hi"))],
+    )
+    assert decode_event(formatting.sse_event(chunk)) == {
+        "id": "chatcmpl-x",
+        "object": "chat.completion.chunk",
+        "created": 1,
+        "model": "m",
+        "choices": [
+            {"index": 0, "delta": {"content": "hi"}, "logprobs": None, "finish_reason": None,
+             "stop_reason": None}
+        ],
+    }
+    with_usage = ChatCompletionStreamResponse(
+        id="x", created=1, model="m", choices=[], usage=formatting.usage(1, 1)
+    )
+    assert decode_event(formatting.sse_event(with_usage))["usage"]["total_tokens"] == 2
+
+
+@pytest.mark.parametrize(
+    ("exc", "code", "err_type", "param"),
+    [
+        (HTTPError(400, "bad", "BadRequestError", "n"), 400, "BadRequestError", "n"),
+        (ValueError("bad value"), 400, "BadRequestError", None),
+        (RuntimeError("boom"), 500, "InternalServerError", None),
+    ],
+)
+def test_in_band_error_event_has_openai_error_shape(
+    exc: Exception, code: int, err_type: str, param: str | None
+) -> None:
+    body = decode_event(formatting.sse_error_event(exc))
+    assert body == {
+        "error": {"message": str(exc), "type": err_type, "param": param, "code": code}
+    }
+
+
+def test_json_body_serialises_schema_objects() -> None:
+    response = formatting.json_body(formatting.usage(1, 1), status=201)
+    assert response.status == 201 and response.media_type == "application/json"
+    assert orjson.loads(response.body)["total_tokens"] == 2

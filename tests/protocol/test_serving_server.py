@@ -1,0 +1,112 @@
+from __future__ import annotations
+
+import orjson
+import pytest
+from prometheus_client import CONTENT_TYPE_LATEST
+from protocol_fakes import ScriptedEngine, make_request, server_with
+
+from asgi.http import HTTPError
+from protocol.model_resolution import resolve_engine
+from protocol.routes import build_routes
+from protocol.serving_models import list_models
+from protocol.serving_server import health, metrics, version
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_health_is_empty_json_when_ready() -> None:
+    response = await health(make_request(server=server_with(ScriptedEngine())))
+    assert response.status == 200 and orjson.loads(response.body) == {}
+
+
+async def test_health_is_503_while_loading() -> None:
+    response = await health(make_request(server=server_with(status="loading")))
+    assert response.status == 503 and orjson.loads(response.body) == {"status": "loading"}
+
+
+async def test_health_reports_a_failed_load() -> None:
+    server = server_with(status="failed", error="out of memory")
+    response = await health(make_request(server=server))
+    assert response.status == 503
+    assert orjson.loads(response.body) == {"status": "failed", "error": "out of memory"}
+
+
+def test_ping_is_health_for_get_and_post() -> None:
+    routes = build_routes()
+    assert routes[("GET", "/ping")] is routes[("GET", "/health")]
+    assert routes[("POST", "/ping")] is routes[("GET", "/health")]
+
+
+def test_routes_cover_the_protocol_surface() -> None:
+    assert set(build_routes()) == {
+        ("POST", "/v1/completions"),
+        ("POST", "/v1/chat/completions"),
+        ("POST", "/tokenize"),
+        ("POST", "/detokenize"),
+        ("GET", "/v1/models"),
+        ("GET", "/health"),
+        ("GET", "/ping"),
+        ("POST", "/ping"),
+        ("GET", "/version"),
+        ("GET", "/metrics"),
+    }
+
+
+async def test_version_reports_a_version_string() -> None:
+    response = await version(make_request())
+    body = orjson.loads(response.body)
+    assert set(body) == {"version"} and body["version"]
+
+
+async def test_metrics_exposes_the_registry_in_prometheus_text() -> None:
+    response = await metrics(make_request())
+    assert response.status == 200 and response.media_type == CONTENT_TYPE_LATEST
+    assert b"vllm:num_requests_running" in response.body
+
+
+async def test_models_lists_one_card_per_engine() -> None:
+    server = server_with(ScriptedEngine(name="a"), ScriptedEngine(name="b", max_model_len=128))
+    body = orjson.loads((await list_models(make_request(server=server))).body)
+    assert body["object"] == "list"
+    assert [card["id"] for card in body["data"]] == ["a", "b"]
+    card = body["data"][1]
+    assert {k: v for k, v in card.items() if k != "permission"} == {
+        "id": "b",
+        "object": "model",
+        "created": 1_700_000_000,
+        "owned_by": "lumen",
+        "root": "/models/b",
+        "parent": None,
+        "max_model_len": 128,
+    }
+    (permission,) = card["permission"]
+    assert permission["id"].startswith("modelperm-")
+    assert permission["object"] == "model_permission" and permission["allow_sampling"] is True
+
+
+async def test_models_is_empty_while_loading() -> None:
+    body = orjson.loads((await list_models(make_request(server=server_with(status="loading")))).body)
+    assert body == {"object": "list", "data": []}
+
+
+def test_absent_or_empty_model_means_the_first_engine() -> None:
+    first, second = ScriptedEngine(name="a"), ScriptedEngine(name="b")
+    request = make_request(server=server_with(first, second))
+    assert resolve_engine(request, None) is first
+    assert resolve_engine(request, "") is first
+    assert resolve_engine(request, "b") is second
+
+
+def test_unknown_model_is_a_404_naming_it() -> None:
+    with pytest.raises(HTTPError) as info:
+        resolve_engine(make_request(server=server_with(ScriptedEngine())), "foo")
+    err = info.value
+    assert (err.status, err.err_type, err.param) == (404, "NotFoundError", "model")
+    assert err.message == "The model `foo` does not exist."
+
+
+@pytest.mark.parametrize(("status", "words"), [("loading", "still loading"), ("failed", "boom")])
+def test_no_engine_yet_is_a_503(status: str, words: str) -> None:
+    with pytest.raises(HTTPError) as info:
+        resolve_engine(make_request(server=server_with(status=status, error="boom")), "m")
+    assert info.value.status == 503 and words in info.value.message
