@@ -1,10 +1,11 @@
 """Paged attention over a block-structured KV cache.
 
-One function serves prefill, chunked prefill and decode: every sequence in the batch has some
-new query tokens (1 for decode) that attend to all of its cached tokens up to their own position.
-Queries are padded per sequence to the longest query in the batch; keys are gathered from the
-sequence's blocks. The caller builds the index tensors once per step (AttentionInputs) and every
-layer reuses them.
+Decode tokens (one new token per sequence) are batched by their number of KV blocks: each group
+is one gather and two batched matmuls whose shapes depend only on that block count. Each
+prefill (or prefill chunk) attends on its own to exactly its own context. So no result depends
+on what else is in the batch (CPU GEMM kernels round differently for different shapes), and a
+request decodes the same alone or among others. The caller builds the index tensors once per
+step (AttentionInputs); every layer reuses them.
 """
 
 from __future__ import annotations
@@ -15,12 +16,28 @@ import torch.nn.functional as F
 
 
 @attrs.frozen
+class PrefillInputs:
+    start: int  # rows [start, end) of the flat batch are this sequence's new tokens
+    end: int
+    block_table: torch.Tensor  # [num_blocks] int64, covering the context
+    context_len: int  # cached tokens + new tokens
+    mask: torch.Tensor  # [1, 1, end - start, context_len] bool: key position <= query position
+
+
+@attrs.frozen
+class DecodeGroup:
+    """Decoding sequences that hold the same number of KV blocks."""
+
+    rows: torch.Tensor  # [num_seqs] int64: their rows in the flat batch
+    block_tables: torch.Tensor  # [num_seqs, num_blocks] int64
+    mask: torch.Tensor  # [num_seqs, 1, 1, num_blocks * block_size] bool: key < context length
+
+
+@attrs.frozen
 class AttentionInputs:
     slot_mapping: torch.Tensor  # [num_tokens] int64: cache slot of each new token
-    block_tables: torch.Tensor  # [num_seqs, max_blocks] int64 (unused entries: 0)
-    query_index: torch.Tensor  # [num_seqs, max_query_len] int64: flat token index (padding: 0)
-    output_index: torch.Tensor  # [num_tokens] int64: row of each token in [num_seqs * max_query_len]
-    mask: torch.Tensor  # [num_seqs, 1, max_query_len, max_blocks * block_size] bool: may attend
+    decodes: tuple[DecodeGroup, ...]
+    prefills: tuple[PrefillInputs, ...]
 
 
 def write_kv(
@@ -37,15 +54,51 @@ def paged_attention(
     scale: float,
 ) -> torch.Tensor:
     # q: [num_tokens, num_heads, head_dim] -> [num_tokens, num_heads * head_dim]
-    num_seqs, max_query_len = inputs.query_index.shape
-    num_heads, head_dim = q.shape[1:]
+    out = q.new_empty(q.shape[0], q.shape[1] * q.shape[2])
+    for g in inputs.decodes:
+        out[g.rows] = decode_attention(q[g.rows], k_cache, v_cache, g.block_tables, g.mask, scale)
+    for p in inputs.prefills:
+        out[p.start:p.end] = prefill_attention(q[p.start:p.end], k_cache, v_cache, p, scale)
+    return out
+
+
+def decode_attention(
+    q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, block_tables: torch.Tensor,
+    mask: torch.Tensor, scale: float,
+) -> torch.Tensor:
+    # q: [num_seqs, num_heads, head_dim] (one token each) -> [num_seqs, num_heads * head_dim]
+    num_seqs, num_heads, head_dim = q.shape
+    if num_seqs == 1:
+        # A lone GEMM takes another BLAS kernel (and rounding) than a batch of them: run it as
+        # a batch of two so one sequence gets the same result alone as among others.
+        out = decode_attention(q.expand(2, -1, -1), k_cache, v_cache,
+                               block_tables.expand(2, -1), mask.expand(2, -1, -1, -1), scale)
+        return out[:1]
     num_kv_heads = k_cache.shape[2]
-    qp = q[inputs.query_index].transpose(1, 2)  # [num_seqs, num_heads, max_query_len, head_dim]
-    # [num_seqs, max_blocks, block_size, kv_heads, dim] -> [num_seqs, kv_heads, ctx_len, dim]
-    k = k_cache[inputs.block_tables].flatten(1, 2).transpose(1, 2)
-    v = v_cache[inputs.block_tables].flatten(1, 2).transpose(1, 2)
+    # Gather each sequence's blocks into contiguous copies laid out as the matmuls want them:
+    # strided views would let the BLAS call (and its rounding) differ between 1 and N sequences.
+    k = k_cache[block_tables]  # [num_seqs, num_blocks, block_size, kv_heads, dim]
+    kt = k.permute(0, 3, 4, 1, 2).reshape(num_seqs, num_kv_heads, head_dim, -1)  # [.., dim, ctx]
+    v = v_cache[block_tables].permute(0, 3, 1, 2, 4).reshape(num_seqs, num_kv_heads, -1, head_dim)
+    # Query heads grouped under their kv head: [num_seqs, kv_heads, group, dim]
+    qg = q.reshape(num_seqs, num_kv_heads, num_heads // num_kv_heads, head_dim)
+    # Scores in float32: bf16 scores would perturb the softmax weights by several percent.
+    scores = torch.matmul(qg.float(), kt.float()) * scale  # [num_seqs, kv_heads, group, ctx]
+    scores = scores.masked_fill(~mask, float("-inf"))
+    probs = scores.softmax(dim=-1).to(q.dtype)
+    return torch.matmul(probs, v).reshape(num_seqs, num_heads * head_dim)
+
+
+def prefill_attention(
+    q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, p: PrefillInputs, scale: float
+) -> torch.Tensor:
+    # q: [num_new, num_heads, head_dim] -> [num_new, num_heads * head_dim]
+    num_new, num_heads, head_dim = q.shape
+    # [num_blocks, block_size, kv_heads, dim] -> [1, kv_heads, context_len, dim]
+    k = k_cache[p.block_table].flatten(0, 1)[: p.context_len].transpose(0, 1).unsqueeze(0)
+    v = v_cache[p.block_table].flatten(0, 1)[: p.context_len].transpose(0, 1).unsqueeze(0)
     out = F.scaled_dot_product_attention(
-        qp, k, v, attn_mask=inputs.mask, scale=scale, enable_gqa=num_heads != num_kv_heads
-    )  # [num_seqs, num_heads, max_query_len, head_dim]
-    out = out.transpose(1, 2).reshape(num_seqs * max_query_len, num_heads * head_dim)
-    return out[inputs.output_index]
+        q.transpose(0, 1).unsqueeze(0), k, v, attn_mask=p.mask, scale=scale,
+        enable_gqa=num_heads != k.shape[1],
+    )  # [1, num_heads, num_new, head_dim]
+    return out[0].transpose(0, 1).reshape(num_new, num_heads * head_dim)

@@ -6,11 +6,18 @@ import torch
 import torch.nn.functional as F
 
 
+MIN_ROWS = 4
+
+
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     # x: [num_tokens, in_features] -> [num_tokens, out_features]
-    # A single row goes through a GEMV kernel whose reduction order differs from the GEMM that
-    # 2+ rows take, so a request would decode differently alone than in a batch. Running it as
-    # two rows keeps greedy output independent of batch composition, at a negligible cost.
-    if x.shape[0] == 1:
-        return F.linear(x.expand(2, -1), weight, bias)[:1]
+    # CPU BLAS libraries send very small batches (1 row in oneDNN bf16; 1-3 rows in MKL fp32)
+    # through kernels that round differently from the GEMM used for larger ones, so a request
+    # would decode differently alone than in a batch. Running at least MIN_ROWS rows keeps every
+    # row's result independent of the batch size; at these sizes a linear layer is bound by
+    # reading the weight, so the extra rows cost next to nothing.
+    num_rows = x.shape[0]
+    if num_rows < MIN_ROWS:
+        padded = torch.cat([x, x.new_zeros(MIN_ROWS - num_rows, x.shape[1])])
+        return F.linear(padded, weight, bias)[:num_rows]
     return F.linear(x, weight, bias)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from compiled_kernels.attention import AttentionInputs
+from compiled_kernels.attention import AttentionInputs, DecodeGroup, PrefillInputs
 from compiled_kernels.sampling import SamplingTensors, sample
 from engine.models.llama import LlamaConfig, LlamaModel
 from engine.scheduler import SchedulerOutput
@@ -97,49 +97,31 @@ class ModelRunner:
     def _prepare(self, out: SchedulerOutput) -> tuple[
         torch.Tensor, torch.Tensor, AttentionInputs, torch.Tensor, list[Sequence]
     ]:
-        bs = self.block_size
+        """Flat inputs for every scheduled token, plus which rows are sampled."""
+        bs, dev = self.block_size, self.device
         input_ids: list[int] = []
         positions: list[int] = []
         slots: list[int] = []
-        query_lens: list[int] = []
         sample_rows: list[int] = []
         sample_seqs: list[Sequence] = []
+        decodes: list[tuple[int, Sequence]] = []  # (row, seq)
+        prefills: list[PrefillInputs] = []
         for seq, num_new in zip(out.seqs, out.num_new_tokens, strict=True):
-            start = seq.num_computed_tokens
-            end = start + num_new
+            row, start, end = len(input_ids), seq.num_computed_tokens, seq.num_computed_tokens + num_new
             input_ids += seq.token_ids[start:end]
             positions += range(start, end)
-            table = seq.block_table
-            slots += [table[p // bs] * bs + p % bs for p in range(start, end)]
-            query_lens.append(num_new)
+            slots += [seq.block_table[p // bs] * bs + p % bs for p in range(start, end)]
+            if num_new == 1:
+                decodes.append((row, seq))
+            else:
+                prefills.append(self._prepare_prefill(seq, row, num_new))
             if end == seq.num_tokens:
                 sample_rows.append(len(input_ids) - 1)
                 sample_seqs.append(seq)
-
-        num_seqs, max_q = len(out.seqs), max(query_lens)
-        max_blocks = max(len(s.block_table) for s in out.seqs)
-        block_tables = [s.block_table + [0] * (max_blocks - len(s.block_table)) for s in out.seqs]
-        query_index = torch.zeros((num_seqs, max_q), dtype=torch.int64)
-        query_pos = torch.zeros((num_seqs, max_q), dtype=torch.int64)
-        output_index: list[int] = []
-        offset = 0
-        for i, (seq, n) in enumerate(zip(out.seqs, query_lens)):
-            query_index[i, :n] = torch.arange(offset, offset + n)
-            query_pos[i, :n] = torch.arange(seq.num_computed_tokens, seq.num_computed_tokens + n)
-            output_index += range(i * max_q, i * max_q + n)
-            offset += n
-        key_pos = torch.arange(max_blocks * bs)
-        # A query attends to every cached key at or before its own position; padded queries
-        # (position 0) see key 0 only, and their outputs are dropped by output_index.
-        mask = (key_pos[None, None, :] <= query_pos[:, :, None]).unsqueeze(1)
-
-        dev = self.device
         attn = AttentionInputs(
             slot_mapping=torch.tensor(slots, dtype=torch.int64, device=dev),
-            block_tables=torch.tensor(block_tables, dtype=torch.int64, device=dev),
-            query_index=query_index.to(dev),
-            output_index=torch.tensor(output_index, dtype=torch.int64, device=dev),
-            mask=mask.to(dev),
+            decodes=self._prepare_decodes(decodes),
+            prefills=tuple(prefills),
         )
         return (
             torch.tensor(input_ids, dtype=torch.int64, device=dev),
@@ -147,6 +129,36 @@ class ModelRunner:
             attn,
             torch.tensor(sample_rows, dtype=torch.int64, device=dev),
             sample_seqs,
+        )
+
+    def _prepare_decodes(self, decodes: list[tuple[int, Sequence]]) -> tuple[DecodeGroup, ...]:
+        """Group the one-token sequences by block count (see compiled_kernels/attention.py)."""
+        groups: dict[int, list[tuple[int, Sequence]]] = {}
+        for row, seq in decodes:
+            groups.setdefault(len(seq.block_table), []).append((row, seq))
+        dev = self.device
+        out = []
+        for num_blocks, members in groups.items():
+            # After this step's KV write, a decode's context is all of its tokens.
+            context_lens = torch.tensor([seq.num_tokens for _, seq in members])
+            mask = torch.arange(num_blocks * self.block_size)[None, :] < context_lens[:, None]
+            out.append(DecodeGroup(
+                rows=torch.tensor([row for row, _ in members], dtype=torch.int64, device=dev),
+                block_tables=torch.tensor([seq.block_table for _, seq in members], device=dev),
+                mask=mask[:, None, None, :].to(dev),
+            ))
+        return tuple(out)
+
+    def _prepare_prefill(self, seq: Sequence, row: int, num_new: int) -> PrefillInputs:
+        """A prefill (or prefill chunk) attends to its cached prefix and causally to itself."""
+        context_len = seq.num_computed_tokens + num_new
+        query_pos = torch.arange(seq.num_computed_tokens, context_len)
+        mask = torch.arange(context_len)[None, :] <= query_pos[:, None]  # [num_new, context_len]
+        return PrefillInputs(
+            start=row, end=row + num_new,
+            block_table=torch.tensor(seq.block_table, dtype=torch.int64, device=self.device),
+            context_len=context_len,
+            mask=mask[None, None].to(self.device),
         )
 
     def _sampling_tensors(self, seqs: list[Sequence]) -> SamplingTensors:

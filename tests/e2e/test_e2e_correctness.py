@@ -35,7 +35,8 @@ def test_greedy_equals_transformers_generate(client, smollm2_dir, smollm2_tokeni
         assert resp.choices[0].text == expected_text, prompt
 
 
-def test_batch_of_32_gives_the_same_text_as_one_at_a_time(server):
+def test_batch_of_32_gives_the_same_text_as_one_at_a_time(auth_server):
+    """In the default configuration (bf16 on this CPU)."""
     prompts = [f"Write one sentence about the number {i}." for i in range(32)]
 
     async def ask(client: openai.AsyncOpenAI, prompt: str) -> str:
@@ -46,7 +47,9 @@ def test_batch_of_32_gives_the_same_text_as_one_at_a_time(server):
         return resp.choices[0].message.content
 
     async def main() -> tuple[list[str], list[str]]:
-        client = openai.AsyncOpenAI(base_url=server.url + "/v1", api_key="x", max_retries=0)
+        client = openai.AsyncOpenAI(
+            base_url=auth_server.url + "/v1", api_key="token-abc123", max_retries=0
+        )
         alone = [await ask(client, p) for p in prompts]
         together = await asyncio.gather(*(ask(client, p) for p in prompts))
         return alone, list(together)

@@ -1,0 +1,178 @@
+"""Paged attention and the KV-cache write, against a naive unpaged reference.
+
+The index tensors (AttentionInputs) are built by the real `ModelRunner._prepare` from real
+`Sequence`s and a `SchedulerOutput`, so the test covers the kernel exactly as the engine calls it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from compiled_kernels.attention import AttentionInputs, paged_attention, write_kv
+from engine.model_runner import ModelRunner
+from engine.sampling_params import SamplingParams
+from engine.scheduler import SchedulerOutput
+from engine.sequence import Sequence
+
+BLOCK_SIZE = 16
+NUM_BLOCKS = 12
+NUM_HEADS = 4
+NUM_KV_HEADS = 2
+HEAD_DIM = 8
+SCALE = HEAD_DIM**-0.5
+
+
+def _prepare(out: SchedulerOutput) -> tuple[torch.Tensor, AttentionInputs]:
+    """Run the real ModelRunner._prepare without loading a model: it only needs these two."""
+    runner = ModelRunner.__new__(ModelRunner)
+    runner.block_size = BLOCK_SIZE
+    runner.device = torch.device("cpu")
+    _input_ids, positions, attn, _sample_rows, _sample_seqs = runner._prepare(out)
+    return positions, attn
+
+
+def _make_seq(num_tokens: int, num_computed: int, block_table: list[int]) -> Sequence:
+    seq = Sequence("r", list(range(1, num_tokens + 1)), SamplingParams(max_tokens=4))
+    seq.num_computed_tokens = num_computed
+    seq.block_table = list(block_table)
+    assert len(block_table) == math.ceil(num_tokens / BLOCK_SIZE)
+    return seq
+
+
+def _make_batch(
+    shapes: list[tuple[int, int]], seed: int = 7
+) -> tuple[SchedulerOutput, list[tuple[int, int]]]:
+    """shapes: (context length after this step, new tokens) per sequence. Blocks are handed out
+    from a shuffled permutation, so tables are non-contiguous and interleaved across sequences."""
+    perm = torch.randperm(NUM_BLOCKS, generator=torch.Generator().manual_seed(seed)).tolist()
+    seqs, used = [], 0
+    for ctx, new in shapes:
+        n_blocks = math.ceil(ctx / BLOCK_SIZE)
+        seqs.append(_make_seq(ctx, ctx - new, perm[used : used + n_blocks]))
+        used += n_blocks
+    assert used <= NUM_BLOCKS
+    # The batch is only meaningful if tables really are out of order.
+    assert any(s.block_table != sorted(s.block_table) for s in seqs)
+    return SchedulerOutput(seqs=seqs, num_new_tokens=[n for _, n in shapes]), shapes
+
+
+# A decode (ctx 37), a full prefill (19 tokens) and a chunked prefill (16 cached + 8 new).
+MIXED = [(37, 1), (19, 19), (24, 8)]
+# Decodes only, at block-boundary and mid-block context lengths.
+ALL_DECODE = [(37, 1), (5, 1), (16, 1), (33, 1)]
+
+
+@pytest.fixture
+def mixed_batch() -> tuple[SchedulerOutput, list[tuple[int, int]]]:
+    return _make_batch(MIXED)
+
+
+def _reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_start: int) -> torch.Tensor:
+    """Plain causal softmax attention in float64 for one sequence.
+
+    q: [n_new, heads, dim] at positions q_start..; k, v: [ctx, kv_heads, dim] (unpaged).
+    Returns [n_new, heads * dim].
+    """
+    q, k, v = q.double(), k.double(), v.double()
+    group = q.shape[1] // k.shape[1]
+    k = k.repeat_interleave(group, dim=1)  # [ctx, heads, dim]
+    v = v.repeat_interleave(group, dim=1)
+    scores = torch.einsum("qhd,khd->hqk", q, k) * SCALE
+    q_pos = torch.arange(q_start, q_start + q.shape[0])[:, None]
+    k_pos = torch.arange(k.shape[0])[None, :]
+    scores = scores.masked_fill(k_pos > q_pos, float("-inf"))
+    out = torch.einsum("hqk,khd->qhd", scores.softmax(-1), v)
+    return out.reshape(q.shape[0], -1)
+
+
+def _empty_cache(dtype: torch.dtype, fill: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+    shape = (NUM_BLOCKS, BLOCK_SIZE, NUM_KV_HEADS, HEAD_DIM)
+    return torch.full(shape, fill, dtype=dtype), torch.full(shape, fill, dtype=dtype)
+
+
+def test_write_kv_puts_each_token_at_its_slot(mixed_batch) -> None:
+    out, shapes = mixed_batch
+    positions, attn = _prepare(out)
+    num_tokens = sum(n for _, n in shapes)
+    k = torch.randn(num_tokens, NUM_KV_HEADS, HEAD_DIM)
+    v = torch.randn(num_tokens, NUM_KV_HEADS, HEAD_DIM)
+    sentinel = -123.0
+    k_cache, v_cache = _empty_cache(torch.float32, sentinel)
+
+    write_kv(k, v, k_cache, v_cache, attn.slot_mapping)
+
+    written = torch.zeros(NUM_BLOCKS, BLOCK_SIZE, dtype=torch.bool)
+    row = 0
+    for seq, n in zip(out.seqs, out.num_new_tokens):
+        for pos in range(seq.num_computed_tokens, seq.num_computed_tokens + n):
+            block, offset = seq.block_table[pos // BLOCK_SIZE], pos % BLOCK_SIZE
+            assert attn.slot_mapping[row].item() == block * BLOCK_SIZE + offset
+            assert positions[row].item() == pos
+            assert torch.equal(k_cache[block, offset], k[row])
+            assert torch.equal(v_cache[block, offset], v[row])
+            written[block, offset] = True
+            row += 1
+    assert row == num_tokens
+    # Nothing else in either cache was touched.
+    assert (k_cache[~written] == sentinel).all()
+    assert (v_cache[~written] == sentinel).all()
+
+
+@pytest.mark.parametrize("shapes", [MIXED, ALL_DECODE], ids=["mixed", "all_decode"])
+@pytest.mark.parametrize(
+    ("dtype", "atol", "rtol"),
+    [(torch.float32, 1e-5, 1e-5), (torch.bfloat16, 2e-2, 2e-2)],
+    ids=["fp32", "bf16"],
+)
+def test_paged_attention_matches_naive_reference(
+    shapes: list[tuple[int, int]], dtype: torch.dtype, atol: float, rtol: float
+) -> None:
+    out, shapes = _make_batch(shapes)
+    _positions, attn = _prepare(out)
+    gen = torch.Generator().manual_seed(0)
+    # Full, unpaged k/v for every position of every sequence, plus this step's queries.
+    ks = [torch.randn(ctx, NUM_KV_HEADS, HEAD_DIM, generator=gen).to(dtype) for ctx, _ in shapes]
+    vs = [torch.randn(ctx, NUM_KV_HEADS, HEAD_DIM, generator=gen).to(dtype) for ctx, _ in shapes]
+    qs = [torch.randn(new, NUM_HEADS, HEAD_DIM, generator=gen).to(dtype) for _, new in shapes]
+
+    # Stale but finite garbage in the cache: masking must keep it out of every output.
+    k_cache, v_cache = _empty_cache(dtype)
+    k_cache.copy_(torch.randn(k_cache.shape, generator=gen) * 50)
+    v_cache.copy_(torch.randn(v_cache.shape, generator=gen) * 50)
+    # Tokens computed in earlier steps are already in the cache (written directly by slot) ...
+    for seq, k, v in zip(out.seqs, ks, vs):
+        for pos in range(seq.num_computed_tokens):
+            block, offset = seq.block_table[pos // BLOCK_SIZE], pos % BLOCK_SIZE
+            k_cache[block, offset], v_cache[block, offset] = k[pos], v[pos]
+    # ... and this step's tokens go in through write_kv, as the model does before attending.
+    new_k = torch.cat([k[ctx - new :] for k, (ctx, new) in zip(ks, shapes)])
+    new_v = torch.cat([v[ctx - new :] for v, (ctx, new) in zip(vs, shapes)])
+    write_kv(new_k, new_v, k_cache, v_cache, attn.slot_mapping)
+
+    result = paged_attention(torch.cat(qs), k_cache, v_cache, attn, SCALE)
+
+    assert result.shape == (sum(n for _, n in shapes), NUM_HEADS * HEAD_DIM)
+    assert result.dtype == dtype
+    expected = torch.cat(
+        [_reference(q, k, v, ctx - new) for q, k, v, (ctx, new) in zip(qs, ks, vs, shapes)]
+    )
+    torch.testing.assert_close(result.double(), expected, atol=atol, rtol=rtol)
+
+
+def test_paged_attention_decode_alone_equals_decode_in_mixed_batch(mixed_batch) -> None:
+    """Padding to the longest query in the batch must not change a decode's output."""
+    out, shapes = mixed_batch
+    gen = torch.Generator().manual_seed(1)
+    k_cache = torch.randn(NUM_BLOCKS, BLOCK_SIZE, NUM_KV_HEADS, HEAD_DIM, generator=gen)
+    v_cache = torch.randn(NUM_BLOCKS, BLOCK_SIZE, NUM_KV_HEADS, HEAD_DIM, generator=gen)
+    q = torch.randn(sum(n for _, n in shapes), NUM_HEADS, HEAD_DIM, generator=gen)
+
+    _, attn_batch = _prepare(out)
+    batched = paged_attention(q, k_cache, v_cache, attn_batch, SCALE)
+    _, attn_alone = _prepare(SchedulerOutput(seqs=out.seqs[:1], num_new_tokens=[1]))
+    alone = paged_attention(q[:1], k_cache, v_cache, attn_alone, SCALE)
+
+    torch.testing.assert_close(alone[0], batched[0], atol=1e-6, rtol=1e-6)
