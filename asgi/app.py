@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 import anyio
+import attrs
 
 from asgi.auth import AuthMiddleware
 from asgi.errors import ErrorMiddleware
@@ -39,6 +40,7 @@ class Lifespan:
             return
         await receive()  # lifespan.startup
         server = ServerState(self.settings)
+        logger.info("settings: %s", _describe(self.settings))
         # hypercorn copies this dict into every request scope; the ServerState inside is shared.
         scope.setdefault("state", {})["server"] = server
         async with anyio.create_task_group() as tg:
@@ -88,6 +90,12 @@ def _load_engine(settings: Settings) -> Any:
     )
 
 
+def _describe(settings: Settings) -> str:
+    values = attrs.asdict(settings)
+    values["api_key"] = "***" if settings.api_key else None
+    return ", ".join(f"{k}={v}" for k, v in values.items())
+
+
 def build_app(settings: Settings) -> ASGIApp:
     routes = build_routes()
     known_paths = frozenset(path for _, path in routes)
@@ -109,6 +117,9 @@ def _configure_logging(level: str) -> None:
     logging.basicConfig(
         level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    # hypercorn prints its own lines; don't print them a second time through the root logger.
+    for name in ("hypercorn.error", "hypercorn.access"):
+        logging.getLogger(name).propagate = False
 
 
 _settings = load_settings()

@@ -30,7 +30,7 @@ class DecodeGroup:
 
     rows: torch.Tensor  # [num_seqs] int64: their rows in the flat batch
     block_tables: torch.Tensor  # [num_seqs, num_blocks] int64
-    mask: torch.Tensor  # [num_seqs, 1, 1, num_blocks * block_size] bool: key < context length
+    mask: torch.Tensor  # [1, num_seqs, 1, num_blocks * block_size] bool: key < context length
 
 
 @attrs.frozen
@@ -44,9 +44,10 @@ def write_kv(
     k: torch.Tensor, v: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
     slot_mapping: torch.Tensor,
 ) -> None:
-    # k, v: [num_tokens, num_kv_heads, head_dim]; caches: [num_blocks, block_size, kv_heads, dim]
-    k_cache.view(-1, *k.shape[1:]).index_copy_(0, slot_mapping, k)
-    v_cache.view(-1, *v.shape[1:]).index_copy_(0, slot_mapping, v)
+    # k, v: [num_tokens, kv_heads, head_dim]; caches: [kv_heads, num_blocks, block_size, head_dim]
+    num_kv_heads, head_dim = k.shape[1:]
+    k_cache.view(num_kv_heads, -1, head_dim).index_copy_(1, slot_mapping, k.transpose(0, 1))
+    v_cache.view(num_kv_heads, -1, head_dim).index_copy_(1, slot_mapping, v.transpose(0, 1))
 
 
 def paged_attention(
@@ -72,21 +73,23 @@ def decode_attention(
         # A lone GEMM takes another BLAS kernel (and rounding) than a batch of them: run it as
         # a batch of two so one sequence gets the same result alone as among others.
         out = decode_attention(q.expand(2, -1, -1), k_cache, v_cache,
-                               block_tables.expand(2, -1), mask.expand(2, -1, -1, -1), scale)
+                               block_tables.expand(2, -1), mask.expand(-1, 2, -1, -1), scale)
         return out[:1]
-    num_kv_heads = k_cache.shape[2]
-    # Gather each sequence's blocks into contiguous copies laid out as the matmuls want them:
-    # strided views would let the BLAS call (and its rounding) differ between 1 and N sequences.
-    k = k_cache[block_tables]  # [num_seqs, num_blocks, block_size, kv_heads, dim]
-    kt = k.permute(0, 3, 4, 1, 2).reshape(num_seqs, num_kv_heads, head_dim, -1)  # [.., dim, ctx]
-    v = v_cache[block_tables].permute(0, 3, 1, 2, 4).reshape(num_seqs, num_kv_heads, -1, head_dim)
-    # Query heads grouped under their kv head: [num_seqs, kv_heads, group, dim]
-    qg = q.reshape(num_seqs, num_kv_heads, num_heads // num_kv_heads, head_dim)
+    num_kv_heads = k_cache.shape[0]
+    group = num_heads // num_kv_heads
+    # The cache is head-major, so gathering blocks gives each (head, sequence) its context as one
+    # contiguous [ctx, dim] matrix: [kv_heads, num_seqs, ctx, dim], no transposing copy.
+    blocks = block_tables.flatten()
+    k = k_cache.index_select(1, blocks).view(num_kv_heads, num_seqs, -1, head_dim)
+    v = v_cache.index_select(1, blocks).view(num_kv_heads, num_seqs, -1, head_dim)
+    # Query heads grouped under their kv head: [kv_heads, num_seqs, group, dim]
+    qg = q.reshape(num_seqs, num_kv_heads, group, head_dim).transpose(0, 1).contiguous()
     # Scores in float32: bf16 scores would perturb the softmax weights by several percent.
-    scores = torch.matmul(qg.float(), kt.float()) * scale  # [num_seqs, kv_heads, group, ctx]
-    scores = scores.masked_fill(~mask, float("-inf"))
+    scores = torch.matmul(qg.float(), k.float().transpose(-1, -2)) * scale  # [.., group, ctx]
+    scores = scores.masked_fill(~mask, float("-inf"))  # mask: [1, num_seqs, 1, ctx]
     probs = scores.softmax(dim=-1).to(q.dtype)
-    return torch.matmul(probs, v).reshape(num_seqs, num_heads * head_dim)
+    out = torch.matmul(probs, v)  # [kv_heads, num_seqs, group, dim]
+    return out.transpose(0, 1).reshape(num_seqs, num_heads * head_dim)
 
 
 def prefill_attention(
@@ -94,9 +97,9 @@ def prefill_attention(
 ) -> torch.Tensor:
     # q: [num_new, num_heads, head_dim] -> [num_new, num_heads * head_dim]
     num_new, num_heads, head_dim = q.shape
-    # [num_blocks, block_size, kv_heads, dim] -> [1, kv_heads, context_len, dim]
-    k = k_cache[p.block_table].flatten(0, 1)[: p.context_len].transpose(0, 1).unsqueeze(0)
-    v = v_cache[p.block_table].flatten(0, 1)[: p.context_len].transpose(0, 1).unsqueeze(0)
+    # [kv_heads, num_blocks, block_size, dim] -> [1, kv_heads, context_len, dim]
+    k = k_cache.index_select(1, p.block_table).flatten(1, 2)[:, : p.context_len].unsqueeze(0)
+    v = v_cache.index_select(1, p.block_table).flatten(1, 2)[:, : p.context_len].unsqueeze(0)
     out = F.scaled_dot_product_attention(
         q.transpose(0, 1).unsqueeze(0), k, v, attn_mask=p.mask, scale=scale,
         enable_gqa=num_heads != k.shape[1],

@@ -68,8 +68,9 @@ class ModelRunner:
             * dtype.itemsize
         )
         self.num_blocks = max(1, int(kv_cache_memory_gb * 2**30) // bytes_per_block)
-        shape = (self.num_blocks, block_size, cfg.num_key_value_heads, cfg.head_dim)
-        # One tensor for all layers, viewed per layer: [2, layers, blocks, block_size, heads, dim]
+        shape = (cfg.num_key_value_heads, self.num_blocks, block_size, cfg.head_dim)
+        # One tensor for all layers, viewed per layer: [2, layers, kv_heads, blocks, block_size,
+        # head_dim]; head-major so that decode attention gathers contiguous per-head contexts.
         self.kv_cache = torch.zeros((2, cfg.num_hidden_layers, *shape), dtype=dtype, device=self.device)
         self.kv_caches = [(self.kv_cache[0, i], self.kv_cache[1, i]) for i in range(cfg.num_hidden_layers)]
         logger.info(
@@ -145,7 +146,7 @@ class ModelRunner:
             out.append(DecodeGroup(
                 rows=torch.tensor([row for row, _ in members], dtype=torch.int64, device=dev),
                 block_tables=torch.tensor([seq.block_table for _, seq in members], device=dev),
-                mask=mask[:, None, None, :].to(dev),
+                mask=mask[None, :, None, :].to(dev),  # [1, num_seqs, 1, num_blocks * block_size]
             ))
         return tuple(out)
 

@@ -1,0 +1,73 @@
+"""The synchronous engine with the real model: preemption, abort and stop strings end to end."""
+
+from __future__ import annotations
+
+import pytest
+
+from configs.settings import Settings
+from engine.llm_engine import LLMEngine
+from engine.sampling_params import SamplingParams
+
+BYTES_PER_BLOCK_BF16 = 2 * 30 * 16 * 3 * 64 * 2  # k+v, layers, block_size, kv heads, dim, bytes
+
+
+@pytest.fixture(scope="module")
+def small_engine(smollm2_dir) -> LLMEngine:
+    # 12 blocks of 16 tokens: room for 192 tokens, while the requests below need 6 x 64.
+    settings = Settings(dtype="bfloat16", max_model_len=128,
+                        kv_cache_memory_gb=12 * BYTES_PER_BLOCK_BF16 / 2**30)
+    engine = LLMEngine(settings, smollm2_dir)
+    assert engine.runner.num_blocks == 12
+    return engine
+
+
+def _run(engine: LLMEngine) -> dict[str, list]:
+    outputs: dict[str, list] = {}
+    while engine.has_work:
+        for seq, out in engine.step():
+            outputs.setdefault(seq.request_id, []).append(out)
+    return outputs
+
+
+def test_preemption_by_recompute_still_finishes_every_request(small_engine):
+    preempted = 0
+    seqs = [
+        small_engine.add_request(
+            f"r{i}", list(range(200 + i, 224 + i)),
+            SamplingParams(max_tokens=40, temperature=0, ignore_eos=True),
+        )
+        for i in range(6)
+    ]
+    while small_engine.has_work:
+        small_engine.step()
+        preempted += len(small_engine.last_step.preempted)
+    assert preempted > 0
+    for seq in seqs:
+        assert seq.finish_reason == "length" and seq.num_output_tokens == 40
+    assert small_engine.scheduler.block_manager.num_free_blocks == 12
+
+
+def test_abort_frees_blocks_at_once(small_engine):
+    small_engine.add_request("long", [1, 2, 3, 4], SamplingParams(max_tokens=100, ignore_eos=True))
+    for _ in range(3):
+        small_engine.step()
+    assert small_engine.scheduler.block_manager.num_free_blocks < 12
+    seq = small_engine.abort("long")
+    assert seq is not None and seq.finish_reason == "abort"
+    assert small_engine.scheduler.block_manager.num_free_blocks == 12
+    assert not small_engine.has_work
+
+
+def test_stop_string_ends_the_sequence_and_is_not_in_the_text(small_engine, smollm2_tokenizer):
+    prompt = smollm2_tokenizer.encode("1, 2, 3, 4, 5, 6,")
+    small_engine.add_request("free", prompt, SamplingParams(max_tokens=12, temperature=0))
+    text = "".join(o.new_text for o in _run(small_engine)["free"])
+    stop = text.strip().split(",")[1].strip()  # the second number the model writes
+    small_engine.add_request(
+        "stopped", prompt, SamplingParams(max_tokens=12, temperature=0, stop=(stop,))
+    )
+    outs = _run(small_engine)["stopped"]
+    assert outs[-1].finished and outs[-1].finish_reason == "stop"
+    assert outs[-1].stop_reason == stop
+    stopped_text = "".join(o.new_text for o in outs)
+    assert stop not in stopped_text and text.startswith(stopped_text)
