@@ -4,43 +4,15 @@ import logging
 from typing import Any
 
 import anyio
-import orjson
 import pytest
+from asgi_fakes import Collector, http_scope, json_response_parts, receive
 
 from asgi.errors import ErrorMiddleware
 
 pytestmark = pytest.mark.anyio
 
-
-def http_scope(**extra: Any) -> dict[str, Any]:
-    return {"type": "http", "method": "POST", "path": "/v1/completions", "headers": [], **extra}
-
-
-async def receive() -> dict[str, Any]:
-    return {"type": "http.request", "body": b"", "more_body": False}
-
-
-class Collector:
-    def __init__(self) -> None:
-        self.messages: list[dict[str, Any]] = []
-
-    async def __call__(self, message: dict[str, Any]) -> None:
-        self.messages.append(message)
-
-
+PATH = "/v1/completions"
 START = {"type": "http.response.start", "status": 200, "headers": []}
-
-
-async def test_lifespan_passes_through_untouched() -> None:
-    seen: list[Any] = []
-
-    async def app(scope: Any, rcv: Any, snd: Any) -> None:
-        seen.extend([scope, rcv, snd])
-
-    scope = {"type": "lifespan", "state": {}}
-    send = Collector()
-    await ErrorMiddleware(app)(scope, receive, send)
-    assert seen[0] is scope and seen[1] is receive and seen[2] is send
 
 
 async def test_lifespan_errors_are_not_swallowed() -> None:
@@ -56,17 +28,13 @@ async def test_exception_before_start_sends_500(caplog: pytest.LogCaptureFixture
         raise ValueError("boom")
 
     send = Collector()
+    scope = http_scope(PATH, request_id="rid-123")
     with caplog.at_level(logging.ERROR, logger="asgi.errors"):
-        await ErrorMiddleware(app)(http_scope(request_id="rid-123"), receive, send)  # no raise
+        await ErrorMiddleware(app)(scope, receive, send)  # no raise
 
-    start, body = send.messages
-    assert start["status"] == 500
-    headers = dict(start["headers"])
-    assert headers[b"content-type"] == b"application/json"
+    headers, payload = json_response_parts(send.messages, 500)
     assert headers[b"x-request-id"] == b"rid-123"
-    assert int(headers[b"content-length"]) == len(body["body"])
-    assert body["more_body"] is False
-    assert orjson.loads(body["body"]) == {
+    assert payload == {
         "error": {
             "message": "Internal server error", "type": "InternalServerError",
             "param": None, "code": 500,
@@ -80,7 +48,7 @@ async def test_500_without_request_id_has_no_header() -> None:
         raise ValueError("boom")
 
     send = Collector()
-    await ErrorMiddleware(app)(http_scope(), receive, send)
+    await ErrorMiddleware(app)(http_scope(PATH), receive, send)
     assert send.messages[0]["status"] == 500
     assert b"x-request-id" not in dict(send.messages[0]["headers"])
 
@@ -94,7 +62,7 @@ async def test_exception_group_becomes_500() -> None:
         raise KeyError("x")
 
     send = Collector()
-    await ErrorMiddleware(app)(http_scope(), receive, send)
+    await ErrorMiddleware(app)(http_scope(PATH), receive, send)
     assert send.messages[0]["status"] == 500
 
 
@@ -105,7 +73,7 @@ async def test_exception_after_start_ends_body_without_second_start() -> None:
         raise RuntimeError("mid-stream")
 
     send = Collector()
-    await ErrorMiddleware(app)(http_scope(), receive, send)
+    await ErrorMiddleware(app)(http_scope(PATH), receive, send)
     assert [m["type"] for m in send.messages] == [
         "http.response.start", "http.response.body", "http.response.body",
     ]
@@ -120,7 +88,7 @@ async def test_exception_after_finished_sends_nothing_more() -> None:
         raise RuntimeError("after the end")
 
     send = Collector()
-    await ErrorMiddleware(app)(http_scope(), receive, send)
+    await ErrorMiddleware(app)(http_scope(PATH), receive, send)
     assert len(send.messages) == 2
 
 
@@ -130,27 +98,6 @@ async def test_cancellation_is_not_swallowed() -> None:
 
     send = Collector()
     with anyio.move_on_after(0.05) as scope:
-        await ErrorMiddleware(app)(http_scope(), receive, send)
+        await ErrorMiddleware(app)(http_scope(PATH), receive, send)
     assert scope.cancelled_caught
     assert send.messages == []
-
-
-async def test_streaming_is_not_buffered() -> None:
-    seen_first = anyio.Event()
-
-    async def app(scope: Any, rcv: Any, snd: Any) -> None:
-        await snd(START)
-        await snd({"type": "http.response.body", "body": b"one", "more_body": True})
-        await seen_first.wait()  # deadlocks if the middleware held chunk one back
-        await snd({"type": "http.response.body", "body": b"two", "more_body": False})
-
-    messages: list[dict[str, Any]] = []
-
-    async def send(message: dict[str, Any]) -> None:
-        messages.append(message)
-        if message.get("body") == b"one":
-            seen_first.set()
-
-    with anyio.fail_after(5):
-        await ErrorMiddleware(app)(http_scope(), receive, send)
-    assert [m.get("body") for m in messages[1:]] == [b"one", b"two"]

@@ -3,20 +3,16 @@ from __future__ import annotations
 import re
 from typing import Any
 
-import anyio
 import pytest
+from asgi_fakes import Collector, http_scope, receive
 
 from asgi.request_id import RequestIdMiddleware
 
 pytestmark = pytest.mark.anyio
 
 
-def http_scope(headers: list[tuple[bytes, bytes]] | None = None) -> dict[str, Any]:
-    return {"type": "http", "method": "GET", "path": "/v1/models", "headers": headers or []}
-
-
-async def receive() -> dict[str, Any]:
-    return {"type": "http.request", "body": b"", "more_body": False}
+def models_scope(headers: list[tuple[bytes, bytes]] | None = None) -> dict[str, Any]:
+    return http_scope("/v1/models", "GET", headers or ())
 
 
 async def run(
@@ -30,36 +26,17 @@ async def run(
         await snd({"type": "http.response.start", "status": 200, "headers": app_headers or []})
         await snd({"type": "http.response.body", "body": b"{}", "more_body": False})
 
-    sent: list[dict[str, Any]] = []
-
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
-
+    send = Collector()
     await RequestIdMiddleware(app)(scope, receive, send)
-    return seen[0], sent
+    return seen[0], send.messages
 
 
 def response_ids(sent: list[dict[str, Any]]) -> list[bytes]:
     return [v for k, v in sent[0]["headers"] if k == b"x-request-id"]
 
 
-async def test_lifespan_passes_through_untouched() -> None:
-    seen: list[Any] = []
-
-    async def app(scope: Any, rcv: Any, snd: Any) -> None:
-        seen.extend([scope, rcv, snd])
-
-    async def send(message: Any) -> None:
-        pass
-
-    scope = {"type": "lifespan"}
-    await RequestIdMiddleware(app)(scope, receive, send)
-    assert seen[0] is scope and seen[1] is receive and seen[2] is send
-    assert "request_id" not in scope
-
-
 async def test_client_id_is_echoed_and_put_in_scope() -> None:
-    scope = http_scope([(b"x-request-id", b"client-abc.123")])
+    scope = models_scope([(b"x-request-id", b"client-abc.123")])
     inner, sent = await run(scope)
     assert inner["request_id"] == "client-abc.123"
     assert response_ids(sent) == [b"client-abc.123"]
@@ -67,7 +44,7 @@ async def test_client_id_is_echoed_and_put_in_scope() -> None:
 
 
 async def test_id_is_generated_when_missing() -> None:
-    inner, sent = await run(http_scope())
+    inner, sent = await run(models_scope())
     assert re.fullmatch(r"[0-9a-f]{32}", inner["request_id"])
     assert response_ids(sent) == [inner["request_id"].encode()]
 
@@ -76,19 +53,19 @@ async def test_id_is_generated_when_missing() -> None:
     "bad", [b"", b"has space", b"x" * 257, b"tab\there", "caf\u00e9".encode("latin-1")]
 )
 async def test_unacceptable_client_id_is_replaced(bad: bytes) -> None:
-    inner, sent = await run(http_scope([(b"x-request-id", bad)]))
+    inner, sent = await run(models_scope([(b"x-request-id", bad)]))
     assert re.fullmatch(r"[0-9a-f]{32}", inner["request_id"])
     assert response_ids(sent) == [inner["request_id"].encode()]
 
 
 async def test_256_chars_is_accepted() -> None:
-    inner, _ = await run(http_scope([(b"x-request-id", b"a" * 256)]))
+    inner, _ = await run(models_scope([(b"x-request-id", b"a" * 256)]))
     assert inner["request_id"] == "a" * 256
 
 
 async def test_existing_response_header_is_replaced() -> None:
     app_headers = [(b"content-type", b"application/json"), (b"X-Request-Id", b"stale")]
-    _, sent = await run(http_scope([(b"x-request-id", b"fresh")]), app_headers)
+    _, sent = await run(models_scope([(b"x-request-id", b"fresh")]), app_headers)
     headers = sent[0]["headers"]
     assert (b"content-type", b"application/json") in headers
     assert [v for k, v in headers if k.lower() == b"x-request-id"] == [b"fresh"]
@@ -96,27 +73,6 @@ async def test_existing_response_header_is_replaced() -> None:
 
 
 async def test_each_request_gets_its_own_id() -> None:
-    first, _ = await run(http_scope())
-    second, _ = await run(http_scope())
+    first, _ = await run(models_scope())
+    second, _ = await run(models_scope())
     assert first["request_id"] != second["request_id"]
-
-
-async def test_streaming_is_not_buffered() -> None:
-    seen_first = anyio.Event()
-
-    async def app(scope: Any, rcv: Any, snd: Any) -> None:
-        await snd({"type": "http.response.start", "status": 200, "headers": []})
-        await snd({"type": "http.response.body", "body": b"one", "more_body": True})
-        await seen_first.wait()
-        await snd({"type": "http.response.body", "body": b"two", "more_body": False})
-
-    messages: list[dict[str, Any]] = []
-
-    async def send(message: dict[str, Any]) -> None:
-        messages.append(message)
-        if message.get("body") == b"one":
-            seen_first.set()
-
-    with anyio.fail_after(5):
-        await RequestIdMiddleware(app)(http_scope(), receive, send)
-    assert [m.get("body") for m in messages[1:]] == [b"one", b"two"]

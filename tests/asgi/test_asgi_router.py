@@ -7,6 +7,7 @@ import anyio
 import anyio.lowlevel
 import orjson
 import pytest
+from asgi_fakes import Collector, http_scope
 
 from asgi.http import HTTPError, Request, Response, StreamingResponse, json_response
 from asgi.router import Router
@@ -14,11 +15,8 @@ from asgi.router import Router
 pytestmark = pytest.mark.anyio
 
 
-def http_scope(path: str, method: str = "POST", **extra: Any) -> dict[str, Any]:
-    return {
-        "type": "http", "method": method, "path": path, "query_string": b"",
-        "headers": [(b"Content-Type", b"application/json")], **extra,
-    }
+def route_scope(path: str, method: str = "POST", **extra: Any) -> dict[str, Any]:
+    return http_scope(path, method, [(b"Content-Type", b"application/json")], **extra)
 
 
 def make_receive(
@@ -43,26 +41,6 @@ def make_receive(
     return receive
 
 
-class Collector:
-    def __init__(self) -> None:
-        self.messages: list[dict[str, Any]] = []
-
-    async def __call__(self, message: dict[str, Any]) -> None:
-        self.messages.append(message)
-
-    @property
-    def start(self) -> dict[str, Any]:
-        return self.messages[0]
-
-    @property
-    def headers(self) -> dict[bytes, bytes]:
-        return dict(self.start["headers"])
-
-    @property
-    def body(self) -> bytes:
-        return b"".join(m["body"] for m in self.messages[1:])
-
-
 async def ok(request: Request) -> Response:
     return json_response({"ok": True})
 
@@ -74,7 +52,7 @@ async def test_plain_response() -> None:
 
     send = Collector()
     router = Router({("GET", "/version"): handler})
-    await router(http_scope("/version", "GET"), make_receive(), send)
+    await router(route_scope("/version", "GET"), make_receive(), send)
     assert send.start["status"] == 201
     assert send.headers == {
         b"content-type": b"text/plain", b"content-length": b"5", b"x-extra": b"1",
@@ -91,7 +69,7 @@ async def test_request_is_built_from_scope_and_whole_body() -> None:
         return json_response({})
 
     state = {"server": object()}
-    scope = http_scope("/v1/completions", query_string=b"a=1", state=state, request_id="rid-7")
+    scope = route_scope("/v1/completions", query_string=b"a=1", state=state, request_id="rid-7")
     await Router({("POST", "/v1/completions"): handler})(
         scope, make_receive([b'{"prompt":', b' "hi"}']), Collector()
     )
@@ -112,20 +90,20 @@ async def test_request_id_generated_without_middleware() -> None:
         seen.append(request)
         return json_response({})
 
-    await Router({("POST", "/x"): handler})(http_scope("/x"), make_receive(), Collector())
+    await Router({("POST", "/x"): handler})(route_scope("/x"), make_receive(), Collector())
     assert len(seen[0].request_id) == 32
     assert seen[0].state == {}
 
 
 async def test_trailing_slash_matches() -> None:
     send = Collector()
-    await Router({("GET", "/metrics"): ok})(http_scope("/metrics/", "GET"), make_receive(), send)
+    await Router({("GET", "/metrics"): ok})(route_scope("/metrics/", "GET"), make_receive(), send)
     assert send.start["status"] == 200
 
 
 async def test_unknown_path_is_404() -> None:
     send = Collector()
-    await Router({("GET", "/v1/models"): ok})(http_scope("/nope", "GET"), make_receive(), send)
+    await Router({("GET", "/v1/models"): ok})(route_scope("/nope", "GET"), make_receive(), send)
     assert send.start["status"] == 404
     assert send.headers[b"content-type"] == b"application/json"
     assert orjson.loads(send.body) == {
@@ -137,7 +115,7 @@ async def test_unknown_path_is_404() -> None:
 async def test_wrong_method_is_405_with_allow() -> None:
     router = Router({("GET", "/v1/models"): ok, ("POST", "/v1/models"): ok, ("GET", "/x"): ok})
     send = Collector()
-    await router(http_scope("/v1/models", "DELETE"), make_receive(), send)
+    await router(route_scope("/v1/models", "DELETE"), make_receive(), send)
     assert send.start["status"] == 405
     assert send.headers[b"allow"] == b"GET, POST"
     assert orjson.loads(send.body)["error"] == {
@@ -151,7 +129,7 @@ async def test_http_error_becomes_its_response() -> None:
 
     send = Collector()
     await Router({("POST", "/v1/completions"): handler})(
-        http_scope("/v1/completions"), make_receive(), send
+        route_scope("/v1/completions"), make_receive(), send
     )
     assert send.start["status"] == 400
     assert orjson.loads(send.body)["error"] == {
@@ -166,7 +144,7 @@ async def test_other_exceptions_propagate_unwrapped() -> None:
         raise ZeroDivisionError
 
     with pytest.raises(ZeroDivisionError):
-        await Router({("POST", "/x"): handler})(http_scope("/x"), make_receive(), Collector())
+        await Router({("POST", "/x"): handler})(route_scope("/x"), make_receive(), Collector())
 
 
 async def test_streaming_response_chunks_in_order() -> None:
@@ -178,7 +156,7 @@ async def test_streaming_response_chunks_in_order() -> None:
         return StreamingResponse(chunks(), headers=[(b"x-extra", b"1")])
 
     send = Collector()
-    await Router({("POST", "/s"): handler})(http_scope("/s"), make_receive(), send)
+    await Router({("POST", "/s"): handler})(route_scope("/s"), make_receive(), send)
     assert send.start["status"] == 200
     assert send.headers == {
         b"content-type": b"text/event-stream", b"cache-control": b"no-cache", b"x-extra": b"1",
@@ -199,16 +177,10 @@ async def test_streaming_is_not_buffered() -> None:
     async def handler(request: Request) -> StreamingResponse:
         return StreamingResponse(chunks())
 
-    messages: list[dict[str, Any]] = []
-
-    async def send(message: dict[str, Any]) -> None:
-        messages.append(message)
-        if message.get("body") == b"one":
-            seen_first.set()
-
+    send = Collector(signal=seen_first)
     with anyio.fail_after(5):
-        await Router({("POST", "/s"): handler})(http_scope("/s"), make_receive(), send)
-    assert [m["body"] for m in messages[1:]] == [b"one", b"two", b""]
+        await Router({("POST", "/s"): handler})(route_scope("/s"), make_receive(), send)
+    assert send.bodies == [b"one", b"two", b""]
 
 
 async def test_disconnect_during_stream_cancels_and_closes_generator() -> None:
@@ -226,18 +198,13 @@ async def test_disconnect_during_stream_cancels_and_closes_generator() -> None:
     async def handler(request: Request) -> StreamingResponse:
         return StreamingResponse(chunks())
 
-    async def send(message: dict[str, Any]) -> None:
-        messages.append(message)
-        if message.get("body") == b"one":
-            disconnect.set()
-
-    messages: list[dict[str, Any]] = []
+    send = Collector(signal=disconnect)
     with anyio.fail_after(5):
         await Router({("POST", "/s"): handler})(
-            http_scope("/s"), make_receive(disconnect=disconnect), send
+            route_scope("/s"), make_receive(disconnect=disconnect), send
         )
     assert closed == [True]
-    assert [m.get("body") for m in messages[1:]] == [b"one"]  # no final body to a gone client
+    assert send.bodies == [b"one"]  # no final body to a gone client
 
 
 class Chunks:
@@ -268,13 +235,9 @@ async def test_disconnect_calls_aclose_shielded() -> None:
     async def handler(request: Request) -> StreamingResponse:
         return StreamingResponse(chunks)
 
-    async def send(message: dict[str, Any]) -> None:
-        if message.get("body") == b"one":
-            disconnect.set()
-
     with anyio.fail_after(5):
         await Router({("POST", "/s"): handler})(
-            http_scope("/s"), make_receive(disconnect=disconnect), send
+            route_scope("/s"), make_receive(disconnect=disconnect), Collector(signal=disconnect)
         )
     assert chunks.closed
 
@@ -293,7 +256,7 @@ async def test_aclose_runs_after_normal_stream_end() -> None:
         return StreamingResponse(chunks)
 
     send = Collector()
-    await Router({("POST", "/s"): handler})(http_scope("/s"), make_receive(), send)
+    await Router({("POST", "/s"): handler})(route_scope("/s"), make_receive(), send)
     assert chunks.closed
     assert send.messages[-1] == {"type": "http.response.body", "body": b"", "more_body": False}
 
@@ -313,7 +276,7 @@ async def test_disconnect_cancels_slow_handler() -> None:
     send = Collector()
     with anyio.fail_after(5):
         await Router({("POST", "/x"): handler})(
-            http_scope("/x"), make_receive(disconnect=disconnect), send
+            route_scope("/x"), make_receive(disconnect=disconnect), send
         )
     assert cancelled == [True]
     assert send.messages == []
@@ -330,7 +293,7 @@ async def test_disconnect_while_reading_body_skips_handler() -> None:
         return {"type": "http.disconnect"}
 
     send = Collector()
-    await Router({("POST", "/x"): handler})(http_scope("/x"), receive, send)
+    await Router({("POST", "/x"): handler})(route_scope("/x"), receive, send)
     assert not called
     assert send.messages == []
 
