@@ -11,7 +11,8 @@ from asgi.router import ASGIApp, Receive, Scope, Send, route_path
 DEFAULT_PUBLIC_PATHS = frozenset({"/health", "/ping", "/version", "/metrics"})
 
 _UNAUTHORIZED_BODY = error_body(
-    401, "Invalid or missing API key. Send it as 'Authorization: Bearer <key>'.",
+    401,
+    "Invalid or missing API key. Send it as 'Authorization: Bearer <key>'.",
     "AuthenticationError",
 )
 _UNAUTHORIZED_HEADERS = [

@@ -36,7 +36,9 @@ class ErrorMiddleware:
             request_id = scope.get("request_id")
             log.exception(
                 "Unhandled error in %s %s (request_id=%s)",
-                scope.get("method"), scope.get("path"), request_id,
+                scope.get("method"),
+                scope.get("path"),
+                request_id,
             )
             # Not re-raised: hypercorn would log the same traceback a second time.
             if not started:

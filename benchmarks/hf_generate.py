@@ -32,8 +32,9 @@ def encode(
     if chat:
         # Match the server's chat endpoint: one user message plus the assistant header.
         texts = [
-            tok.apply_chat_template([{"role": "user", "content": p}], tokenize=False,
-                                    add_generation_prompt=True)
+            tok.apply_chat_template(
+                [{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True
+            )
             for p in prompts
         ]
         # The template already contains any BOS token; don't add a second one.
@@ -78,19 +79,29 @@ def run_batch(
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model-dir", type=Path, required=True,
-                   help="HF folder: config.json, *.safetensors, tokenizer files")
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--model-dir",
+        type=Path,
+        required=True,
+        help="HF folder: config.json, *.safetensors, tokenizer files",
+    )
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 32])
     p.add_argument("--max-new-tokens", type=int, default=128)
     p.add_argument("--prompt-tokens", type=int, default=64)
     p.add_argument("--dtype", choices=sorted(DTYPES), default="bfloat16")
-    p.add_argument("--chat", action=argparse.BooleanOptionalAction, default=True,
-                   help="wrap prompts in the chat template (default: on, like /chat)")
+    p.add_argument(
+        "--chat",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="wrap prompts in the chat template (default: on, like /chat)",
+    )
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch CPU threads (default: torch's own default)")
+    p.add_argument(
+        "--threads", type=int, default=None, help="torch CPU threads (default: torch's own default)"
+    )
     p.add_argument("--json", type=Path, default=None, help="write results here")
     return p.parse_args(argv)
 
@@ -106,15 +117,21 @@ def main(argv: list[str] | None = None) -> None:
     model = AutoModelForCausalLM.from_pretrained(args.model_dir, dtype=DTYPES[args.dtype])
     model.to(args.device).eval()
 
-    print(f"device={args.device} dtype={args.dtype} threads={torch.get_num_threads()} "
-          f"chat={args.chat}", flush=True)
+    print(
+        f"device={args.device} dtype={args.dtype} threads={torch.get_num_threads()} "
+        f"chat={args.chat}",
+        flush=True,
+    )
     print(f"{'batch':>5} {'prompt len':>10} {'new tok':>7} {'latency s':>10} {'out tok/s':>10}")
     rows: list[dict[str, Any]] = []
     for batch in args.batch_sizes:
         r = run_batch(model, tok, args, batch)
         rows.append(r)
-        print(f"{r['batch_size']:>5} {r['prompt_len_padded']:>10} {r['new_tokens_per_row']:>7} "
-              f"{r['latency_s']:>10.3f} {r['output_tok_s']:>10.1f}", flush=True)
+        print(
+            f"{r['batch_size']:>5} {r['prompt_len_padded']:>10} {r['new_tokens_per_row']:>7} "
+            f"{r['latency_s']:>10.3f} {r['output_tok_s']:>10.1f}",
+            flush=True,
+        )
     if args.json:
         config = {**vars(args), "threads": torch.get_num_threads()}
         report = {"config": config, "results": rows}

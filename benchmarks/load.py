@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -80,7 +81,7 @@ def _itl(chunk_times: list[float], output_tokens: int) -> list[float]:
     per_chunk = max(output_tokens, 1) / len(chunk_times)
     repeat = max(1, round(per_chunk))
     out: list[float] = []
-    for prev, cur in zip(chunk_times, chunk_times[1:]):
+    for prev, cur in itertools.pairwise(chunk_times):
         out.extend([(cur - prev) / per_chunk] * repeat)
     return out
 
@@ -137,8 +138,11 @@ def percentile(values: list[float], q: float) -> float | None:
 
 
 async def run_level(
-    client: httpx.AsyncClient, args: argparse.Namespace, url: str,
-    prompts: list[tuple[int, str]], concurrency: int,
+    client: httpx.AsyncClient,
+    args: argparse.Namespace,
+    url: str,
+    prompts: list[tuple[int, str]],
+    concurrency: int,
 ) -> tuple[list[RequestResult], float]:
     queue = list(reversed(prompts))  # workers pop from the end: original order
     results: list[RequestResult] = []
@@ -161,9 +165,13 @@ def summarize(concurrency: int, results: list[RequestResult], wall_s: float) -> 
     e2e_ms = [r.e2e_s * 1000 for r in ok if r.e2e_s is not None]
     tokens = sum(r.output_tokens for r in ok)
     out: dict[str, Any] = {
-        "concurrency": concurrency, "requests": len(results),
-        "errors": len(results) - len(ok), "wall_s": wall_s, "output_tokens": tokens,
-        "output_tok_s": tokens / wall_s, "req_s": len(ok) / wall_s,
+        "concurrency": concurrency,
+        "requests": len(results),
+        "errors": len(results) - len(ok),
+        "wall_s": wall_s,
+        "output_tokens": tokens,
+        "output_tok_s": tokens / wall_s,
+        "req_s": len(ok) / wall_s,
     }
     for name, vals in (("ttft_ms", ttft_ms), ("itl_ms", itl_ms), ("e2e_ms", e2e_ms)):
         for q in (50, 90, 99):
@@ -175,15 +183,19 @@ def _fmt(v: float | None) -> str:
     return "-" if v is None else f"{v:.1f}"
 
 
-HEADER = (f"{'conc':>5} {'reqs':>5} {'errs':>5} {'out tok/s':>10} {'req/s':>7} "
-          f"{'TTFT p50/p90/p99 ms':>24} {'ITL p50/p90/p99 ms':>24}")
+HEADER = (
+    f"{'conc':>5} {'reqs':>5} {'errs':>5} {'out tok/s':>10} {'req/s':>7} "
+    f"{'TTFT p50/p90/p99 ms':>24} {'ITL p50/p90/p99 ms':>24}"
+)
 
 
 def format_line(s: dict[str, Any]) -> str:
     ttft = "/".join(_fmt(s[f"ttft_ms_p{q}"]) for q in (50, 90, 99))
     itl = "/".join(_fmt(s[f"itl_ms_p{q}"]) for q in (50, 90, 99))
-    return (f"{s['concurrency']:>5} {s['requests']:>5} {s['errors']:>5} "
-            f"{s['output_tok_s']:>10.1f} {s['req_s']:>7.2f} {ttft:>24} {itl:>24}")
+    return (
+        f"{s['concurrency']:>5} {s['requests']:>5} {s['errors']:>5} "
+        f"{s['output_tok_s']:>10.1f} {s['req_s']:>7.2f} {ttft:>24} {itl:>24}"
+    )
 
 
 async def amain(args: argparse.Namespace) -> dict[str, Any]:
@@ -194,8 +206,9 @@ async def amain(args: argparse.Namespace) -> dict[str, Any]:
     # One disjoint slice of prompts per level (plus one for warm-up), so a server
     # with prefix caching cannot reuse the previous level's prompts.
     all_prompts = build_prompts(1 + sum(sizes), args.prompt_tokens)
-    limits = httpx.Limits(max_connections=max(args.concurrency),
-                          max_keepalive_connections=max(args.concurrency))
+    limits = httpx.Limits(
+        max_connections=max(args.concurrency), max_keepalive_connections=max(args.concurrency)
+    )
     timeout = httpx.Timeout(args.timeout, connect=30.0)
     # Never write the API key into a results file that may get shared.
     config = {**vars(args), "api_key": "***" if args.api_key else None}
@@ -206,8 +219,8 @@ async def amain(args: argparse.Namespace) -> dict[str, Any]:
             print(f"warning: warm-up request failed: {warm.error}", file=sys.stderr)
         print(HEADER, flush=True)
         offset = 1
-        for c, n in zip(args.concurrency, sizes):
-            batch = list(enumerate(all_prompts[offset:offset + n], start=offset))
+        for c, n in zip(args.concurrency, sizes, strict=True):
+            batch = list(enumerate(all_prompts[offset : offset + n], start=offset))
             offset += n
             results, wall_s = await run_level(client, args, url, batch, c)
             summary = summarize(c, results, wall_s)
@@ -215,19 +228,23 @@ async def amain(args: argparse.Namespace) -> dict[str, Any]:
             for r in results:
                 if r.error:
                     print(f"  error (prompt {r.prompt_index}): {r.error}", file=sys.stderr)
-            report["levels"].append(
-                {"summary": summary, "results": [asdict(r) for r in results]})
+            report["levels"].append({"summary": summary, "results": [asdict(r) for r in results]})
     return report
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--base-url", default="http://127.0.0.1:8000/v1")
     p.add_argument("--model", required=True)
     p.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
-    p.add_argument("--num-requests", type=int, default=None,
-                   help="requests per level (default: max(8, 2*concurrency))")
+    p.add_argument(
+        "--num-requests",
+        type=int,
+        default=None,
+        help="requests per level (default: max(8, 2*concurrency))",
+    )
     p.add_argument("--max-tokens", type=int, default=128)
     p.add_argument("--prompt-tokens", type=int, default=64)
     p.add_argument("--api-key", default=None)

@@ -41,7 +41,10 @@ class AttentionInputs:
 
 
 def write_kv(
-    k: torch.Tensor, v: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
     slot_mapping: torch.Tensor,
 ) -> None:
     # k, v: [num_tokens, kv_heads, head_dim]; caches: [kv_heads, num_blocks, block_size, head_dim]
@@ -51,7 +54,10 @@ def write_kv(
 
 
 def paged_attention(
-    q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, inputs: AttentionInputs,
+    q: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    inputs: AttentionInputs,
     scale: float,
 ) -> torch.Tensor:
     # q: [num_tokens, num_heads, head_dim] -> [num_tokens, num_heads * head_dim]
@@ -59,21 +65,31 @@ def paged_attention(
     for g in inputs.decodes:
         out[g.rows] = decode_attention(q[g.rows], k_cache, v_cache, g.block_tables, g.mask, scale)
     for p in inputs.prefills:
-        out[p.start:p.end] = prefill_attention(q[p.start:p.end], k_cache, v_cache, p, scale)
+        out[p.start : p.end] = prefill_attention(q[p.start : p.end], k_cache, v_cache, p, scale)
     return out
 
 
 def decode_attention(
-    q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, block_tables: torch.Tensor,
-    mask: torch.Tensor, scale: float,
+    q: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    block_tables: torch.Tensor,
+    mask: torch.Tensor,
+    scale: float,
 ) -> torch.Tensor:
     # q: [num_seqs, num_heads, head_dim] (one token each) -> [num_seqs, num_heads * head_dim]
     num_seqs, num_heads, head_dim = q.shape
     if num_seqs == 1:
         # A lone GEMM takes another BLAS kernel (and rounding) than a batch of them: run it as
         # a batch of two so one sequence gets the same result alone as among others.
-        out = decode_attention(q.expand(2, -1, -1), k_cache, v_cache,
-                               block_tables.expand(2, -1), mask.expand(-1, 2, -1, -1), scale)
+        out = decode_attention(
+            q.expand(2, -1, -1),
+            k_cache,
+            v_cache,
+            block_tables.expand(2, -1),
+            mask.expand(-1, 2, -1, -1),
+            scale,
+        )
         return out[:1]
     num_kv_heads = k_cache.shape[0]
     group = num_heads // num_kv_heads
@@ -101,7 +117,11 @@ def prefill_attention(
     k = k_cache.index_select(1, p.block_table).flatten(1, 2)[:, : p.context_len].unsqueeze(0)
     v = v_cache.index_select(1, p.block_table).flatten(1, 2)[:, : p.context_len].unsqueeze(0)
     out = F.scaled_dot_product_attention(
-        q.transpose(0, 1).unsqueeze(0), k, v, attn_mask=p.mask, scale=scale,
+        q.transpose(0, 1).unsqueeze(0),
+        k,
+        v,
+        attn_mask=p.mask,
+        scale=scale,
         enable_gqa=num_heads != k.shape[1],
     )  # [1, num_heads, num_new, head_dim]
     return out[0].transpose(0, 1).reshape(num_new, num_heads * head_dim)

@@ -5,8 +5,13 @@ from __future__ import annotations
 import torch
 
 
-def rope_cos_sin(head_dim: int, max_positions: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Tables indexed by position, built in float32 once: cos, sin: [max_positions, head_dim // 2]."""
+def rope_cos_sin(
+    head_dim: int, max_positions: int, theta: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Tables indexed by position, built once in float32.
+
+    cos, sin: [max_positions, head_dim // 2]
+    """
     inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.int64).float() / head_dim))
     freqs = torch.arange(max_positions, dtype=torch.float32)[:, None] * inv_freq[None, :]
     return freqs.cos(), freqs.sin()

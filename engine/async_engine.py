@@ -32,7 +32,11 @@ class EngineDeadError(RuntimeError):
 
 class AsyncEngine:
     def __init__(
-        self, engine: LLMEngine, *, served_model_name: str, model_path: str,
+        self,
+        engine: LLMEngine,
+        *,
+        served_model_name: str,
+        model_path: str,
         chat_template: str | None,
     ) -> None:
         self.engine = engine

@@ -16,7 +16,11 @@ _CONTEXT_TOKENS = 5
 
 class IncrementalDetokenizer:
     def __init__(
-        self, tokenizer: Any, prompt_token_ids: list[int], *, stop: tuple[str, ...] = (),
+        self,
+        tokenizer: Any,
+        prompt_token_ids: list[int],
+        *,
+        stop: tuple[str, ...] = (),
         skip_special_tokens: bool = True,
     ) -> None:
         self.tokenizer = tokenizer
@@ -46,12 +50,12 @@ class IncrementalDetokenizer:
     def _decode_new(self) -> str:
         decode = self.tokenizer.decode
         ids, skip = self.token_ids, self.skip_special_tokens
-        prefix = decode(ids[self.prefix_offset:self.read_offset], skip_special_tokens=skip)
-        full = decode(ids[self.prefix_offset:], skip_special_tokens=skip)
+        prefix = decode(ids[self.prefix_offset : self.read_offset], skip_special_tokens=skip)
+        full = decode(ids[self.prefix_offset :], skip_special_tokens=skip)
         if len(full) <= len(prefix) or full.endswith("\ufffd"):
             return ""  # an incomplete character (or nothing visible): wait for more tokens
         self.prefix_offset, self.read_offset = self.read_offset, len(ids)
-        return full[len(prefix):]
+        return full[len(prefix) :]
 
     def _find_stop(self, old_len: int) -> str | None:
         """Cut self.text at the earliest stop string that ends in the new text."""
@@ -78,6 +82,6 @@ class IncrementalDetokenizer:
 
     def _release(self, end: int) -> str:
         end = max(end, self.num_released)
-        out = self.text[self.num_released:end]
+        out = self.text[self.num_released : end]
         self.num_released = end
         return out

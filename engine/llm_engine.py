@@ -30,7 +30,9 @@ class LLMEngine:
         dtype = resolve_dtype(settings.dtype)
         logger.info("loading %s (%s)", model_dir, dtype)
         self.runner = ModelRunner(
-            model_dir, dtype=dtype, block_size=settings.block_size,
+            model_dir,
+            dtype=dtype,
+            block_size=settings.block_size,
             kv_cache_memory_gb=settings.kv_cache_memory_gb,
         )
         cfg = self.runner.config
@@ -39,7 +41,9 @@ class LLMEngine:
         capacity = self.runner.num_blocks * settings.block_size
         logger.info(
             "max_model_len %d; the KV cache holds %d tokens: %.1f sequences of max_model_len",
-            self.max_model_len, capacity, capacity / self.max_model_len,
+            self.max_model_len,
+            capacity,
+            capacity / self.max_model_len,
         )
         self.scheduler = Scheduler(
             BlockManager(self.runner.num_blocks, settings.block_size),
@@ -53,7 +57,9 @@ class LLMEngine:
 
     def warm_up(self) -> None:
         """Run one short request through every stage, so the first user does not pay for it."""
-        self.add_request("warm-up", [0] * 8, SamplingParams(max_tokens=2, temperature=0, ignore_eos=True))
+        self.add_request(
+            "warm-up", [0] * 8, SamplingParams(max_tokens=2, temperature=0, ignore_eos=True)
+        )
         while self.has_work:
             self.step()
 
@@ -61,10 +67,14 @@ class LLMEngine:
     def has_work(self) -> bool:
         return self.scheduler.has_work
 
-    def add_request(self, request_id: str, prompt_token_ids: list[int], params: SamplingParams) -> Sequence:
+    def add_request(
+        self, request_id: str, prompt_token_ids: list[int], params: SamplingParams
+    ) -> Sequence:
         seq = Sequence(request_id, prompt_token_ids, params)
         self._detokenizers[seq.seq_id] = IncrementalDetokenizer(
-            self.tokenizer, prompt_token_ids, stop=params.stop,
+            self.tokenizer,
+            prompt_token_ids,
+            stop=params.stop,
             skip_special_tokens=params.skip_special_tokens,
         )
         self.scheduler.add(seq)
@@ -120,4 +130,3 @@ def _eos_token_ids(model_dir: Path, tokenizer: object) -> frozenset[int]:
         eos = json.loads(gen_config.read_text()).get("eos_token_id")
         ids.update(eos if isinstance(eos, list) else [] if eos is None else [eos])
     return frozenset(ids)
-

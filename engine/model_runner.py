@@ -42,7 +42,12 @@ def _cpu_has_bf16() -> bool:
 
 class ModelRunner:
     def __init__(
-        self, model_dir: Path, *, dtype: torch.dtype, block_size: int, kv_cache_memory_gb: float,
+        self,
+        model_dir: Path,
+        *,
+        dtype: torch.dtype,
+        block_size: int,
+        kv_cache_memory_gb: float,
     ) -> None:
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.dtype = dtype
@@ -54,9 +59,7 @@ class ModelRunner:
                 model = LlamaModel(self.config)
             model = model.to_empty(device=self.device)
             # rope tables are computed, not loaded: rebuild them off the meta device, in fp32.
-            model.rope_cos, model.rope_sin = (
-                t.to(self.device) for t in _rope_tables(self.config)
-            )
+            model.rope_cos, model.rope_sin = (t.to(self.device) for t in _rope_tables(self.config))
         finally:
             torch.set_default_dtype(torch.float32)
         model.load_weights(model_dir)
@@ -64,18 +67,28 @@ class ModelRunner:
 
         cfg = self.config
         bytes_per_block = (
-            2 * cfg.num_hidden_layers * block_size * cfg.num_key_value_heads * cfg.head_dim
+            2
+            * cfg.num_hidden_layers
+            * block_size
+            * cfg.num_key_value_heads
+            * cfg.head_dim
             * dtype.itemsize
         )
         self.num_blocks = max(1, int(kv_cache_memory_gb * 2**30) // bytes_per_block)
         shape = (cfg.num_key_value_heads, self.num_blocks, block_size, cfg.head_dim)
         # One tensor for all layers, viewed per layer: [2, layers, kv_heads, blocks, block_size,
         # head_dim]; head-major so that decode attention gathers contiguous per-head contexts.
-        self.kv_cache = torch.zeros((2, cfg.num_hidden_layers, *shape), dtype=dtype, device=self.device)
-        self.kv_caches = [(self.kv_cache[0, i], self.kv_cache[1, i]) for i in range(cfg.num_hidden_layers)]
+        self.kv_cache = torch.zeros(
+            (2, cfg.num_hidden_layers, *shape), dtype=dtype, device=self.device
+        )
+        self.kv_caches = [
+            (self.kv_cache[0, i], self.kv_cache[1, i]) for i in range(cfg.num_hidden_layers)
+        ]
         logger.info(
             "KV cache: %d blocks of %d tokens (%.2f GiB)",
-            self.num_blocks, block_size, self.kv_cache.numel() * dtype.itemsize / 2**30,
+            self.num_blocks,
+            block_size,
+            self.kv_cache.numel() * dtype.itemsize / 2**30,
         )
         self._generators: dict[int, torch.Generator] = {}  # seq_id -> per-request generator
 
@@ -87,17 +100,18 @@ class ModelRunner:
         if not sample_seqs:
             return {}
         logits = self.model.compute_logits(hidden[sample_rows])  # [num_sample, vocab]
-        tokens = sample(logits, self._sampling_tensors(sample_seqs),
-                        [self._generator(s) for s in sample_seqs])
+        tokens = sample(
+            logits, self._sampling_tensors(sample_seqs), [self._generator(s) for s in sample_seqs]
+        )
         return dict(zip((s.seq_id for s in sample_seqs), tokens.tolist(), strict=True))
 
     def release(self, seq: Sequence) -> None:
         """Forget per-sequence state once a sequence is finished."""
         self._generators.pop(seq.seq_id, None)
 
-    def _prepare(self, out: SchedulerOutput) -> tuple[
-        torch.Tensor, torch.Tensor, AttentionInputs, torch.Tensor, list[Sequence]
-    ]:
+    def _prepare(
+        self, out: SchedulerOutput
+    ) -> tuple[torch.Tensor, torch.Tensor, AttentionInputs, torch.Tensor, list[Sequence]]:
         """Flat inputs for every scheduled token, plus which rows are sampled."""
         bs, dev = self.block_size, self.device
         input_ids: list[int] = []
@@ -108,7 +122,11 @@ class ModelRunner:
         decodes: list[tuple[int, Sequence]] = []  # (row, seq)
         prefills: list[PrefillInputs] = []
         for seq, num_new in zip(out.seqs, out.num_new_tokens, strict=True):
-            row, start, end = len(input_ids), seq.num_computed_tokens, seq.num_computed_tokens + num_new
+            row, start, end = (
+                len(input_ids),
+                seq.num_computed_tokens,
+                seq.num_computed_tokens + num_new,
+            )
             input_ids += seq.token_ids[start:end]
             positions += range(start, end)
             slots += [seq.block_table[p // bs] * bs + p % bs for p in range(start, end)]
@@ -143,11 +161,15 @@ class ModelRunner:
             # After this step's KV write, a decode's context is all of its tokens.
             context_lens = torch.tensor([seq.num_tokens for _, seq in members])
             mask = torch.arange(num_blocks * self.block_size)[None, :] < context_lens[:, None]
-            out.append(DecodeGroup(
-                rows=torch.tensor([row for row, _ in members], dtype=torch.int64, device=dev),
-                block_tables=torch.tensor([seq.block_table for _, seq in members], device=dev),
-                mask=mask[None, :, None, :].to(dev),  # [1, num_seqs, 1, num_blocks * block_size]
-            ))
+            out.append(
+                DecodeGroup(
+                    rows=torch.tensor([row for row, _ in members], dtype=torch.int64, device=dev),
+                    block_tables=torch.tensor([seq.block_table for _, seq in members], device=dev),
+                    mask=mask[None, :, None, :].to(
+                        dev
+                    ),  # [1, num_seqs, 1, num_blocks * block_size]
+                )
+            )
         return tuple(out)
 
     def _prepare_prefill(self, seq: Sequence, row: int, num_new: int) -> PrefillInputs:
@@ -156,7 +178,8 @@ class ModelRunner:
         query_pos = torch.arange(seq.num_computed_tokens, context_len)
         mask = torch.arange(context_len)[None, :] <= query_pos[:, None]  # [num_new, context_len]
         return PrefillInputs(
-            start=row, end=row + num_new,
+            start=row,
+            end=row + num_new,
             block_table=torch.tensor(seq.block_table, dtype=torch.int64, device=self.device),
             context_len=context_len,
             mask=mask[None, None].to(self.device),

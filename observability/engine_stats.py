@@ -49,8 +49,12 @@ class EngineStats:
         ttft = (seq.first_token_time - seq.arrival_time) if seq.first_token_time else None
         logger.info(
             "request %s finished: %s, prompt_tokens=%d generation_tokens=%d ttft=%s e2e=%.3fs",
-            seq.request_id, seq.finish_reason, seq.num_prompt_tokens, seq.num_output_tokens,
-            "-" if ttft is None else f"{ttft:.3f}s", e2e,
+            seq.request_id,
+            seq.finish_reason,
+            seq.num_prompt_tokens,
+            seq.num_output_tokens,
+            "-" if ttft is None else f"{ttft:.3f}s",
+            e2e,
         )
 
     def set_gauges(self, num_running: int, num_waiting: int, kv_usage: float) -> None:

@@ -101,7 +101,7 @@ def _is_content_expr(node: jinja2.nodes.Node, content_names: set[str]) -> bool:
 
 @functools.lru_cache(maxsize=32)
 def content_format(source: str) -> ContentFormat:
-    """"openai" when the template loops over a message's content (it wants the list of parts),
+    """ "openai" when the template loops over a message's content (it wants the list of parts),
     else "string" (parts are joined). vLLM's "auto" detection, in short."""
     try:
         ast = _ENV.parse(source)
@@ -140,9 +140,9 @@ def _message_dict(msg: ChatMessageParam, index: int, fmt: ContentFormat) -> dict
     content: Any
     if isinstance(msg.content, list):
         texts = _text_parts(msg.content, index)
-        content = "\n".join(texts) if fmt == "string" else [
-            {"type": "text", "text": t} for t in texts
-        ]
+        content = (
+            "\n".join(texts) if fmt == "string" else [{"type": "text", "text": t} for t in texts]
+        )
     elif fmt == "openai":
         content = [] if msg.content is None else [{"type": "text", "text": msg.content}]
     else:

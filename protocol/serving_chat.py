@@ -77,7 +77,12 @@ async def create_chat_completion(request: Request) -> Response | StreamingRespon
     if req.stream:
         include_usage, continuous = usage_flags(req)
         chunks = _stream(
-            engine, response_id, engine.served_model_name, prompts, role, include_usage,
+            engine,
+            response_id,
+            engine.served_model_name,
+            prompts,
+            role,
+            include_usage,
             continuous,
         )
         return StreamingResponse(chunks)
@@ -120,7 +125,9 @@ async def _stream(
     role_sent = False
 
     def chunk(
-        index: int, delta: DeltaMessage, finish_reason: str | None = None,
+        index: int,
+        delta: DeltaMessage,
+        finish_reason: str | None = None,
         stop_reason: str | int | None = None,
     ) -> bytes:
         chunk_usage = None

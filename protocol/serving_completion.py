@@ -71,8 +71,15 @@ async def create_completion(request: Request) -> Response | StreamingResponse:
     if req.stream:
         include_usage, continuous = usage_flags(req)
         chunks = _stream(
-            engine, response_id, engine.served_model_name, prompts, req.num_choices,
-            prompt_ids, echo, include_usage, continuous,
+            engine,
+            response_id,
+            engine.served_model_name,
+            prompts,
+            req.num_choices,
+            prompt_ids,
+            echo,
+            include_usage,
+            continuous,
         )
         return StreamingResponse(chunks)
 

@@ -16,8 +16,8 @@ from safetensors import safe_open
 from torch import nn
 
 from compiled_kernels.activation import silu_and_mul
-from compiled_kernels.linear import linear
 from compiled_kernels.attention import AttentionInputs, paged_attention, write_kv
+from compiled_kernels.linear import linear
 from compiled_kernels.norm import add_rms_norm, rms_norm
 from compiled_kernels.rotary import apply_rotary, rope_cos_sin
 
@@ -44,7 +44,9 @@ class LlamaConfig:
         raw = json.loads((model_dir / "config.json").read_text())
         archs = raw.get("architectures") or ["LlamaForCausalLM"]
         if archs[0] not in SUPPORTED_ARCHITECTURES:
-            raise ValueError(f"unsupported architecture {archs[0]}; supported: {SUPPORTED_ARCHITECTURES}")
+            raise ValueError(
+                f"unsupported architecture {archs[0]}; supported: {SUPPORTED_ARCHITECTURES}"
+            )
         rope = raw.get("rope_parameters") or raw.get("rope_scaling") or {}
         if rope.get("rope_type", "default") not in ("default", None):
             raise ValueError(f"unsupported rope scaling {rope}")
@@ -81,8 +83,12 @@ class DecoderLayer(nn.Module):
         self.post_attention_layernorm = nn.Parameter(torch.ones(cfg.hidden_size))
 
     def forward(
-        self, hidden: torch.Tensor, residual: torch.Tensor | None, positions: torch.Tensor,
-        rope: tuple[torch.Tensor, torch.Tensor], kv_cache: tuple[torch.Tensor, torch.Tensor],
+        self,
+        hidden: torch.Tensor,
+        residual: torch.Tensor | None,
+        positions: torch.Tensor,
+        rope: tuple[torch.Tensor, torch.Tensor],
+        kv_cache: tuple[torch.Tensor, torch.Tensor],
         attn: AttentionInputs,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         # hidden, residual: [num_tokens, hidden_size]
@@ -116,21 +122,26 @@ class LlamaModel(nn.Module):
         self.layers = nn.ModuleList(DecoderLayer(cfg) for _ in range(cfg.num_hidden_layers))
         self.norm = nn.Parameter(torch.ones(cfg.hidden_size))
         self.lm_head = (
-            None if cfg.tie_word_embeddings else nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
+            None
+            if cfg.tie_word_embeddings
+            else nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
         )
         cos, sin = rope_cos_sin(cfg.head_dim, cfg.max_position_embeddings, cfg.rope_theta)
         self.register_buffer("rope_cos", cos, persistent=False)
         self.register_buffer("rope_sin", sin, persistent=False)
 
     def forward(
-        self, input_ids: torch.Tensor, positions: torch.Tensor,
-        kv_caches: list[tuple[torch.Tensor, torch.Tensor]], attn: AttentionInputs,
+        self,
+        input_ids: torch.Tensor,
+        positions: torch.Tensor,
+        kv_caches: list[tuple[torch.Tensor, torch.Tensor]],
+        attn: AttentionInputs,
     ) -> torch.Tensor:
         # input_ids, positions: [num_tokens] -> hidden: [num_tokens, hidden_size]
         hidden = self.embed_tokens(input_ids)
         residual = None
         rope = (self.rope_cos, self.rope_sin)
-        for layer, kv_cache in zip(self.layers, kv_caches):
+        for layer, kv_cache in zip(self.layers, kv_caches, strict=True):
             hidden, residual = layer(hidden, residual, positions, rope, kv_cache, attn)
         hidden, _ = add_rms_norm(hidden, residual, self.norm, self.cfg.rms_norm_eps)
         return hidden
@@ -144,8 +155,13 @@ class LlamaModel(nn.Module):
     def load_weights(self, model_dir: Path) -> None:
         """Copy HF tensors in, merging q/k/v and gate/up into the fused projections."""
         params = dict(self.named_parameters())
-        fused = {"q_proj": ("qkv_proj", 0), "k_proj": ("qkv_proj", 1), "v_proj": ("qkv_proj", 2),
-                 "gate_proj": ("gate_up_proj", 0), "up_proj": ("gate_up_proj", 1)}
+        fused = {
+            "q_proj": ("qkv_proj", 0),
+            "k_proj": ("qkv_proj", 1),
+            "v_proj": ("qkv_proj", 2),
+            "gate_proj": ("gate_up_proj", 0),
+            "up_proj": ("gate_up_proj", 1),
+        }
         loaded: set[str] = set()
         for file in sorted(model_dir.glob("*.safetensors")):
             with safe_open(str(file), framework="pt") as f:
@@ -161,11 +177,15 @@ class LlamaModel(nn.Module):
                     else:
                         param[self._shard_rows(target, shard)].copy_(tensor)
                     loaded.add(f"{target}:{shard}")
-        expected = sum(3 if ".qkv_proj." in n else 2 if ".gate_up_proj." in n else 1 for n in params)
+        expected = sum(
+            3 if ".qkv_proj." in n else 2 if ".gate_up_proj." in n else 1 for n in params
+        )
         if len(loaded) != expected:
             raise ValueError(f"{model_dir} is missing tensors: loaded {len(loaded)} of {expected}")
 
-    def _our_name(self, hf_name: str, fused: dict[str, tuple[str, int]]) -> tuple[str, int | None] | None:
+    def _our_name(
+        self, hf_name: str, fused: dict[str, tuple[str, int]]
+    ) -> tuple[str, int | None] | None:
         name = hf_name.removeprefix("model.")
         if name.endswith("rotary_emb.inv_freq"):
             return None

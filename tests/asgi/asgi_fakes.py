@@ -21,8 +21,12 @@ def http_scope(
 ) -> dict[str, Any]:
     """An HTTP scope as a server hands it over; `extra` adds or overrides keys (state, ...)."""
     return {
-        "type": "http", "method": method, "path": path, "query_string": b"",
-        "headers": list(headers), **extra,
+        "type": "http",
+        "method": method,
+        "path": path,
+        "query_string": b"",
+        "headers": list(headers),
+        **extra,
     }
 
 
@@ -73,7 +77,10 @@ class Collector:
 def json_response_parts(
     messages: list[dict[str, Any]], status: int
 ) -> tuple[dict[bytes, bytes], Any]:
-    """Checks a whole JSON response (start, then one final body); returns (headers, decoded body)."""
+    """Checks a whole JSON response (start, then one final body).
+
+    Returns (headers, decoded body).
+    """
     start, body = messages
     assert start["status"] == status
     headers = dict(start["headers"])

@@ -36,8 +36,10 @@ async def test_exception_before_start_sends_500(caplog: pytest.LogCaptureFixture
     assert headers[b"x-request-id"] == b"rid-123"
     assert payload == {
         "error": {
-            "message": "Internal server error", "type": "InternalServerError",
-            "param": None, "code": 500,
+            "message": "Internal server error",
+            "type": "InternalServerError",
+            "param": None,
+            "code": 500,
         }
     }
     assert "rid-123" in caplog.text and "boom" in caplog.text
@@ -75,7 +77,9 @@ async def test_exception_after_start_ends_body_without_second_start() -> None:
     send = Collector()
     await ErrorMiddleware(app)(http_scope(PATH), receive, send)
     assert [m["type"] for m in send.messages] == [
-        "http.response.start", "http.response.body", "http.response.body",
+        "http.response.start",
+        "http.response.body",
+        "http.response.body",
     ]
     assert send.messages[0]["status"] == 200
     assert send.messages[-1] == {"type": "http.response.body", "body": b"", "more_body": False}

@@ -19,9 +19,7 @@ def route_scope(path: str, method: str = "POST", **extra: Any) -> dict[str, Any]
     return http_scope(path, method, [(b"Content-Type", b"application/json")], **extra)
 
 
-def make_receive(
-    parts: list[bytes] | None = None, disconnect: anyio.Event | None = None
-) -> Any:
+def make_receive(parts: list[bytes] | None = None, disconnect: anyio.Event | None = None) -> Any:
     """Hands out the body parts, then blocks until `disconnect` is set (forever if None)."""
     parts = parts if parts is not None else [b""]
     queue = [
@@ -47,15 +45,18 @@ async def ok(request: Request) -> Response:
 
 async def test_plain_response() -> None:
     async def handler(request: Request) -> Response:
-        return Response(status=201, body=b"hello", media_type="text/plain",
-                        headers=[(b"x-extra", b"1")])
+        return Response(
+            status=201, body=b"hello", media_type="text/plain", headers=[(b"x-extra", b"1")]
+        )
 
     send = Collector()
     router = Router({("GET", "/version"): handler})
     await router(route_scope("/version", "GET"), make_receive(), send)
     assert send.start["status"] == 201
     assert send.headers == {
-        b"content-type": b"text/plain", b"content-length": b"5", b"x-extra": b"1",
+        b"content-type": b"text/plain",
+        b"content-length": b"5",
+        b"x-extra": b"1",
     }
     assert send.messages[1] == {"type": "http.response.body", "body": b"hello", "more_body": False}
     assert len(send.messages) == 2
@@ -107,8 +108,12 @@ async def test_unknown_path_is_404() -> None:
     assert send.start["status"] == 404
     assert send.headers[b"content-type"] == b"application/json"
     assert orjson.loads(send.body) == {
-        "error": {"message": "Not Found: /nope", "type": "NotFoundError", "param": None,
-                  "code": 404}
+        "error": {
+            "message": "Not Found: /nope",
+            "type": "NotFoundError",
+            "param": None,
+            "code": 404,
+        }
     }
 
 
@@ -119,7 +124,10 @@ async def test_wrong_method_is_405_with_allow() -> None:
     assert send.start["status"] == 405
     assert send.headers[b"allow"] == b"GET, POST"
     assert orjson.loads(send.body)["error"] == {
-        "message": "Method Not Allowed", "type": "MethodNotAllowed", "param": None, "code": 405,
+        "message": "Method Not Allowed",
+        "type": "MethodNotAllowed",
+        "param": None,
+        "code": 405,
     }
 
 
@@ -133,7 +141,9 @@ async def test_http_error_becomes_its_response() -> None:
     )
     assert send.start["status"] == 400
     assert orjson.loads(send.body)["error"] == {
-        "message": "bad temperature", "type": "BadRequestError", "param": "temperature",
+        "message": "bad temperature",
+        "type": "BadRequestError",
+        "param": "temperature",
         "code": 400,
     }
     assert len(send.messages) == 2
@@ -159,10 +169,15 @@ async def test_streaming_response_chunks_in_order() -> None:
     await Router({("POST", "/s"): handler})(route_scope("/s"), make_receive(), send)
     assert send.start["status"] == 200
     assert send.headers == {
-        b"content-type": b"text/event-stream", b"cache-control": b"no-cache", b"x-extra": b"1",
+        b"content-type": b"text/event-stream",
+        b"cache-control": b"no-cache",
+        b"x-extra": b"1",
     }
     assert [(m["body"], m["more_body"]) for m in send.messages[1:]] == [
-        (b"data: 0\n\n", True), (b"data: 1\n\n", True), (b"data: 2\n\n", True), (b"", False),
+        (b"data: 0\n\n", True),
+        (b"data: 1\n\n", True),
+        (b"data: 2\n\n", True),
+        (b"", False),
     ]
 
 

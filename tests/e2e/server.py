@@ -29,7 +29,10 @@ class Server:
         self._log = log_path.open("wb")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "hypercorn", "asgi.app:app", "--bind", f"127.0.0.1:{self.port}"],
-            cwd=REPO, env={**_clean_environ(), **env}, stdout=self._log, stderr=subprocess.STDOUT,
+            cwd=REPO,
+            env={**_clean_environ(), **env},
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
         )
 
     def wait_ready(self, timeout: float = 300.0) -> None:

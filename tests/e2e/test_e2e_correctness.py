@@ -29,9 +29,11 @@ def test_greedy_equals_transformers_generate(client, smollm2_dir, smollm2_tokeni
     model = AutoModelForCausalLM.from_pretrained(smollm2_dir, dtype=torch.float32)
     for prompt in PROMPTS:
         ids = smollm2_tokenizer(prompt, return_tensors="pt").input_ids
-        expected = model.generate(ids, max_new_tokens=24, do_sample=False)[0, ids.shape[1]:]
+        expected = model.generate(ids, max_new_tokens=24, do_sample=False)[0, ids.shape[1] :]
         expected_text = smollm2_tokenizer.decode(expected, skip_special_tokens=True)
-        resp = client.completions.create(model=MODEL_NAME, prompt=prompt, max_tokens=24, temperature=0)
+        resp = client.completions.create(
+            model=MODEL_NAME, prompt=prompt, max_tokens=24, temperature=0
+        )
         assert resp.choices[0].text == expected_text, prompt
 
 
@@ -41,7 +43,9 @@ def test_batch_of_32_gives_the_same_text_as_one_at_a_time(auth_server):
 
     async def ask(client: openai.AsyncOpenAI, prompt: str) -> str:
         resp = await client.chat.completions.create(
-            model=MODEL_NAME, messages=[{"role": "user", "content": prompt}], max_tokens=24,
+            model=MODEL_NAME,
+            messages=[{"role": "user", "content": prompt}],
+            max_tokens=24,
             temperature=0,
         )
         return resp.choices[0].message.content
@@ -66,8 +70,13 @@ def _metric(http: httpx.Client, name: str) -> float:
 
 
 def test_client_disconnect_aborts_the_request(server, http):
-    body = {"model": MODEL_NAME, "prompt": "Tell me everything", "max_tokens": 2000,
-            "stream": True, "ignore_eos": True}
+    body = {
+        "model": MODEL_NAME,
+        "prompt": "Tell me everything",
+        "max_tokens": 2000,
+        "stream": True,
+        "ignore_eos": True,
+    }
     with httpx.Client(base_url=server.url, timeout=60) as c:
         with c.stream("POST", "/v1/completions", json=body) as resp:
             lines = resp.iter_lines()
@@ -77,8 +86,10 @@ def test_client_disconnect_aborts_the_request(server, http):
     # Closing the connection mid-stream must abort the request and free its KV blocks.
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
-        if (_metric(http, "vllm:num_requests_running") == 0
-                and _metric(http, "vllm:kv_cache_usage_perc") == 0):
+        if (
+            _metric(http, "vllm:num_requests_running") == 0
+            and _metric(http, "vllm:kv_cache_usage_perc") == 0
+        ):
             break
         time.sleep(0.1)
     assert _metric(http, "vllm:num_requests_running") == 0

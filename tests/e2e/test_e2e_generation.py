@@ -27,15 +27,21 @@ def test_chat_answers_the_readme_example(client):
 
 def test_chat_stream_matches_non_stream_with_role_first_and_usage_last(client):
     kwargs = dict(
-        model=MODEL_NAME, messages=[{"role": "user", "content": "Name three colors."}],
-        max_tokens=24, temperature=0,
+        model=MODEL_NAME,
+        messages=[{"role": "user", "content": "Name three colors."}],
+        max_tokens=24,
+        temperature=0,
     )
     full = client.chat.completions.create(**kwargs)
-    chunks = list(client.chat.completions.create(
-        **kwargs, stream=True, stream_options={"include_usage": True}
-    ))
+    chunks = list(
+        client.chat.completions.create(
+            **kwargs, stream=True, stream_options={"include_usage": True}
+        )
+    )
     assert chunks[0].choices[0].delta.role == "assistant"
-    finishes = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+    finishes = [
+        c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason
+    ]
     assert finishes == [full.choices[0].finish_reason]
     assert chunks[-1].choices == [] and chunks[-1].usage is not None
     assert chunks[-1].usage.completion_tokens == full.usage.completion_tokens
@@ -53,8 +59,12 @@ def test_chat_content_as_list_of_text_parts(client):
 
 @pytest.mark.parametrize(
     ("prompt", "num_choices"),
-    [("The sky is", 1), (["The sky is", "Grass is"], 2), ([504, 3335, 314], 1),
-     ([[504, 3335, 314], [504, 3335]], 2)],
+    [
+        ("The sky is", 1),
+        (["The sky is", "Grass is"], 2),
+        ([504, 3335, 314], 1),
+        ([[504, 3335, 314], [504, 3335]], 2),
+    ],
 )
 def test_completions_accept_every_prompt_form(client, prompt, num_choices):
     resp = client.completions.create(model=MODEL_NAME, prompt=prompt, max_tokens=5)
@@ -65,7 +75,9 @@ def test_completions_accept_every_prompt_form(client, prompt, num_choices):
 
 def test_completions_default_max_tokens_is_16(client):
     resp = client.completions.create(
-        model=MODEL_NAME, prompt="Count: 1, 2, 3,", temperature=0,
+        model=MODEL_NAME,
+        prompt="Count: 1, 2, 3,",
+        temperature=0,
         extra_body={"ignore_eos": True},
     )
     assert resp.usage.completion_tokens == 16
@@ -73,9 +85,14 @@ def test_completions_default_max_tokens_is_16(client):
 
 
 def test_completion_stream_has_one_finish_per_choice(client):
-    chunks = list(client.completions.create(
-        model=MODEL_NAME, prompt=["One", "Two"], max_tokens=6, stream=True,
-    ))
+    chunks = list(
+        client.completions.create(
+            model=MODEL_NAME,
+            prompt=["One", "Two"],
+            max_tokens=6,
+            stream=True,
+        )
+    )
     finishes = sorted(c.choices[0].index for c in chunks if c.choices[0].finish_reason)
     assert finishes == [0, 1]
 
@@ -94,7 +111,8 @@ def test_stop_string_is_excluded_and_reported(client):
     assert text.startswith(choice.text)
     assert choice.model_extra["stop_reason"] == stop
     streamed = "".join(
-        c.choices[0].text for c in client.completions.create(
+        c.choices[0].text
+        for c in client.completions.create(
             model=MODEL_NAME, prompt=prompt, max_tokens=20, temperature=0, stop=[stop], stream=True
         )
     )
@@ -102,8 +120,9 @@ def test_stop_string_is_excluded_and_reported(client):
 
 
 def test_seed_reproducible_and_n_choices(client):
-    kwargs = dict(model=MODEL_NAME, prompt="Once upon a time", max_tokens=12, temperature=1.0,
-                  n=3, seed=1234)
+    kwargs = dict(
+        model=MODEL_NAME, prompt="Once upon a time", max_tokens=12, temperature=1.0, n=3, seed=1234
+    )
     first = client.completions.create(**kwargs)
     second = client.completions.create(**kwargs)
     assert [c.index for c in first.choices] == [0, 1, 2]
@@ -113,8 +132,14 @@ def test_seed_reproducible_and_n_choices(client):
 
 def test_sampling_options_are_accepted(client):
     resp = client.completions.create(
-        model=MODEL_NAME, prompt="The weather today", max_tokens=8, temperature=0.8, top_p=0.9,
-        presence_penalty=0.5, frequency_penalty=0.5, seed=7,
+        model=MODEL_NAME,
+        prompt="The weather today",
+        max_tokens=8,
+        temperature=0.8,
+        top_p=0.9,
+        presence_penalty=0.5,
+        frequency_penalty=0.5,
+        seed=7,
         extra_body={"top_k": 20, "min_p": 0.05, "repetition_penalty": 1.2, "stop_token_ids": [13]},
     )
     assert resp.choices[0].finish_reason in ("stop", "length")
@@ -122,8 +147,10 @@ def test_sampling_options_are_accepted(client):
 
 def test_max_completion_tokens_limits_chat(client):
     resp = client.chat.completions.create(
-        model=MODEL_NAME, messages=[{"role": "user", "content": "Tell me a long story."}],
-        max_completion_tokens=5, temperature=0,
+        model=MODEL_NAME,
+        messages=[{"role": "user", "content": "Tell me a long story."}],
+        max_completion_tokens=5,
+        temperature=0,
     )
     assert resp.usage.completion_tokens == 5
     assert resp.choices[0].finish_reason == "length"

@@ -31,7 +31,9 @@ def test_tokenize_and_detokenize_round_trip(http):
     tok = http.post("/tokenize", json={"prompt": "Hello world", "return_token_strs": True}).json()
     assert tok["count"] == len(tok["tokens"]) == len(tok["token_strs"])
     assert tok["max_model_len"] > 0
-    assert http.post("/detokenize", json={"tokens": tok["tokens"]}).json()["prompt"] == "Hello world"
+    assert (
+        http.post("/detokenize", json={"tokens": tok["tokens"]}).json()["prompt"] == "Hello world"
+    )
     chat = http.post("/tokenize", json={"messages": [{"role": "user", "content": "Hi"}]}).json()
     assert chat["count"] > tok["count"]  # the template adds the system prompt and role markers
 
@@ -41,18 +43,26 @@ def test_health_version_metrics(http):
     assert "version" in http.get("/version").json()
     metrics = http.get("/metrics")
     assert metrics.headers["content-type"].startswith("text/plain")
-    for name in ("vllm:num_requests_running", "vllm:num_requests_waiting",
-                 "vllm:kv_cache_usage_perc", "vllm:prompt_tokens_total",
-                 "vllm:generation_tokens_total", "vllm:request_success_total",
-                 "vllm:time_to_first_token_seconds_bucket",
-                 "vllm:inter_token_latency_seconds_bucket",
-                 "vllm:e2e_request_latency_seconds_bucket"):
+    for name in (
+        "vllm:num_requests_running",
+        "vllm:num_requests_waiting",
+        "vllm:kv_cache_usage_perc",
+        "vllm:prompt_tokens_total",
+        "vllm:generation_tokens_total",
+        "vllm:request_success_total",
+        "vllm:time_to_first_token_seconds_bucket",
+        "vllm:inter_token_latency_seconds_bucket",
+        "vllm:e2e_request_latency_seconds_bucket",
+    ):
         assert name in metrics.text, name
 
 
 def test_request_id_is_echoed_and_used_in_the_response_id(http):
-    resp = http.post("/v1/completions", json={"prompt": "Hi", "max_tokens": 1},
-                     headers={"X-Request-Id": "my-trace-42"})
+    resp = http.post(
+        "/v1/completions",
+        json={"prompt": "Hi", "max_tokens": 1},
+        headers={"X-Request-Id": "my-trace-42"},
+    )
     assert resp.headers["x-request-id"] == "my-trace-42"
     assert resp.json()["id"] == "cmpl-my-trace-42"
     assert http.get("/health").headers["x-request-id"]
@@ -63,14 +73,30 @@ def test_request_id_is_echoed_and_used_in_the_response_id(http):
     [
         (b"{not json", {"content-type": "application/json"}, 400, "json"),
         (b'{"prompt": "hi"}', {"content-type": "text/plain"}, 400, "content-type"),
-        (b'{"prompt": "hi", "max_tokens": "many"}', {"content-type": "application/json"}, 400,
-         "max_tokens"),
-        (b'{"prompt": "hi", "temperature": -1}', {"content-type": "application/json"}, 400,
-         "temperature"),
-        (b'{"prompt": "hi", "max_tokens": 100000}', {"content-type": "application/json"}, 400,
-         "max"),
-        (b'{"prompt": "hi", "stream_options": {"include_usage": true}}',
-         {"content-type": "application/json"}, 400, "stream"),
+        (
+            b'{"prompt": "hi", "max_tokens": "many"}',
+            {"content-type": "application/json"},
+            400,
+            "max_tokens",
+        ),
+        (
+            b'{"prompt": "hi", "temperature": -1}',
+            {"content-type": "application/json"},
+            400,
+            "temperature",
+        ),
+        (
+            b'{"prompt": "hi", "max_tokens": 100000}',
+            {"content-type": "application/json"},
+            400,
+            "max",
+        ),
+        (
+            b'{"prompt": "hi", "stream_options": {"include_usage": true}}',
+            {"content-type": "application/json"},
+            400,
+            "stream",
+        ),
     ],
 )
 def test_bad_requests_get_openai_shaped_400s(http, content, headers, status, needle):

@@ -14,8 +14,9 @@ BYTES_PER_BLOCK_BF16 = 2 * 30 * 16 * 3 * 64 * 2  # k+v, layers, block_size, kv h
 @pytest.fixture(scope="module")
 def small_engine(smollm2_dir) -> LLMEngine:
     # 12 blocks of 16 tokens: room for 192 tokens, while the requests below need 6 x 64.
-    settings = Settings(dtype="bfloat16", max_model_len=128,
-                        kv_cache_memory_gb=12 * BYTES_PER_BLOCK_BF16 / 2**30)
+    settings = Settings(
+        dtype="bfloat16", max_model_len=128, kv_cache_memory_gb=12 * BYTES_PER_BLOCK_BF16 / 2**30
+    )
     engine = LLMEngine(settings, smollm2_dir)
     assert engine.runner.num_blocks == 12
     return engine
@@ -33,7 +34,8 @@ def test_preemption_by_recompute_still_finishes_every_request(small_engine):
     preempted = 0
     seqs = [
         small_engine.add_request(
-            f"r{i}", list(range(200 + i, 224 + i)),
+            f"r{i}",
+            list(range(200 + i, 224 + i)),
             SamplingParams(max_tokens=40, temperature=0, ignore_eos=True),
         )
         for i in range(6)

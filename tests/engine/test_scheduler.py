@@ -43,7 +43,7 @@ def fake_sample(out: SchedulerOutput, token: int = TOKEN) -> dict[int, int]:
     """What the model runner samples: one token per sequence whose step reaches its end."""
     return {
         seq.seq_id: token
-        for seq, n in zip(out.seqs, out.num_new_tokens)
+        for seq, n in zip(out.seqs, out.num_new_tokens, strict=True)
         if seq.num_computed_tokens + n == seq.num_tokens
     }
 
@@ -56,7 +56,7 @@ def step(sched: Scheduler, token: int = TOKEN) -> tuple[SchedulerOutput, list[Se
 
 
 def scheduled(out: SchedulerOutput) -> dict[str, int]:
-    return {seq.request_id: n for seq, n in zip(out.seqs, out.num_new_tokens)}
+    return {seq.request_id: n for seq, n in zip(out.seqs, out.num_new_tokens, strict=True)}
 
 
 def test_prefill_then_decode_one_token_per_step() -> None:

@@ -106,7 +106,7 @@ def test_write_kv_puts_each_token_at_its_slot(mixed_batch) -> None:
 
     written = torch.zeros(NUM_BLOCKS, BLOCK_SIZE, dtype=torch.bool)
     row = 0
-    for seq, n in zip(out.seqs, out.num_new_tokens):
+    for seq, n in zip(out.seqs, out.num_new_tokens, strict=True):
         for pos in range(seq.num_computed_tokens, seq.num_computed_tokens + n):
             block, offset = seq.block_table[pos // BLOCK_SIZE], pos % BLOCK_SIZE
             assert attn.slot_mapping[row].item() == block * BLOCK_SIZE + offset
@@ -143,13 +143,13 @@ def test_paged_attention_matches_naive_reference(
     k_cache.copy_(torch.randn(k_cache.shape, generator=gen) * 50)
     v_cache.copy_(torch.randn(v_cache.shape, generator=gen) * 50)
     # Tokens computed in earlier steps are already in the cache (written directly by slot) ...
-    for seq, k, v in zip(out.seqs, ks, vs):
+    for seq, k, v in zip(out.seqs, ks, vs, strict=True):
         for pos in range(seq.num_computed_tokens):
             block, offset = seq.block_table[pos // BLOCK_SIZE], pos % BLOCK_SIZE
             k_cache[:, block, offset], v_cache[:, block, offset] = k[pos], v[pos]
     # ... and this step's tokens go in through write_kv, as the model does before attending.
-    new_k = torch.cat([k[ctx - new :] for k, (ctx, new) in zip(ks, shapes)])
-    new_v = torch.cat([v[ctx - new :] for v, (ctx, new) in zip(vs, shapes)])
+    new_k = torch.cat([k[ctx - new :] for k, (ctx, new) in zip(ks, shapes, strict=True)])
+    new_v = torch.cat([v[ctx - new :] for v, (ctx, new) in zip(vs, shapes, strict=True)])
     write_kv(new_k, new_v, k_cache, v_cache, attn.slot_mapping)
 
     result = paged_attention(torch.cat(qs), k_cache, v_cache, attn, SCALE)
@@ -157,7 +157,10 @@ def test_paged_attention_matches_naive_reference(
     assert result.shape == (sum(n for _, n in shapes), NUM_HEADS * HEAD_DIM)
     assert result.dtype == dtype
     expected = torch.cat(
-        [_reference(q, k, v, ctx - new) for q, k, v, (ctx, new) in zip(qs, ks, vs, shapes)]
+        [
+            _reference(q, k, v, ctx - new)
+            for q, k, v, (ctx, new) in zip(qs, ks, vs, shapes, strict=True)
+        ]
     )
     torch.testing.assert_close(result.double(), expected, atol=atol, rtol=rtol)
 

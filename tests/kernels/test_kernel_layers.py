@@ -169,5 +169,7 @@ def test_linear_matches_f_linear(dtype: torch.dtype) -> None:
     x = torch.randn(32, 576, generator=gen).to(dtype)
     tol = dict(atol=1e-4, rtol=1e-4) if dtype == torch.float32 else dict(atol=3e-2, rtol=2e-2)
     for rows in (1, 2, 5, 32):
-        torch.testing.assert_close(linear(x[:rows], weight, bias), F.linear(x[:rows], weight, bias), **tol)
+        torch.testing.assert_close(
+            linear(x[:rows], weight, bias), F.linear(x[:rows], weight, bias), **tol
+        )
         torch.testing.assert_close(linear(x[:rows], weight), F.linear(x[:rows], weight), **tol)

@@ -88,9 +88,13 @@ def test_greedy_uses_penalised_logits() -> None:
     logits = torch.tensor([[3.0, 2.5, -1.0]])
     seen = torch.tensor([[True, False, False]])
     t = make_tensors(
-        1, temperature=0.0,
-        repetition_penalty=torch.tensor([2.0]), frequency_penalty=torch.tensor([0.0]),
-        presence_penalty=torch.tensor([0.0]), output_counts=torch.zeros(1, 3), seen_mask=seen,
+        1,
+        temperature=0.0,
+        repetition_penalty=torch.tensor([2.0]),
+        frequency_penalty=torch.tensor([0.0]),
+        presence_penalty=torch.tensor([0.0]),
+        output_counts=torch.zeros(1, 3),
+        seen_mask=seen,
     )
     assert sample(logits, t, [None]).tolist() == [1]  # 3.0 / 2 = 1.5 < 2.5
 

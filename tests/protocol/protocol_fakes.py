@@ -94,8 +94,14 @@ class ScriptedEngine:
                         char = text[positions[i]]
                         positions[i] += 1
                         finished = positions[i] >= params.max_tokens
-                        output = self._output(request_id, ids, [ord(char)], char, positions[i],
-                                              "length" if finished else None)
+                        output = self._output(
+                            request_id,
+                            ids,
+                            [ord(char)],
+                            char,
+                            positions[i],
+                            "length" if finished else None,
+                        )
                     else:  # the script is over: EOS, which decodes to no text
                         positions[i] += 1
                         output = self._output(request_id, ids, [EOS], "", positions[i], "stop")
@@ -106,7 +112,12 @@ class ScriptedEngine:
             self.closed = True
 
     def _output(
-        self, request_id: str, ids: list[int], new_ids: list[int], text: str, num: int,
+        self,
+        request_id: str,
+        ids: list[int],
+        new_ids: list[int],
+        text: str,
+        num: int,
         finish_reason: str | None,
     ) -> RequestOutput:
         return RequestOutput(

@@ -16,7 +16,10 @@ from protocol.chat_template import (
 from protocol.converter import structure
 from protocol.schemas_chat import ChatMessageParam
 
-SYSTEM = "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n"
+SYSTEM = (
+    "<|im_start|>system\n"
+    "You are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n"
+)
 
 
 def messages(*raw: dict) -> list[ChatMessageParam]:
@@ -63,7 +66,9 @@ def test_non_text_parts_are_rejected_with_their_path() -> None:
 
 
 def test_templates_that_loop_over_content_get_the_parts() -> None:
-    template = "{% for m in messages %}{% for p in m['content'] %}[{{ p.text }}]{% endfor %}{% endfor %}"
+    template = (
+        "{% for m in messages %}{% for p in m['content'] %}[{{ p.text }}]{% endfor %}{% endfor %}"
+    )
     assert content_format(template) == "openai"
     msgs = messages(
         {"role": "user", "content": "s"},
@@ -73,7 +78,9 @@ def test_templates_that_loop_over_content_get_the_parts() -> None:
 
 
 def test_content_loop_through_a_variable_is_detected() -> None:
-    template = "{% for m in messages %}{% set c = m.content %}{% for p in c %}{% endfor %}{% endfor %}"
+    template = (
+        "{% for m in messages %}{% set c = m.content %}{% for p in c %}{% endfor %}{% endfor %}"
+    )
     assert content_format(template) == "openai"
     assert content_format(CHATML) == "string"
 
@@ -86,8 +93,10 @@ def test_missing_content_renders_as_empty_string() -> None:
 
 def test_hf_globals_filters_and_extensions_are_available() -> None:
     template = (
-        "{% for m in messages %}{% if loop.index > 1 %}{% break %}{% endif %}{{ m.role }}{% endfor %}"
-        "|{{ {'k': 'é'} | tojson }}|{{ strftime_now('%Y') | length }}|{{ bos_token }}{{ eos_token }}"
+        "{% for m in messages %}{% if loop.index > 1 %}{% break %}{% endif %}"
+        "{{ m.role }}{% endfor %}"
+        "|{{ {'k': 'é'} | tojson }}|{{ strftime_now('%Y') | length }}"
+        "|{{ bos_token }}{{ eos_token }}"
         "|{% generation %}gen{% endgeneration %}"
     )
     msgs = messages({"role": "user", "content": "a"}, {"role": "assistant", "content": "b"})

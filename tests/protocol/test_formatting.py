@@ -60,8 +60,13 @@ def test_stream_chunks_omit_unset_usage_and_delta_fields() -> None:
         "created": 1,
         "model": "m",
         "choices": [
-            {"index": 0, "delta": {"content": "hi"}, "logprobs": None, "finish_reason": None,
-             "stop_reason": None}
+            {
+                "index": 0,
+                "delta": {"content": "hi"},
+                "logprobs": None,
+                "finish_reason": None,
+                "stop_reason": None,
+            }
         ],
     }
     with_usage = ChatCompletionStreamResponse(
@@ -82,9 +87,7 @@ def test_in_band_error_event_has_openai_error_shape(
     exc: Exception, code: int, err_type: str, param: str | None
 ) -> None:
     body = decode_event(formatting.sse_error_event(exc))
-    assert body == {
-        "error": {"message": str(exc), "type": err_type, "param": param, "code": code}
-    }
+    assert body == {"error": {"message": str(exc), "type": err_type, "param": param, "code": code}}
 
 
 def test_json_body_serialises_schema_objects() -> None:

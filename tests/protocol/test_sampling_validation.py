@@ -40,14 +40,34 @@ def test_unset_fields_take_vllm_defaults() -> None:
 
 def test_fields_are_carried_to_sampling_params() -> None:
     p = params(
-        max_tokens=7, temperature=0.5, top_p=0.9, top_k=5, min_p=0.1, seed=3,
-        presence_penalty=0.5, frequency_penalty=-0.5, repetition_penalty=1.2,
-        stop="\n", stop_token_ids=[5, 6, 5], ignore_eos=True, skip_special_tokens=False,
+        max_tokens=7,
+        temperature=0.5,
+        top_p=0.9,
+        top_k=5,
+        min_p=0.1,
+        seed=3,
+        presence_penalty=0.5,
+        frequency_penalty=-0.5,
+        repetition_penalty=1.2,
+        stop="\n",
+        stop_token_ids=[5, 6, 5],
+        ignore_eos=True,
+        skip_special_tokens=False,
     )
     assert p == SamplingParams(
-        max_tokens=7, temperature=0.5, top_p=0.9, top_k=5, min_p=0.1, seed=3,
-        presence_penalty=0.5, frequency_penalty=-0.5, repetition_penalty=1.2,
-        stop=("\n",), stop_token_ids=(5, 6), ignore_eos=True, skip_special_tokens=False,
+        max_tokens=7,
+        temperature=0.5,
+        top_p=0.9,
+        top_k=5,
+        min_p=0.1,
+        seed=3,
+        presence_penalty=0.5,
+        frequency_penalty=-0.5,
+        repetition_penalty=1.2,
+        stop=("\n",),
+        stop_token_ids=(5, 6),
+        ignore_eos=True,
+        skip_special_tokens=False,
     )
 
 
@@ -59,12 +79,21 @@ def test_fields_are_carried_to_sampling_params() -> None:
         ({"top_p": 1.5}, "top_p", "top_p must be in (0, 1], got 1.5."),
         ({"top_k": -2}, "top_k", "top_k must be 0 (disable), or at least 1, got -2."),
         ({"min_p": 1.5}, "min_p", "min_p must be in [0, 1], got 1.5."),
-        ({"presence_penalty": 2.5}, "presence_penalty",
-         "presence_penalty must be in [-2, 2], got 2.5."),
-        ({"frequency_penalty": -3}, "frequency_penalty",
-         "frequency_penalty must be in [-2, 2], got -3.0."),
-        ({"repetition_penalty": 0}, "repetition_penalty",
-         "repetition_penalty must be greater than zero, got 0.0."),
+        (
+            {"presence_penalty": 2.5},
+            "presence_penalty",
+            "presence_penalty must be in [-2, 2], got 2.5.",
+        ),
+        (
+            {"frequency_penalty": -3},
+            "frequency_penalty",
+            "frequency_penalty must be in [-2, 2], got -3.0.",
+        ),
+        (
+            {"repetition_penalty": 0},
+            "repetition_penalty",
+            "repetition_penalty must be greater than zero, got 0.0.",
+        ),
         ({"n": 0}, "n", "n must be at least 1, got 0."),
         ({"n": 2, "temperature": 0}, "n", "n must be 1 when using greedy sampling, got 2."),
         ({"seed": 2**63}, "seed", f"seed must be in [{-(2**63)}, {2**63 - 1}], got {2**63}."),

@@ -35,7 +35,7 @@ async def test_non_streaming_response_has_vllm_shape() -> None:
     assert isinstance(response, Response)
     body = orjson.loads(response.body)
     assert isinstance(body.pop("created"), int)
-    (prompt_ids, params), = engine.calls[0][1]
+    ((prompt_ids, params),) = engine.calls[0][1]
     assert body == {
         "id": "chatcmpl-abc",
         "object": "chat.completion",
@@ -43,9 +43,16 @@ async def test_non_streaming_response_has_vllm_shape() -> None:
         "choices": [
             {
                 "index": 0,
-                "message": {"role": "assistant", "content": "ok0", "refusal": None,
-                            "annotations": None, "audio": None, "function_call": None,
-                            "tool_calls": [], "reasoning": None},
+                "message": {
+                    "role": "assistant",
+                    "content": "ok0",
+                    "refusal": None,
+                    "annotations": None,
+                    "audio": None,
+                    "function_call": None,
+                    "tool_calls": [],
+                    "reasoning": None,
+                },
                 "logprobs": None,
                 "finish_reason": "stop",
                 "stop_reason": 2,
@@ -54,8 +61,12 @@ async def test_non_streaming_response_has_vllm_shape() -> None:
         ],
         "service_tier": None,
         "system_fingerprint": None,
-        "usage": {"prompt_tokens": len(prompt_ids), "total_tokens": len(prompt_ids) + 4,
-                  "completion_tokens": 4, "prompt_tokens_details": None},
+        "usage": {
+            "prompt_tokens": len(prompt_ids),
+            "total_tokens": len(prompt_ids) + 4,
+            "completion_tokens": 4,
+            "prompt_tokens_details": None,
+        },
         "prompt_logprobs": None,
         "prompt_token_ids": None,
         "kv_transfer_params": None,
@@ -70,29 +81,34 @@ async def test_max_completion_tokens_wins_and_default_fills_the_context() -> Non
     engine = make_engine(max_model_len=512)
     await chat(engine, {"messages": USER_HI, "max_tokens": 3, "max_completion_tokens": 5})
     await chat(engine, {"messages": USER_HI})
-    (ids, first), = engine.calls[0][1]
-    (_, second), = engine.calls[1][1]
+    ((ids, first),) = engine.calls[0][1]
+    ((_, second),) = engine.calls[1][1]
     assert first.max_tokens == 5 and second.max_tokens == 512 - len(ids)
 
 
 async def test_streaming_chunk_rules_with_n_choices() -> None:
     engine = make_engine(reply=lambda i: f"r{i}")
-    body = {"messages": USER_HI, "n": 2, "stream": True, "max_tokens": 8,
-            "stream_options": {"include_usage": True}}
+    body = {
+        "messages": USER_HI,
+        "n": 2,
+        "stream": True,
+        "max_tokens": 8,
+        "stream_options": {"include_usage": True},
+    }
     response = await chat(engine, body)
     assert isinstance(response, StreamingResponse)
     events = await read_events(response)
     assert events[-1] == "[DONE]"
     usage_chunk, chunks = events[-2], events[:-2]
     assert usage_chunk["choices"] == [] and usage_chunk["usage"]["completion_tokens"] == 6
-    assert all(c["object"] == "chat.completion.chunk" and c["id"] == "chatcmpl-abc"
-               for c in chunks)
+    assert all(c["object"] == "chat.completion.chunk" and c["id"] == "chatcmpl-abc" for c in chunks)
     assert all("usage" not in c for c in chunks)
     choices = [c["choices"][0] for c in chunks]
     assert all(len(c["choices"]) == 1 for c in chunks)
     # Role chunks first, one per choice.
     assert [(c["index"], c["delta"]) for c in choices[:2]] == [
-        (0, {"role": "assistant", "content": ""}), (1, {"role": "assistant", "content": ""}),
+        (0, {"role": "assistant", "content": ""}),
+        (1, {"role": "assistant", "content": ""}),
     ]
     text = {0: "", 1: ""}
     finishes = {0: 0, 1: 0}
@@ -118,8 +134,11 @@ async def test_length_finish_carries_the_last_text() -> None:
 
 
 async def test_continuous_usage_counts_each_choice_from_zero() -> None:
-    body = {"messages": USER_HI, "stream": True,
-            "stream_options": {"include_usage": True, "continuous_usage_stats": True}}
+    body = {
+        "messages": USER_HI,
+        "stream": True,
+        "stream_options": {"include_usage": True, "continuous_usage_stats": True},
+    }
     events = await read_events(await chat(make_engine(), body))
     assert [e["usage"]["completion_tokens"] for e in events[:-2]] == [0, 1, 2, 3, 4]
 
@@ -131,8 +150,9 @@ async def test_without_generation_prompt_the_reply_continues_the_last_role() -> 
 
 
 async def test_engine_failure_mid_stream_sends_error_event_then_done() -> None:
-    events = await read_events(await chat(make_engine(fail_after=1), {
-        "messages": USER_HI, "stream": True}))
+    events = await read_events(
+        await chat(make_engine(fail_after=1), {"messages": USER_HI, "stream": True})
+    )
     assert events[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
     assert events[1]["choices"][0]["delta"] == {"content": "o"}
     assert events[2]["error"]["code"] == 500
@@ -141,8 +161,11 @@ async def test_engine_failure_mid_stream_sends_error_event_then_done() -> None:
 
 async def test_request_chat_template_and_kwargs_are_used() -> None:
     engine = make_engine(chat_template=None)
-    body = {"messages": USER_HI, "chat_template": "{{ greeting }}{{ messages[0].content }}",
-            "chat_template_kwargs": {"greeting": "Yo "}}
+    body = {
+        "messages": USER_HI,
+        "chat_template": "{{ greeting }}{{ messages[0].content }}",
+        "chat_template_kwargs": {"greeting": "Yo "},
+    }
     await chat(engine, body)
     assert engine.tokenizer.decode(engine.calls[0][1][0][0]) == "Yo Hi"
 
@@ -150,19 +173,37 @@ async def test_request_chat_template_and_kwargs_are_used() -> None:
 @pytest.mark.parametrize(
     ("body", "param", "words"),
     [
-        ({"messages": [{"role": "user", "content": "x" * 80}], "stream": True},
-         "input_tokens", "maximum context length"),
-        ({"messages": USER_HI, "max_completion_tokens": 100}, "max_completion_tokens",
-         "cannot be greater than max_model_len"),
+        (
+            {"messages": [{"role": "user", "content": "x" * 80}], "stream": True},
+            "input_tokens",
+            "maximum context length",
+        ),
+        (
+            {"messages": USER_HI, "max_completion_tokens": 100},
+            "max_completion_tokens",
+            "cannot be greater than max_model_len",
+        ),
         ({"messages": USER_HI, "logprobs": True}, "logprobs", "not supported yet"),
-        ({"messages": USER_HI, "stream_options": {"include_usage": True}}, "stream_options",
-         "stream=True"),
+        (
+            {"messages": USER_HI, "stream_options": {"include_usage": True}},
+            "stream_options",
+            "stream=True",
+        ),
         ({"messages": USER_HI, "chat_template": "{{ raise_exception('no') }}"}, None, "no"),
-        ({"messages": [{"role": "user", "content": [{"type": "image_url"}]}]},
-         "messages[0].content[0]", "only text parts"),
+        (
+            {"messages": [{"role": "user", "content": [{"type": "image_url"}]}]},
+            "messages[0].content[0]",
+            "only text parts",
+        ),
         ({"messages": [], "chat_template": "{{ '' }}"}, "messages", "cannot be empty"),
-        ({"messages": [{"role": "user", "content": "é" * 3}], "chat_template":
-          "{{ messages[0].content }}"}, "messages", "out of vocabulary"),
+        (
+            {
+                "messages": [{"role": "user", "content": "é" * 3}],
+                "chat_template": "{{ messages[0].content }}",
+            },
+            "messages",
+            "out of vocabulary",
+        ),
     ],
 )
 async def test_invalid_requests_fail_before_any_stream_starts(

@@ -33,15 +33,26 @@ async def test_non_streaming_response_has_vllm_shape() -> None:
         "object": "text_completion",
         "model": "test-model",
         "choices": [
-            {"index": 0, "text": "ok0", "logprobs": None, "finish_reason": "stop",
-             "stop_reason": None, "token_ids": None, "prompt_logprobs": None,
-             "prompt_token_ids": None}
+            {
+                "index": 0,
+                "text": "ok0",
+                "logprobs": None,
+                "finish_reason": "stop",
+                "stop_reason": None,
+                "token_ids": None,
+                "prompt_logprobs": None,
+                "prompt_token_ids": None,
+            }
         ],
         "service_tier": None,
         "system_fingerprint": None,
         # "Hi" is BOS + 2 characters; "ok0" then EOS is 4 generated tokens.
-        "usage": {"prompt_tokens": 3, "total_tokens": 7, "completion_tokens": 4,
-                  "prompt_tokens_details": None},
+        "usage": {
+            "prompt_tokens": 3,
+            "total_tokens": 7,
+            "completion_tokens": 4,
+            "prompt_tokens_details": None,
+        },
         "kv_transfer_params": None,
     }
     request_id, prompts = engine.calls[0]
@@ -56,7 +67,10 @@ async def test_list_of_prompts_with_n_orders_choices_prompt_major() -> None:
     response = await complete(engine, body)
     body_out = orjson.loads(response.body)
     assert [(c["index"], c["text"]) for c in body_out["choices"]] == [
-        (0, "r0"), (1, "r1"), (2, "r2"), (3, "r3")
+        (0, "r0"),
+        (1, "r1"),
+        (2, "r2"),
+        (3, "r3"),
     ]
     _, prompts = engine.calls[0]
     assert [ids for ids, _ in prompts] == [[5, 6], [5, 6], [7, 8, 9], [7, 8, 9]]
@@ -68,7 +82,9 @@ async def test_list_of_prompts_with_n_orders_choices_prompt_major() -> None:
 
 
 async def test_max_tokens_caps_generation_with_length() -> None:
-    response = await complete(ScriptedEngine(reply=lambda i: "abcdef"), {"prompt": "x", "max_tokens": 2})
+    response = await complete(
+        ScriptedEngine(reply=lambda i: "abcdef"), {"prompt": "x", "max_tokens": 2}
+    )
     (choice,) = orjson.loads(response.body)["choices"]
     assert (choice["text"], choice["finish_reason"]) == ("ab", "length")
 
@@ -90,15 +106,16 @@ async def test_streamed_echo_comes_with_each_choices_first_chunk() -> None:
 
 async def test_streaming_sends_one_choice_per_chunk_and_one_finish_per_choice() -> None:
     engine = ScriptedEngine(reply=lambda i: f"r{i}")
-    body = {"prompt": ["a", "b"], "n": 2, "stream": True,
-            "stream_options": {"include_usage": True}}
+    body = {"prompt": ["a", "b"], "n": 2, "stream": True, "stream_options": {"include_usage": True}}
     response = await complete(engine, body)
     assert isinstance(response, StreamingResponse)
     events = await read_events(response)
     assert events[-1] == "[DONE]"
     usage_chunk, chunks = events[-2], events[:-2]
     assert usage_chunk["choices"] == [] and usage_chunk["usage"] == {
-        "prompt_tokens": 4, "total_tokens": 16, "completion_tokens": 12,
+        "prompt_tokens": 4,
+        "total_tokens": 16,
+        "completion_tokens": 12,
         "prompt_tokens_details": None,
     }
     texts: dict[int, str] = {}
@@ -120,8 +137,11 @@ async def test_streaming_sends_one_choice_per_chunk_and_one_finish_per_choice() 
 
 
 async def test_continuous_usage_stats_add_running_usage_to_every_chunk() -> None:
-    body = {"prompt": [3, 4], "stream": True,
-            "stream_options": {"include_usage": True, "continuous_usage_stats": True}}
+    body = {
+        "prompt": [3, 4],
+        "stream": True,
+        "stream_options": {"include_usage": True, "continuous_usage_stats": True},
+    }
     events = await read_events(await complete(ScriptedEngine(), body))
     assert [e["usage"]["completion_tokens"] for e in events[:-2]] == [1, 2, 3, 4]
     assert all(e["usage"]["prompt_tokens"] == 2 for e in events[:-1])
@@ -131,8 +151,14 @@ async def test_engine_failure_mid_stream_sends_error_event_then_done() -> None:
     engine = ScriptedEngine(fail_after=2)
     events = await read_events(await complete(engine, {"prompt": "x", "stream": True}))
     assert [e["choices"][0]["text"] for e in events[:2]] == ["o", "k"]
-    assert events[2] == {"error": {"message": "engine exploded", "type": "InternalServerError",
-                                   "param": None, "code": 500}}
+    assert events[2] == {
+        "error": {
+            "message": "engine exploded",
+            "type": "InternalServerError",
+            "param": None,
+            "code": 500,
+        }
+    }
     assert events[3] == "[DONE]"
 
 
@@ -163,8 +189,11 @@ async def test_nothing_reaches_the_engine_until_the_stream_is_read() -> None:
         ({}, "prompt", "Either prompt or prompt_embeds"),
         ({"prompt": "x", "suffix": "y"}, "suffix", "suffix is not currently supported"),
         ({"prompt": "x", "logprobs": 1}, "logprobs", "logprobs are not supported yet"),
-        ({"prompt": "x", "stream_options": {"include_usage": True}}, "stream_options",
-         "only be defined when stream=True"),
+        (
+            {"prompt": "x", "stream_options": {"include_usage": True}},
+            "stream_options",
+            "only be defined when stream=True",
+        ),
         ({"prompt": "x", "n": 3, "temperature": 0, "stream": True}, "n", "greedy"),
     ],
 )

@@ -85,7 +85,9 @@ async def test_models_lists_one_card_per_engine() -> None:
 
 
 async def test_models_is_empty_while_loading() -> None:
-    body = orjson.loads((await list_models(make_request(server=server_with(status="loading")))).body)
+    body = orjson.loads(
+        (await list_models(make_request(server=server_with(status="loading")))).body
+    )
     assert body == {"object": "list", "data": []}
 
 

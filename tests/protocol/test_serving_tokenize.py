@@ -19,24 +19,29 @@ async def call(handler: object, body: dict, engine: ScriptedEngine | None = None
 
 async def test_tokenize_prompt_adds_special_tokens_by_default() -> None:
     body = await call(tokenize, {"prompt": "Hi"})
-    assert body == {"count": 3, "max_model_len": 64, "tokens": [BOS, 72, 105],
-                    "token_strs": None}
+    assert body == {"count": 3, "max_model_len": 64, "tokens": [BOS, 72, 105], "token_strs": None}
 
 
 async def test_tokenize_can_return_token_strings() -> None:
-    body = await call(tokenize, {"prompt": "Hi", "add_special_tokens": False,
-                                 "return_token_strs": True})
+    body = await call(
+        tokenize, {"prompt": "Hi", "add_special_tokens": False, "return_token_strs": True}
+    )
     assert body["tokens"] == [72, 105] and body["token_strs"] == ["H", "i"]
 
 
 async def test_tokenize_messages_applies_the_chat_template_with_generation_prompt() -> None:
-    engine = ScriptedEngine(chat_template="{% for m in messages %}{{ m.content }}{% endfor %}"
-                            "{% if add_generation_prompt %}>{% endif %}")
+    engine = ScriptedEngine(
+        chat_template="{% for m in messages %}{{ m.content }}{% endfor %}"
+        "{% if add_generation_prompt %}>{% endif %}"
+    )
     body = await call(tokenize, {"messages": [{"role": "user", "content": "Hi"}]}, engine)
     # No BOS: chat's add_special_tokens defaults to False.
     assert body["tokens"] == [72, 105, ord(">")]
-    body = await call(tokenize, {"messages": [{"role": "user", "content": "Hi"}],
-                                 "add_generation_prompt": False}, engine)
+    body = await call(
+        tokenize,
+        {"messages": [{"role": "user", "content": "Hi"}], "add_generation_prompt": False},
+        engine,
+    )
     assert body["tokens"] == [72, 105]
 
 
