@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from compiled_kernels.attention import AttentionInputs, DecodeGroup, PrefillInputs
+from compiled_kernels.rotary import rope_cos_sin
 from compiled_kernels.sampling import SamplingTensors, sample
 from engine.models.llama import LlamaConfig, LlamaModel
 from engine.scheduler import SchedulerOutput
@@ -53,19 +54,21 @@ class ModelRunner:
         self.dtype = dtype
         self.block_size = block_size
         self.config = LlamaConfig.from_dir(model_dir)
+        cfg = self.config
+        # Built on the meta device (no random init), then filled from the checkpoint.
         torch.set_default_dtype(dtype)
         try:
             with torch.device("meta"):
-                model = LlamaModel(self.config)
-            model = model.to_empty(device=self.device)
-            # rope tables are computed, not loaded: rebuild them off the meta device, in fp32.
-            model.rope_cos, model.rope_sin = (t.to(self.device) for t in _rope_tables(self.config))
+                model = LlamaModel(cfg)
         finally:
             torch.set_default_dtype(torch.float32)
+        model = model.to_empty(device=self.device)
+        # The rope tables are computed, not loaded: build them for real, in float32.
+        cos, sin = rope_cos_sin(cfg.head_dim, cfg.max_position_embeddings, cfg.rope_theta)
+        model.rope_cos, model.rope_sin = cos.to(self.device), sin.to(self.device)
         model.load_weights(model_dir)
         self.model = model.eval()
 
-        cfg = self.config
         bytes_per_block = (
             2
             * cfg.num_hidden_layers
@@ -225,8 +228,3 @@ class ModelRunner:
             self._generators[seq.seq_id] = gen
         return gen
 
-
-def _rope_tables(cfg: LlamaConfig) -> tuple[torch.Tensor, torch.Tensor]:
-    from compiled_kernels.rotary import rope_cos_sin
-
-    return rope_cos_sin(cfg.head_dim, cfg.max_position_embeddings, cfg.rope_theta)
