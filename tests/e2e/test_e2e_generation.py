@@ -160,3 +160,16 @@ def test_unknown_model_is_404(client):
     with pytest.raises(openai.NotFoundError) as err:
         client.chat.completions.create(model="nope", messages=[{"role": "user", "content": "x"}])
     assert err.value.body["param"] == "model"
+
+
+def test_per_request_chat_template_is_used(client, http):
+    template = "{% for m in messages %}{{ m['content'] }}{% endfor %}"
+    content = "Just these words"
+    resp = client.chat.completions.create(
+        model=MODEL_NAME,
+        messages=[{"role": "user", "content": content}],
+        max_tokens=2,
+        extra_body={"chat_template": template},
+    )
+    expected = http.post("/tokenize", json={"prompt": content, "add_special_tokens": False})
+    assert resp.usage.prompt_tokens == expected.json()["count"]
