@@ -40,6 +40,11 @@ class Settings:
     # Engine
     block_size: int = attrs.field(default=16, validator=_positive)
     kv_cache_memory_gb: float = 1.0
+    # When set, size the KV cache as this fraction of the memory free at startup instead.
+    kv_cache_memory_fraction: float | None = attrs.field(
+        default=None,
+        validator=attrs.validators.optional([attrs.validators.gt(0.0), attrs.validators.le(0.95)]),
+    )
     max_num_seqs: int = attrs.field(default=64, validator=_positive)
     max_num_batched_tokens: int = attrs.field(default=2048, validator=_positive)
     seed: int = 0

@@ -14,7 +14,7 @@ from transformers import AutoTokenizer
 from configs.settings import Settings
 from engine.block_manager import BlockManager
 from engine.detokenizer import IncrementalDetokenizer
-from engine.model_runner import ModelRunner, resolve_dtype
+from engine.model_runner import ModelRunner, free_memory_bytes, resolve_dtype
 from engine.outputs import RequestOutput
 from engine.sampling_params import SamplingParams
 from engine.scheduler import Scheduler, SchedulerOutput
@@ -33,14 +33,15 @@ class LLMEngine:
             model_dir,
             dtype=dtype,
             block_size=settings.block_size,
-            kv_cache_memory_gb=settings.kv_cache_memory_gb,
+            kv_cache_bytes=_kv_cache_bytes(settings),
         )
         cfg = self.runner.config
         self.vocab_size = cfg.vocab_size
         self.max_model_len = settings.max_model_len or cfg.max_position_embeddings
         capacity = self.runner.num_blocks * settings.block_size
         logger.info(
-            "max_model_len %d; the KV cache holds %d tokens: %.1f sequences of max_model_len",
+            "max_model_len %d; the KV cache holds %d tokens: at most %.1f concurrent sequences "
+            "of max_model_len (more when shorter; max_num_seqs caps the batch)",
             self.max_model_len,
             capacity,
             capacity / self.max_model_len,
@@ -119,6 +120,18 @@ class LLMEngine:
     def _release(self, seq: Sequence) -> None:
         self._detokenizers.pop(seq.seq_id, None)
         self.runner.release(seq)
+
+
+def _kv_cache_bytes(settings: Settings) -> int:
+    if settings.kv_cache_memory_fraction is None:
+        return int(settings.kv_cache_memory_gb * 2**30)
+    free = free_memory_bytes()
+    logger.info(
+        "KV cache gets %.0f%% of %.1f GiB free",
+        settings.kv_cache_memory_fraction * 100,
+        free / 2**30,
+    )
+    return int(settings.kv_cache_memory_fraction * free)
 
 
 def _eos_token_ids(model_dir: Path, tokenizer: object) -> frozenset[int]:

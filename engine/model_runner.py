@@ -41,6 +41,16 @@ def _cpu_has_bf16() -> bool:
     return any(f in flags.split() for f in ("avx512_bf16", "amx_bf16"))
 
 
+def free_memory_bytes() -> int:
+    """Memory free for the KV cache: on the GPU if there is one, else MemAvailable."""
+    if torch.cuda.is_available():
+        return torch.cuda.mem_get_info()[0]
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError("cannot read free memory; set kv_cache_memory_gb instead")
+
+
 class ModelRunner:
     def __init__(
         self,
@@ -48,7 +58,7 @@ class ModelRunner:
         *,
         dtype: torch.dtype,
         block_size: int,
-        kv_cache_memory_gb: float,
+        kv_cache_bytes: int,
     ) -> None:
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.dtype = dtype
@@ -77,7 +87,7 @@ class ModelRunner:
             * cfg.head_dim
             * dtype.itemsize
         )
-        self.num_blocks = max(1, int(kv_cache_memory_gb * 2**30) // bytes_per_block)
+        self.num_blocks = max(1, kv_cache_bytes // bytes_per_block)
         shape = (cfg.num_key_value_heads, self.num_blocks, block_size, cfg.head_dim)
         # One tensor for all layers, viewed per layer: [2, layers, kv_heads, blocks, block_size,
         # head_dim]; head-major so that decode attention gathers contiguous per-head contexts.
@@ -227,4 +237,3 @@ class ModelRunner:
             gen.manual_seed(seq.params.seed)
             self._generators[seq.seq_id] = gen
         return gen
-

@@ -1,0 +1,47 @@
+from __future__ import annotations
+
+import pytest
+
+from configs.settings import Settings, load_settings
+
+
+def test_defaults_come_from_the_shipped_config_file():
+    assert load_settings({}) == Settings()
+
+
+def test_environment_overrides_single_settings():
+    s = load_settings({"LUMEN_MAX_NUM_SEQS": "8", "LUMEN_DTYPE": "float32"})
+    assert s.max_num_seqs == 8 and s.dtype == "float32"
+
+
+def test_config_file_is_chosen_by_environment(tmp_path):
+    path = tmp_path / "my.toml"
+    path.write_text('served_model_name = "mine"\nblock_size = 32\n')
+    s = load_settings({"LUMEN_CONFIG": str(path), "LUMEN_BLOCK_SIZE": "8"})
+    assert s.served_model_name == "mine"
+    assert s.block_size == 8  # environment beats the file
+
+
+def test_api_key_from_vllm_variable_unless_our_own_is_set():
+    assert load_settings({"VLLM_API_KEY": "v"}).api_key == "v"
+    assert load_settings({"VLLM_API_KEY": "v", "LUMEN_API_KEY": "ours"}).api_key == "ours"
+
+
+def test_unknown_keys_in_the_file_are_rejected(tmp_path):
+    path = tmp_path / "bad.toml"
+    path.write_text("max_num_seqz = 3\n")
+    with pytest.raises(ValueError, match="max_num_seqz"):
+        load_settings({"LUMEN_CONFIG": str(path)})
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"LUMEN_DTYPE": "float16"},
+        {"LUMEN_BLOCK_SIZE": "0"},
+        {"LUMEN_KV_CACHE_MEMORY_FRACTION": "1.5"},
+    ],
+)
+def test_invalid_values_are_rejected(env):
+    with pytest.raises(Exception):  # noqa: B017 - cattrs wraps the validator's error
+        load_settings(env)
