@@ -134,4 +134,6 @@ class AsyncEngine:
 
     def _update_gauges(self) -> None:
         sched = self.engine.scheduler
-        self.stats.set_gauges(sched.num_running, sched.num_waiting, sched.block_manager.usage)
+        blocks = sched.block_manager
+        self.stats.set_gauges(sched.num_running, sched.num_waiting, blocks.usage)
+        self.stats.set_prefix_cache_totals(blocks.num_queried_tokens, blocks.num_hit_tokens)

@@ -28,12 +28,13 @@ class LLMEngine:
         self.model_dir = model_dir
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
         dtype = resolve_dtype(settings.dtype)
-        logger.info("loading %s (%s)", model_dir, dtype)
+        logger.info("loading %s (%s, quantization %s)", model_dir, dtype, settings.quantization)
         self.runner = ModelRunner(
             model_dir,
             dtype=dtype,
             block_size=settings.block_size,
             kv_cache_bytes=_kv_cache_bytes(settings),
+            quantization=settings.quantization,
         )
         cfg = self.runner.config
         self.vocab_size = cfg.vocab_size
@@ -47,7 +48,11 @@ class LLMEngine:
             capacity / self.max_model_len,
         )
         self.scheduler = Scheduler(
-            BlockManager(self.runner.num_blocks, settings.block_size),
+            BlockManager(
+                self.runner.num_blocks,
+                settings.block_size,
+                enable_prefix_caching=settings.enable_prefix_caching,
+            ),
             max_num_seqs=settings.max_num_seqs,
             max_num_batched_tokens=settings.max_num_batched_tokens,
             max_model_len=self.max_model_len,
@@ -115,6 +120,7 @@ class LLMEngine:
             finished=seq.is_finished,
             finish_reason=seq.finish_reason,
             stop_reason=seq.stop_reason,
+            num_cached_tokens=seq.num_cached_tokens,
         )
 
     def _release(self, seq: Sequence) -> None:

@@ -15,6 +15,7 @@ import torch
 from compiled_kernels.attention import AttentionInputs, DecodeGroup, PrefillInputs
 from compiled_kernels.rotary import rope_cos_sin
 from compiled_kernels.sampling import SamplingTensors, sample
+from engine.models.linear import quantize_linears
 from engine.models.llama import LlamaConfig, LlamaModel
 from engine.scheduler import SchedulerOutput
 from engine.sequence import Sequence
@@ -59,6 +60,7 @@ class ModelRunner:
         dtype: torch.dtype,
         block_size: int,
         kv_cache_bytes: int,
+        quantization: str = "none",
     ) -> None:
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.dtype = dtype
@@ -73,10 +75,12 @@ class ModelRunner:
         finally:
             torch.set_default_dtype(torch.float32)
         model = model.to_empty(device=self.device)
+        model.tie_weights()
         # The rope tables are computed, not loaded: build them for real, in float32.
         cos, sin = rope_cos_sin(cfg.head_dim, cfg.max_position_embeddings, cfg.rope_theta)
         model.rope_cos, model.rope_sin = cos.to(self.device), sin.to(self.device)
         model.load_weights(model_dir)
+        quantize_linears(model, quantization)
         self.model = model.eval()
 
         bytes_per_block = (
@@ -171,8 +175,9 @@ class ModelRunner:
         dev = self.device
         out = []
         for num_blocks, members in groups.items():
-            # After this step's KV write, a decode's context is all of its tokens.
-            context_lens = torch.tensor([seq.num_tokens for _, seq in members])
+            # The one new token attends to everything before it and itself. (A decode's context
+            # is all its tokens; a 1-token prefill chunk's is its computed prefix plus one.)
+            context_lens = torch.tensor([seq.num_computed_tokens + 1 for _, seq in members])
             mask = torch.arange(num_blocks * self.block_size)[None, :] < context_lens[:, None]
             out.append(
                 DecodeGroup(

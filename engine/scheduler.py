@@ -122,14 +122,23 @@ class Scheduler:
         if not out.preempted:
             while self.waiting and len(self.running) < self.max_num_seqs and budget > 0:
                 seq = self.waiting[0]
-                num_new = min(seq.num_uncomputed_tokens, budget)
-                needed = seq.num_computed_tokens + num_new
-                if not self.block_manager.can_allocate(seq, needed):
+                # A waiting sequence holds no blocks (new or preempted): its longest cached
+                # prefix is shared, and only the rest is computed and charged to the budget.
+                assert seq.num_computed_tokens == 0 and not seq.block_table
+                cached = self.block_manager.find_cached_blocks(seq)
+                num_cached = len(cached) * self.block_manager.block_size
+                num_new = min(seq.num_tokens - num_cached, budget)
+                needed = num_cached + num_new
+                if not self.block_manager.can_allocate(seq, needed, cached):
                     break  # FCFS: younger requests don't overtake the head
+                seq.num_computed_tokens = self.block_manager.allocate_prefix(seq, cached)
                 self.block_manager.allocate(seq, needed)
                 self.waiting.popleft()
                 seq.status = SequenceStatus.RUNNING
                 if seq.first_scheduled_time is None:
+                    # Usage reports the prompt's cached tokens, so a re-admission (whose hits
+                    # may include outputs) leaves the first count alone, as in vLLM.
+                    seq.num_cached_tokens = num_cached
                     seq.first_scheduled_time = time.monotonic()
                 self.running.append(seq)
                 out.seqs.append(seq)
@@ -153,6 +162,9 @@ class Scheduler:
                 continue  # aborted between schedule and postprocess
             seq.num_computed_tokens += num_new
             assert seq.num_computed_tokens <= seq.num_tokens
+            # Their KV is written now: full blocks become hits for later requests, before a
+            # stop below frees them (so a multi-turn chat reuses the generated text too).
+            self.block_manager.cache_computed_blocks(seq)
             token_id = sampled.get(seq.seq_id)
             if token_id is None:
                 continue  # a prefill chunk, or a recompute still catching up
@@ -177,6 +189,7 @@ class Scheduler:
 
     def _preempt(self, seq: Sequence) -> None:
         # Recompute, not swap: drop the KV and re-prefill prompt + outputs when readmitted.
+        # Shared blocks just lose a reference, and its own stay cached: readmission may hit them.
         self.block_manager.free(seq)
         seq.num_computed_tokens = 0
         seq.status = SequenceStatus.WAITING

@@ -42,6 +42,11 @@ class Sequence:
         # Tokens whose KV is already in the cache; the rest are fed to the model next.
         self.num_computed_tokens: int = 0
         self.block_table: list[int] = []
+        # Prompt tokens whose KV came from the prefix cache at the first admission (usage).
+        self.num_cached_tokens: int = 0
+        # Chain hashes of the full blocks of token_ids, filled lazily by the block manager.
+        # They depend on the tokens alone, so they outlive preemption.
+        self.block_hashes: list[int] = []
         self.finish_reason: str | None = None  # "stop" | "length" | "abort"
         self.stop_reason: str | int | None = None  # the stop string or token id that matched
         self.arrival_time = time.monotonic() if arrival_time is None else arrival_time

@@ -25,6 +25,9 @@ class EngineStats:
         self._ttft = m.TIME_TO_FIRST_TOKEN.labels(*labels)
         self._itl = m.INTER_TOKEN_LATENCY.labels(*labels)
         self._e2e = m.E2E_REQUEST_LATENCY.labels(*labels)
+        self._prefix_queries = m.PREFIX_CACHE_QUERIES.labels(*labels)
+        self._prefix_hits = m.PREFIX_CACHE_HITS.labels(*labels)
+        self._last_prefix_counts = (0, 0)
 
     def on_tokens(self, seqs: list[Any], num_preempted: int) -> None:
         """After a step: `seqs` are the sequences that received a token (engine.sequence)."""
@@ -56,6 +59,13 @@ class EngineStats:
             "-" if ttft is None else f"{ttft:.3f}s",
             e2e,
         )
+
+    def set_prefix_cache_totals(self, queried_tokens: int, hit_tokens: int) -> None:
+        """The block manager keeps running totals; the counters get what is new."""
+        last_queried, last_hits = self._last_prefix_counts
+        self._prefix_queries.inc(queried_tokens - last_queried)
+        self._prefix_hits.inc(hit_tokens - last_hits)
+        self._last_prefix_counts = (queried_tokens, hit_tokens)
 
     def set_gauges(self, num_running: int, num_waiting: int, kv_usage: float) -> None:
         self._running.set(num_running)

@@ -54,6 +54,18 @@ KV_CACHE_USAGE = Gauge(
 NUM_PREEMPTIONS = Counter(
     "vllm:num_preemptions", "Cumulative number of preemptions.", _MODEL, registry=REGISTRY
 )
+PREFIX_CACHE_QUERIES = Counter(
+    "vllm:prefix_cache_queries",
+    "Prefix cache queries, in terms of number of queried tokens.",
+    _MODEL,
+    registry=REGISTRY,
+)
+PREFIX_CACHE_HITS = Counter(
+    "vllm:prefix_cache_hits",
+    "Prefix cache hits, in terms of number of cached tokens.",
+    _MODEL,
+    registry=REGISTRY,
+)
 PROMPT_TOKENS = Counter(
     "vllm:prompt_tokens", "Number of prefill tokens processed.", _MODEL, registry=REGISTRY
 )

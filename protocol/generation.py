@@ -41,6 +41,7 @@ class FinishedChoice:
 
     text: str = ""
     num_output_tokens: int = 0
+    num_cached_tokens: int = 0
     # Stays "abort" only if the engine ended without finishing this sequence.
     finish_reason: str = "abort"
     stop_reason: str | int | None = None
@@ -56,6 +57,7 @@ async def generate_all(
             pieces[index].append(output.new_text)
             choice = choices[index]
             choice.num_output_tokens = output.num_output_tokens
+            choice.num_cached_tokens = output.num_cached_tokens
             if output.finished:
                 choice.finish_reason = output.finish_reason or "stop"
                 choice.stop_reason = output.stop_reason

@@ -105,7 +105,9 @@ async def create_chat_completion(request: Request) -> Response | StreamingRespon
             created=created,
             model=engine.served_model_name,
             choices=choices,
-            usage=formatting.usage(len(prompt_ids), num_output_tokens),
+            usage=formatting.usage(
+                len(prompt_ids), num_output_tokens, finished[0].num_cached_tokens
+            ),
         )
     )
 
@@ -122,6 +124,7 @@ async def _stream(
     created = formatting.created_now()
     num_prompt_tokens = len(prompts[0][0])
     num_output_tokens = [0] * len(prompts)
+    num_cached_tokens = 0  # every choice shares the prompt; the first one's count stands
     role_sent = False
 
     def chunk(
@@ -132,7 +135,9 @@ async def _stream(
     ) -> bytes:
         chunk_usage = None
         if continuous:
-            chunk_usage = formatting.usage(num_prompt_tokens, num_output_tokens[index])
+            chunk_usage = formatting.usage(
+                num_prompt_tokens, num_output_tokens[index], num_cached_tokens
+            )
         choice = ChatCompletionResponseStreamChoice(
             index=index, delta=delta, finish_reason=finish_reason, stop_reason=stop_reason
         )
@@ -152,6 +157,8 @@ async def _stream(
                         yield chunk(i, DeltaMessage(role=role, content=""))
                     role_sent = True
                 num_output_tokens[index] = output.num_output_tokens
+                if index == 0:
+                    num_cached_tokens = output.num_cached_tokens
                 text = output.new_text
                 if output.finished:
                     delta = DeltaMessage(content=text) if text else DeltaMessage()
@@ -165,7 +172,9 @@ async def _stream(
                     created=created,
                     model=model,
                     choices=[],
-                    usage=formatting.usage(num_prompt_tokens, sum(num_output_tokens)),
+                    usage=formatting.usage(
+                        num_prompt_tokens, sum(num_output_tokens), num_cached_tokens
+                    ),
                 )
             )
     except Exception as exc:

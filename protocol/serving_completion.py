@@ -97,13 +97,15 @@ async def create_completion(request: Request) -> Response | StreamingResponse:
     # Prompt tokens count once per prompt, however many samples were drawn from it.
     num_prompt_tokens = sum(len(ids) for ids in prompt_ids)
     num_output_tokens = sum(c.num_output_tokens for c in finished)
+    # Samples of one prompt share its cache hits: count the first sample of each prompt.
+    num_cached_tokens = sum(c.num_cached_tokens for c in finished[:: req.num_choices])
     return formatting.json_body(
         CompletionResponse(
             id=response_id,
             created=created,
             model=engine.served_model_name,
             choices=choices,
-            usage=formatting.usage(num_prompt_tokens, num_output_tokens),
+            usage=formatting.usage(num_prompt_tokens, num_output_tokens, num_cached_tokens),
         )
     )
 
@@ -121,6 +123,7 @@ async def _stream(
 ) -> AsyncIterator[bytes]:
     created = formatting.created_now()
     num_output_tokens = [0] * len(prompts)
+    num_cached_tokens = [0] * len(prompts)
     echoed = [False] * len(prompts)
     try:
         async with open_generation(engine, response_id, prompts) as outputs:
@@ -130,6 +133,7 @@ async def _stream(
                     text = echo[index // n] + text
                     echoed[index] = True
                 num_output_tokens[index] = output.num_output_tokens
+                num_cached_tokens[index] = output.num_cached_tokens
                 finish_reason = output.finish_reason if output.finished else None
                 if output.finished and finish_reason is None:
                     finish_reason = "stop"
@@ -140,7 +144,9 @@ async def _stream(
                 chunk_usage = None
                 if continuous:
                     chunk_usage = formatting.usage(
-                        len(prompt_ids[index // n]), num_output_tokens[index]
+                        len(prompt_ids[index // n]),
+                        num_output_tokens[index],
+                        num_cached_tokens[index],
                     )
                 yield formatting.sse_event(
                     CompletionStreamResponse(
@@ -166,7 +172,9 @@ async def _stream(
                     model=model,
                     choices=[],
                     usage=formatting.usage(
-                        sum(len(ids) for ids in prompt_ids), sum(num_output_tokens)
+                        sum(len(ids) for ids in prompt_ids),
+                        sum(num_output_tokens),
+                        sum(num_cached_tokens[::n]),
                     ),
                 )
             )

@@ -17,9 +17,9 @@ from torch import nn
 
 from compiled_kernels.activation import silu_and_mul
 from compiled_kernels.attention import AttentionInputs, paged_attention, write_kv
-from compiled_kernels.linear import linear
 from compiled_kernels.norm import add_rms_norm, rms_norm
 from compiled_kernels.rotary import apply_rotary, rope_cos_sin
+from engine.models.linear import Linear
 
 SUPPORTED_ARCHITECTURES = ("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM")
 
@@ -75,10 +75,10 @@ class DecoderLayer(nn.Module):
         self.head_dim = cfg.head_dim
         self.eps = cfg.rms_norm_eps
         qkv_out = (self.num_heads + 2 * self.num_kv_heads) * self.head_dim
-        self.qkv_proj = nn.Linear(cfg.hidden_size, qkv_out, bias=cfg.qkv_bias)
-        self.o_proj = nn.Linear(self.num_heads * self.head_dim, cfg.hidden_size, bias=False)
-        self.gate_up_proj = nn.Linear(cfg.hidden_size, 2 * cfg.intermediate_size, bias=False)
-        self.down_proj = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=False)
+        self.qkv_proj = Linear(cfg.hidden_size, qkv_out, bias=cfg.qkv_bias)
+        self.o_proj = Linear(self.num_heads * self.head_dim, cfg.hidden_size)
+        self.gate_up_proj = Linear(cfg.hidden_size, 2 * cfg.intermediate_size)
+        self.down_proj = Linear(cfg.intermediate_size, cfg.hidden_size)
         self.input_layernorm = nn.Parameter(torch.ones(cfg.hidden_size))
         self.post_attention_layernorm = nn.Parameter(torch.ones(cfg.hidden_size))
 
@@ -98,7 +98,7 @@ class DecoderLayer(nn.Module):
         else:
             hidden, residual = add_rms_norm(hidden, residual, self.input_layernorm, self.eps)
         n = hidden.shape[0]
-        qkv = linear(hidden, self.qkv_proj.weight, self.qkv_proj.bias)
+        qkv = self.qkv_proj(hidden)
         q_size, kv_size = self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim
         q, k, v = qkv.split((q_size, kv_size, kv_size), dim=-1)
         q = apply_rotary(q.view(n, self.num_heads, self.head_dim), positions, *rope)
@@ -107,10 +107,9 @@ class DecoderLayer(nn.Module):
         k_cache, v_cache = kv_cache
         write_kv(k, v, k_cache, v_cache, attn.slot_mapping)
         out = paged_attention(q, k_cache, v_cache, attn, self.head_dim**-0.5)
-        hidden = linear(out, self.o_proj.weight)
+        hidden = self.o_proj(out)
         hidden, residual = add_rms_norm(hidden, residual, self.post_attention_layernorm, self.eps)
-        gate_up = linear(hidden, self.gate_up_proj.weight)
-        hidden = linear(silu_and_mul(gate_up), self.down_proj.weight)
+        hidden = self.down_proj(silu_and_mul(self.gate_up_proj(hidden)))
         return hidden, residual
 
 
@@ -121,11 +120,8 @@ class LlamaModel(nn.Module):
         self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
         self.layers = nn.ModuleList(DecoderLayer(cfg) for _ in range(cfg.num_hidden_layers))
         self.norm = nn.Parameter(torch.ones(cfg.hidden_size))
-        self.lm_head = (
-            None
-            if cfg.tie_word_embeddings
-            else nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
-        )
+        self.lm_head = Linear(cfg.hidden_size, cfg.vocab_size)
+        self.tie_weights()
         cos, sin = rope_cos_sin(cfg.head_dim, cfg.max_position_embeddings, cfg.rope_theta)
         self.register_buffer("rope_cos", cos, persistent=False)
         self.register_buffer("rope_sin", sin, persistent=False)
@@ -146,10 +142,16 @@ class LlamaModel(nn.Module):
         hidden, _ = add_rms_norm(hidden, residual, self.norm, self.cfg.rms_norm_eps)
         return hidden
 
+    def tie_weights(self) -> None:
+        """Share the embedding with the LM head when the checkpoint ties them (again after
+        anything that re-creates parameters, such as `to_empty`)."""
+        if self.cfg.tie_word_embeddings:
+            # One parameter, loaded once; quantization gives the head its own packed copy.
+            self.lm_head.weight = self.embed_tokens.weight
+
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         # hidden: [num_seqs, hidden_size] -> logits: [num_seqs, vocab_size] in float32
-        weight = self.embed_tokens.weight if self.lm_head is None else self.lm_head.weight
-        return linear(hidden, weight).float()
+        return self.lm_head(hidden).float()
 
     @torch.no_grad()
     def load_weights(self, model_dir: Path) -> None:
@@ -190,7 +192,7 @@ class LlamaModel(nn.Module):
         if name.endswith("rotary_emb.inv_freq"):
             return None
         if name == "lm_head.weight":
-            return None if self.lm_head is None else ("lm_head.weight", None)
+            return None if self.cfg.tie_word_embeddings else ("lm_head.weight", None)
         if name == "norm.weight":
             return "norm", None
         parts = name.split(".")  # layers.{i}.{self_attn|mlp}.{proj}.{weight|bias}

@@ -45,3 +45,13 @@ def test_unknown_keys_in_the_file_are_rejected(tmp_path):
 def test_invalid_values_are_rejected(env):
     with pytest.raises(Exception):  # noqa: B017 - cattrs wraps the validator's error
         load_settings(env)
+
+
+@pytest.mark.parametrize(("raw", "value"), [("false", False), ("0", False), ("On", True)])
+def test_boolean_settings_read_words_from_the_environment(raw, value):
+    assert load_settings({"LUMEN_ENABLE_PREFIX_CACHING": raw}).enable_prefix_caching is value
+
+
+def test_a_boolean_setting_rejects_other_words():
+    with pytest.raises(ValueError, match="not a boolean"):
+        load_settings({"LUMEN_ENABLE_PREFIX_CACHING": "maybe"})

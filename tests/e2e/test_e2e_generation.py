@@ -173,3 +173,12 @@ def test_per_request_chat_template_is_used(client, http):
     )
     expected = http.post("/tokenize", json={"prompt": content, "add_special_tokens": False})
     assert resp.usage.prompt_tokens == expected.json()["count"]
+
+
+def test_repeated_prompt_reports_cached_tokens_and_same_text(client):
+    prompt = "Here is a long shared system context. " * 12 + "Now answer: what is 2+2?"
+    first = client.completions.create(model=MODEL_NAME, prompt=prompt, max_tokens=8, temperature=0)
+    second = client.completions.create(model=MODEL_NAME, prompt=prompt, max_tokens=8, temperature=0)
+    assert second.usage.prompt_tokens_details.cached_tokens >= 64
+    assert second.usage.prompt_tokens_details.cached_tokens < second.usage.prompt_tokens
+    assert second.choices[0].text == first.choices[0].text

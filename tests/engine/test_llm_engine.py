@@ -73,3 +73,19 @@ def test_stop_string_ends_the_sequence_and_is_not_in_the_text(small_engine, smol
     assert outs[-1].stop_reason == stop
     stopped_text = "".join(o.new_text for o in outs)
     assert stop not in stopped_text and text.startswith(stopped_text)
+
+
+def test_prompt_served_from_the_prefix_cache_decodes_exactly_as_computed(smollm2_dir):
+    engine = LLMEngine(Settings(dtype="bfloat16"), smollm2_dir)
+    prompt = list(range(300, 300 + 100))  # 6 full blocks of 16, 4 tokens over
+
+    def run(request_id: str):
+        seq = engine.add_request(request_id, prompt, SamplingParams(max_tokens=16, temperature=0))
+        while engine.has_work:
+            engine.step()
+        return seq
+
+    first, second = run("first"), run("second")
+    assert first.num_cached_tokens == 0
+    assert second.num_cached_tokens == 96
+    assert second.output_token_ids == first.output_token_ids

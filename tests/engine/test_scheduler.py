@@ -29,9 +29,10 @@ def make_scheduler(
     max_num_seqs: int = 8,
     max_num_batched_tokens: int = 64,
     max_model_len: int = 64,
+    enable_prefix_caching: bool = True,
 ) -> Scheduler:
     return Scheduler(
-        BlockManager(num_blocks, block_size),
+        BlockManager(num_blocks, block_size, enable_prefix_caching=enable_prefix_caching),
         max_num_seqs=max_num_seqs,
         max_num_batched_tokens=max_num_batched_tokens,
         max_model_len=max_model_len,
@@ -73,7 +74,7 @@ def test_prefill_then_decode_one_token_per_step() -> None:
 
 
 def test_new_request_joins_running_batch_at_next_step() -> None:
-    sched = make_scheduler()
+    sched = make_scheduler(enable_prefix_caching=False)  # the prompts share a prefix
     a = make_seq("a")
     sched.add(a)
     step(sched)
@@ -143,7 +144,10 @@ def test_running_prefill_chunk_continues_before_new_admissions() -> None:
 
 def test_decode_preempts_youngest_when_out_of_blocks() -> None:
     # 4 blocks of 4 tokens; two sequences with 8-token prompts fill the cache exactly.
-    sched = make_scheduler(num_blocks=4, block_size=4, max_model_len=16)
+    # Without prefix caching: b would share a's cached prompt when readmitted.
+    sched = make_scheduler(
+        num_blocks=4, block_size=4, max_model_len=16, enable_prefix_caching=False
+    )
     a, b = make_seq("a", num_prompt_tokens=8), make_seq("b", num_prompt_tokens=8)
     sched.add(a)
     sched.add(b)
@@ -168,7 +172,14 @@ def test_decode_preempts_youngest_when_out_of_blocks() -> None:
 
 
 def test_preempted_sequence_samples_nothing_until_it_catches_up() -> None:
-    sched = make_scheduler(num_blocks=4, block_size=4, max_num_batched_tokens=4, max_model_len=16)
+    # Without prefix caching: the readmission would hit its own first block.
+    sched = make_scheduler(
+        num_blocks=4,
+        block_size=4,
+        max_num_batched_tokens=4,
+        max_model_len=16,
+        enable_prefix_caching=False,
+    )
     seq = make_seq("a", num_prompt_tokens=4)
     sched.add(seq)
     for _ in range(3):
@@ -306,7 +317,10 @@ def test_max_num_seqs_caps_running_batch() -> None:
 def test_fcfs_admission_stops_at_first_that_does_not_fit() -> None:
     # 4 blocks of 4; a takes 2 blocks. b (12 tokens) needs 3 and does not fit; c (4) would,
     # but must not overtake b.
-    sched = make_scheduler(num_blocks=4, block_size=4, max_model_len=16)
+    # Without prefix caching: b would share a's blocks, since the prompts share a prefix.
+    sched = make_scheduler(
+        num_blocks=4, block_size=4, max_model_len=16, enable_prefix_caching=False
+    )
     a, b, c = make_seq("a", 8), make_seq("b", 12), make_seq("c", 4)
     sched.add(a)
     step(sched)

@@ -33,13 +33,18 @@ def test_random_uuid_is_16_hex_digits() -> None:
 def test_usage_totals_prompt_and_completion() -> None:
     usage = formatting.usage(5, 3)
     assert (usage.prompt_tokens, usage.completion_tokens, usage.total_tokens) == (5, 3, 8)
+    assert usage.prompt_tokens_details == {"cached_tokens": 0}
+
+
+def test_usage_reports_cached_prompt_tokens() -> None:
+    assert formatting.usage(40, 3, cached_tokens=32).prompt_tokens_details == {"cached_tokens": 32}
 
 
 def test_sse_event_frames_one_json_object() -> None:
     event = formatting.sse_event(formatting.usage(1, 2))
     assert event == (
         b'data: {"prompt_tokens":1,"total_tokens":3,"completion_tokens":2,'
-        b'"prompt_tokens_details":null}\n\n'
+        b'"prompt_tokens_details":{"cached_tokens":0}}\n\n'
     )
 
 

@@ -65,7 +65,7 @@ async def test_non_streaming_response_has_vllm_shape() -> None:
             "prompt_tokens": len(prompt_ids),
             "total_tokens": len(prompt_ids) + 4,
             "completion_tokens": 4,
-            "prompt_tokens_details": None,
+            "prompt_tokens_details": {"cached_tokens": 0},
         },
         "prompt_logprobs": None,
         "prompt_token_ids": None,

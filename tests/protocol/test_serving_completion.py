@@ -51,7 +51,7 @@ async def test_non_streaming_response_has_vllm_shape() -> None:
             "prompt_tokens": 3,
             "total_tokens": 7,
             "completion_tokens": 4,
-            "prompt_tokens_details": None,
+            "prompt_tokens_details": {"cached_tokens": 0},
         },
         "kv_transfer_params": None,
     }
@@ -116,7 +116,7 @@ async def test_streaming_sends_one_choice_per_chunk_and_one_finish_per_choice() 
         "prompt_tokens": 4,
         "total_tokens": 16,
         "completion_tokens": 12,
-        "prompt_tokens_details": None,
+        "prompt_tokens_details": {"cached_tokens": 0},
     }
     texts: dict[int, str] = {}
     finishes: dict[int, list[str]] = {}
