@@ -54,8 +54,14 @@ class Int4Linear(nn.Module):
         return y if self.bias is None else y + self.bias
 
 
-def quantize_linears(model: nn.Module, mode: str) -> None:
-    """Replace every `Linear` in `model` by its `mode` ("int8" or "int4") version, in place."""
+def quantize_linears(
+    model: nn.Module, mode: str, int8_only: tuple[str, ...] = ("lm_head",)
+) -> None:
+    """Replace every `Linear` in `model` by its `mode` ("int8" or "int4") version, in place.
+
+    Layers named in `int8_only` never go below int8: the vocabulary projection is the most
+    sensitive (GGUF Q4 files keep the embedding at 8 bits for the same reason).
+    """
     assert mode in QUANTIZATIONS, mode
     if mode == "none":
         return
@@ -64,7 +70,7 @@ def quantize_linears(model: nn.Module, mode: str) -> None:
             if not isinstance(child, Linear):
                 continue
             in_features = child.weight.shape[1]
-            if mode == "int4" and in_features % INT4_GROUP_SIZE == 0:
+            if mode == "int4" and in_features % INT4_GROUP_SIZE == 0 and name not in int8_only:
                 setattr(parent, name, Int4Linear(child))
             else:  # int8, or int4 on a shape the packed kernel cannot group
                 setattr(parent, name, Int8Linear(child))

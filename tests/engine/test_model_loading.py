@@ -68,3 +68,22 @@ def test_tiny_checkpoint_decodes_like_transformers(tiny_model_dir, smollm2_token
                 attention_mask=torch.ones_like(ids),
             )[0, ids.shape[1] :].tolist()
         assert seq.output_token_ids == expected, prompt
+
+
+@pytest.mark.parametrize("quantization", ["int8", "int4"])
+def test_quantized_engine_generates_from_a_local_checkpoint(
+    tiny_model_dir, smollm2_tokenizer, quantization
+):
+    model_dir, _ = tiny_model_dir
+    engine = LLMEngine(
+        Settings(dtype="bfloat16", quantization=quantization, kv_cache_memory_gb=0.01), model_dir
+    )
+    seq = engine.add_request(
+        "q",
+        smollm2_tokenizer.encode("Hello there"),
+        SamplingParams(max_tokens=8, temperature=0, ignore_eos=True),
+    )
+    while engine.has_work:
+        engine.step()
+    assert seq.num_output_tokens == 8
+    assert all(0 <= t < engine.vocab_size for t in seq.output_token_ids)

@@ -1,0 +1,133 @@
+"""Accuracy of weight-only quantization against the unquantized model, on the embedded model.
+
+Reports, for each of none / int8 / int4 (same dtype):
+- perplexity on a fixed English text (teacher-forced, one prefill), and its change vs "none";
+- greedy agreement: for fixed chat prompts, how many of the first N greedy tokens equal the
+  unquantized model's (up to the first difference), and how many continuations match exactly.
+
+    python benchmarks/quant_accuracy.py [--dtype bfloat16] [--max-tokens 64]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+
+import torch
+
+from configs.settings import Settings
+from engine.block_manager import BlockManager
+from engine.llm_engine import LLMEngine
+from engine.loader import resolve_model_dir
+from engine.sampling_params import SamplingParams
+from engine.scheduler import SchedulerOutput
+from engine.sequence import Sequence
+
+TEXT = (
+    "The history of the printing press begins in the fifteenth century, when Johannes "
+    "Gutenberg combined a screw press with movable metal type and an oil-based ink. Before "
+    "his workshop in Mainz produced its famous Bible, books were copied by hand, and a single "
+    "volume could take a scribe many months. Printing made books cheaper and faster to "
+    "produce, and within fifty years presses were running in more than two hundred cities "
+    "across Europe. The spread of printed pamphlets carried news, scientific ideas and "
+    "religious arguments to readers who had never owned a book, and historians often "
+    "describe the press as one of the inventions that shaped the modern world. Literacy "
+    "rose, spelling became more uniform, and scholars could compare identical copies of a "
+    "text instead of arguing over the errors of different scribes."
+)
+QUESTIONS = [
+    "What is the capital of France?",
+    "Write a haiku about the sea.",
+    "Explain photosynthesis in two sentences.",
+    "List three uses of a paperclip.",
+    "How do I boil an egg?",
+    "What is 17 times 3?",
+    "Describe a cat to someone who has never seen one.",
+    "Give me a tip for learning a new language.",
+]
+
+
+def perplexity(engine: LLMEngine, token_ids: list[int]) -> float:
+    """exp(mean negative log-likelihood) of every token given the ones before it."""
+    runner = engine.runner
+    seq = Sequence("ppl", token_ids, SamplingParams(max_tokens=1))
+    blocks = BlockManager(runner.num_blocks, runner.block_size, enable_prefix_caching=False)
+    blocks.allocate(seq, len(token_ids))
+    out = SchedulerOutput(seqs=[seq], num_new_tokens=[len(token_ids)])
+    with torch.inference_mode():
+        input_ids, positions, attn, _, _ = runner._prepare(out)
+        hidden = runner.model(input_ids, positions, runner.kv_caches, attn)
+        logits = runner.model.compute_logits(hidden[:-1])  # [n - 1, vocab]
+    nll = torch.nn.functional.cross_entropy(logits, torch.tensor(token_ids[1:]))
+    return math.exp(nll.item())
+
+
+def greedy(engine: LLMEngine, prompts: list[list[int]], max_tokens: int) -> list[list[int]]:
+    params = SamplingParams(max_tokens=max_tokens, temperature=0, ignore_eos=True)
+    seqs = [engine.add_request(f"g{i}", p, params) for i, p in enumerate(prompts)]
+    while engine.has_work:
+        engine.step()
+    return [s.output_token_ids for s in seqs]
+
+
+def agreement(reference: list[int], other: list[int]) -> int:
+    n = 0
+    for a, b in zip(reference, other, strict=True):
+        if a != b:
+            break
+        n += 1
+    return n
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"])
+    parser.add_argument("--max-tokens", type=int, default=64)
+    args = parser.parse_args()
+
+    rows = []
+    reference: list[list[int]] | None = None
+    base_ppl = None
+    for mode in ("none", "int8", "int4"):
+        settings = Settings(dtype=args.dtype, quantization=mode, kv_cache_memory_gb=0.25)
+        engine = LLMEngine(settings, resolve_model_dir(settings.model, settings.model_cache_dir))
+        tok = engine.tokenizer
+        ppl = perplexity(engine, tok.encode(TEXT))
+        prompts = [
+            tok.encode(
+                tok.apply_chat_template(
+                    [{"role": "user", "content": q}], add_generation_prompt=True, tokenize=False
+                ),
+                add_special_tokens=False,
+            )
+            for q in QUESTIONS
+        ]
+        outputs = greedy(engine, prompts, args.max_tokens)
+        if reference is None:
+            reference, base_ppl = outputs, ppl
+        agree = [agreement(r, o) for r, o in zip(reference, outputs, strict=True)]
+        rows.append(
+            (
+                mode,
+                ppl,
+                ppl / base_ppl - 1,
+                sum(agree) / len(agree),
+                sum(a == args.max_tokens for a in agree),
+            )
+        )
+
+    print(f"dtype {args.dtype}; {len(QUESTIONS)} chat prompts, {args.max_tokens} greedy tokens")
+    print(
+        "| quantization | perplexity | vs none | mean tokens equal to none before the first "
+        "difference | identical continuations |"
+    )
+    print("|---|---|---|---|---|")
+    for mode, ppl, delta, mean_agree, identical in rows:
+        print(
+            f"| {mode} | {ppl:.3f} | {delta:+.1%} | {mean_agree:.1f} / {args.max_tokens} | "
+            f"{identical} / {len(QUESTIONS)} |"
+        )
+
+
+if __name__ == "__main__":
+    main()

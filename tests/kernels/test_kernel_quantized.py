@@ -1,0 +1,65 @@
+"""Weight-only int8/int4 linears against their dequantized eager twins."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from compiled_kernels.quantized_linear import int4_linear, int8_linear, quantize_int4, quantize_int8
+from engine.models.linear import Int4Linear, Int8Linear, Linear, quantize_linears
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_int8_linear_equals_matmul_with_dequantized_weight(dtype):
+    gen = torch.Generator().manual_seed(0)
+    weight = (torch.randn(96, 64, generator=gen) * 0.05).to(dtype)
+    x = torch.randn(5, 64, generator=gen).to(dtype)
+    q, scales = quantize_int8(weight)
+    dequantized = q.float() * scales.float()[:, None]
+    expected = x.float() @ dequantized.t()
+    torch.testing.assert_close(int8_linear(x, q, scales).float(), expected, atol=2e-2, rtol=2e-2)
+    # Per-channel int8 stays within half a step of the original weight.
+    assert ((dequantized - weight.float()).abs() <= scales.float()[:, None] / 2 + 1e-3).all()
+
+
+def test_int4_is_exact_for_weights_already_on_a_4_bit_grid():
+    """A GGUF Q4_1 checkpoint dequantizes to d * q + m per 32 inputs: re-quantizing with the
+    same groups finds that grid again, so nothing is lost beyond rounding the scales."""
+    gen = torch.Generator().manual_seed(0)
+    out_features, in_features, group = 64, 128, 32
+    q = torch.randint(0, 16, (out_features, in_features // group, group), generator=gen)
+    q[..., 0], q[..., 1] = 0, 15  # each group spans the whole grid, as Q4_1 makes it
+    d = torch.rand(out_features, in_features // group, 1, generator=gen) * 0.01 + 0.001
+    m = torch.randn(out_features, in_features // group, 1, generator=gen) * 0.05
+    weight = (d * q + m).view(out_features, in_features)
+    x = torch.randn(3, in_features, generator=gen)
+    packed, scales_and_zeros = quantize_int4(weight, group)
+    torch.testing.assert_close(
+        int4_linear(x, packed, group, scales_and_zeros), x @ weight.t(), atol=1e-4, rtol=1e-4
+    )
+
+
+@pytest.mark.parametrize("mode", ["int8", "int4"])
+def test_quantized_rows_do_not_depend_on_batch_size(mode):
+    gen = torch.Generator().manual_seed(0)
+    layer = Linear(64, 96)
+    layer.weight.data = (torch.randn(96, 64, generator=gen) * 0.05).bfloat16()
+    quantized = Int8Linear(layer) if mode == "int8" else Int4Linear(layer)
+    x = torch.randn(33, 64, generator=gen).bfloat16()
+    full = quantized(x)
+    for rows in (1, 2, 3, 4, 17):
+        assert torch.equal(quantized(x[:rows])[0], full[0])
+
+
+def test_quantize_linears_swaps_every_linear_and_keeps_the_head_at_int8():
+    model = torch.nn.Module()
+    model.block = torch.nn.Module()
+    model.block.proj = Linear(64, 32)
+    model.lm_head = Linear(64, 100)
+    for layer in (model.block.proj, model.lm_head):
+        layer.weight.data.normal_()
+    quantize_linears(model, "int4")
+    assert isinstance(model.block.proj, Int4Linear)
+    assert isinstance(model.lm_head, Int8Linear)
+    quantize_linears(model, "none")  # a no-op
+    assert isinstance(model.block.proj, Int4Linear)
