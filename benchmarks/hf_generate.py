@@ -50,9 +50,19 @@ def sync(device: str) -> None:
 
 
 def run_batch(
-    model: Any, tok: PreTrainedTokenizerBase, args: argparse.Namespace, batch: int
+    model: Any,
+    tok: PreTrainedTokenizerBase,
+    args: argparse.Namespace,
+    batch: int,
+    prompts: list[str] | None = None,
 ) -> dict[str, Any]:
-    inputs = encode(tok, build_prompts(batch, args.prompt_tokens), args.chat, args.device)
+    """One warm-up and one timed generate of ``batch`` prompts (``prompts`` when given,
+    else the first ``batch`` of build_prompts)."""
+    if prompts is None:
+        prompts = build_prompts(batch, args.prompt_tokens)
+    if len(prompts) != batch:
+        raise ValueError(f"got {len(prompts)} prompts for batch size {batch}")
+    inputs = encode(tok, prompts, args.chat, args.device)
     gen_kwargs: dict[str, Any] = {
         "max_new_tokens": args.max_new_tokens,
         # Forces every row to the full length, like ignore_eos on the server side.
@@ -106,8 +116,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
+def load(args: argparse.Namespace) -> tuple[Any, PreTrainedTokenizerBase]:
+    """Set the thread count; load the tokenizer (left padding) and the model."""
     if args.threads:
         torch.set_num_threads(args.threads)
     tok = AutoTokenizer.from_pretrained(args.model_dir)
@@ -116,6 +126,12 @@ def main(argv: list[str] | None = None) -> None:
         tok.pad_token = tok.eos_token
     model = AutoModelForCausalLM.from_pretrained(args.model_dir, dtype=DTYPES[args.dtype])
     model.to(args.device).eval()
+    return model, tok
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    model, tok = load(args)
 
     print(
         f"device={args.device} dtype={args.dtype} threads={torch.get_num_threads()} "

@@ -5,6 +5,10 @@
 
 For each concurrency level C (run one after another) it sends N streaming requests
 with at most C in flight and reports throughput, TTFT and inter-token latency.
+
+From Python (compare.py does this): ``args = make_args(model=..., base_url=...)``, then
+``run(args, sizes=[...])`` for the whole CLI run (returns the report), or
+``run_one_level(args, prompts, concurrency)`` for one level (returns its summary dict).
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ import orjson
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from prompts import build_prompts  # noqa: E402
 
-__all__ = ["build_prompts", "main"]
+__all__ = ["build_prompts", "main", "make_args", "run", "run_one_level"]
 
 
 @dataclass
@@ -38,6 +42,7 @@ class RequestResult:
     e2e_s: float | None = None
     output_tokens: int = 0
     usage_tokens: int | None = None  # completion_tokens from the usage chunk, if sent
+    prompt_tokens: int | None = None  # prompt_tokens from the usage chunk, if sent
     chunk_times_s: list[float] = field(default_factory=list)  # since request start
     itl_s: list[float] = field(default_factory=list)
 
@@ -112,6 +117,8 @@ async def _one_request(
                 usage = obj.get("usage")
                 if usage and usage.get("completion_tokens") is not None:
                     res.usage_tokens = int(usage["completion_tokens"])
+                if usage and usage.get("prompt_tokens") is not None:
+                    res.prompt_tokens = int(usage["prompt_tokens"])
     except (httpx.HTTPError, orjson.JSONDecodeError) as exc:
         res.error = f"{type(exc).__name__}: {exc}"[:300]
         return res
@@ -164,6 +171,7 @@ def summarize(concurrency: int, results: list[RequestResult], wall_s: float) -> 
     itl_ms = [x * 1000 for r in ok for x in r.itl_s]
     e2e_ms = [r.e2e_s * 1000 for r in ok if r.e2e_s is not None]
     tokens = sum(r.output_tokens for r in ok)
+    prompt_counts = [r.prompt_tokens for r in ok if r.prompt_tokens is not None]
     out: dict[str, Any] = {
         "concurrency": concurrency,
         "requests": len(results),
@@ -172,6 +180,8 @@ def summarize(concurrency: int, results: list[RequestResult], wall_s: float) -> 
         "output_tokens": tokens,
         "output_tok_s": tokens / wall_s,
         "req_s": len(ok) / wall_s,
+        # Server-reported prompt length (chat template included), when it sends usage.
+        "prompt_tokens_mean": sum(prompt_counts) / len(prompt_counts) if prompt_counts else None,
     }
     for name, vals in (("ttft_ms", ttft_ms), ("itl_ms", itl_ms), ("e2e_ms", e2e_ms)):
         for q in (50, 90, 99):
@@ -198,38 +208,89 @@ def format_line(s: dict[str, Any]) -> str:
     )
 
 
-async def amain(args: argparse.Namespace) -> dict[str, Any]:
+def _url(args: argparse.Namespace) -> str:
     path = "/chat/completions" if args.endpoint == "chat" else "/completions"
-    url = args.base_url.rstrip("/") + path
+    return args.base_url.rstrip("/") + path
+
+
+def _client(args: argparse.Namespace, max_conns: int) -> httpx.AsyncClient:
     headers = {"Authorization": f"Bearer {args.api_key}"} if args.api_key else {}
-    sizes = [args.num_requests or max(8, 2 * c) for c in args.concurrency]
-    # One disjoint slice of prompts per level (plus one for warm-up), so a server
-    # with prefix caching cannot reuse the previous level's prompts.
-    all_prompts = build_prompts(1 + sum(sizes), args.prompt_tokens)
-    limits = httpx.Limits(
-        max_connections=max(args.concurrency), max_keepalive_connections=max(args.concurrency)
-    )
+    limits = httpx.Limits(max_connections=max_conns, max_keepalive_connections=max_conns)
     timeout = httpx.Timeout(args.timeout, connect=30.0)
+    return httpx.AsyncClient(headers=headers, limits=limits, timeout=timeout)
+
+
+def level_prompts(sizes: list[int], prompt_tokens: int) -> tuple[str, list[list[tuple[int, str]]]]:
+    """The warm-up prompt and one disjoint slice of (index, prompt) per level, so a
+    server with prefix caching cannot reuse the previous level's prompts."""
+    all_prompts = build_prompts(1 + sum(sizes), prompt_tokens)
+    batches: list[list[tuple[int, str]]] = []
+    offset = 1
+    for n in sizes:
+        batches.append(list(enumerate(all_prompts[offset : offset + n], start=offset)))
+        offset += n
+    return all_prompts[0], batches
+
+
+async def _warm_up(client: httpx.AsyncClient, args: argparse.Namespace, prompt: str) -> None:
+    warm = await _one_request(client, _url(args), _request_body(args, prompt), 0)
+    if not warm.ok:
+        print(f"warning: warm-up request failed: {warm.error}", file=sys.stderr)
+
+
+async def measure_level(
+    client: httpx.AsyncClient,
+    args: argparse.Namespace,
+    batch: list[tuple[int, str]],
+    concurrency: int,
+) -> dict[str, Any]:
+    """Run one level, print its line (and errors); return {"summary", "results"}."""
+    results, wall_s = await run_level(client, args, _url(args), batch, concurrency)
+    summary = summarize(concurrency, results, wall_s)
+    print(format_line(summary), flush=True)
+    for r in results:
+        if r.error:
+            print(f"  error (prompt {r.prompt_index}): {r.error}", file=sys.stderr)
+    return {"summary": summary, "results": [asdict(r) for r in results]}
+
+
+async def amain(args: argparse.Namespace, sizes: list[int] | None = None) -> dict[str, Any]:
+    if sizes is None:
+        sizes = [args.num_requests or max(8, 2 * c) for c in args.concurrency]
+    warm_prompt, batches = level_prompts(sizes, args.prompt_tokens)
     # Never write the API key into a results file that may get shared.
-    config = {**vars(args), "api_key": "***" if args.api_key else None}
+    config = {**vars(args), "api_key": "***" if args.api_key else None, "sizes": sizes}
     report: dict[str, Any] = {"config": config, "levels": []}
-    async with httpx.AsyncClient(headers=headers, limits=limits, timeout=timeout) as client:
-        warm = await _one_request(client, url, _request_body(args, all_prompts[0]), 0)
-        if not warm.ok:
-            print(f"warning: warm-up request failed: {warm.error}", file=sys.stderr)
+    async with _client(args, max(args.concurrency)) as client:
+        await _warm_up(client, args, warm_prompt)
         print(HEADER, flush=True)
-        offset = 1
-        for c, n in zip(args.concurrency, sizes, strict=True):
-            batch = list(enumerate(all_prompts[offset : offset + n], start=offset))
-            offset += n
-            results, wall_s = await run_level(client, args, url, batch, c)
-            summary = summarize(c, results, wall_s)
-            print(format_line(summary), flush=True)
-            for r in results:
-                if r.error:
-                    print(f"  error (prompt {r.prompt_index}): {r.error}", file=sys.stderr)
-            report["levels"].append({"summary": summary, "results": [asdict(r) for r in results]})
+        for c, batch in zip(args.concurrency, batches, strict=True):
+            report["levels"].append(await measure_level(client, args, batch, c))
     return report
+
+
+def run(args: argparse.Namespace, sizes: list[int] | None = None) -> dict[str, Any]:
+    """The whole CLI run (warm-up, then every level in args.concurrency); returns the
+    report. ``sizes`` (requests per level) overrides --num-requests."""
+    return asyncio.run(amain(args, sizes))
+
+
+def run_one_level(
+    args: argparse.Namespace,
+    prompts: list[tuple[int, str]],
+    concurrency: int,
+    warmup_prompt: str | None = None,
+) -> dict[str, Any]:
+    """Run a single level on the given (index, prompt) pairs, after one uncounted
+    warm-up request when ``warmup_prompt`` is given; return its summary dict."""
+
+    async def go() -> dict[str, Any]:
+        async with _client(args, concurrency) as client:
+            if warmup_prompt is not None:
+                await _warm_up(client, args, warmup_prompt)
+            return (await measure_level(client, args, prompts, concurrency))["summary"]
+
+    return asyncio.run(go())
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -257,9 +318,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def make_args(**overrides: Any) -> argparse.Namespace:
+    """CLI defaults with ``overrides`` applied (Python names: base_url, max_tokens, ...)."""
+    args = parse_args(["--model", str(overrides.pop("model", ""))])
+    for key, value in overrides.items():
+        if not hasattr(args, key):
+            raise TypeError(f"unknown load.py option: {key}")
+        setattr(args, key, value)
+    return args
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    report = asyncio.run(amain(args))
+    report = run(args)
     if args.json:
         args.json.write_bytes(orjson.dumps(report, default=str, option=orjson.OPT_INDENT_2))
     # A level where nothing succeeded means the server is down or misconfigured:

@@ -31,7 +31,7 @@ _WORDS = _PARAGRAPH.split()
 WORDS_PER_TOKEN = 0.75
 
 
-def build_prompts(n: int, prompt_tokens: int) -> list[str]:
+def build_prompts(n: int, prompt_tokens: int, start: int = 0) -> list[str]:
     """Return ``n`` distinct prompts of roughly ``prompt_tokens`` tokens each.
 
     The estimate is coarse (SmolLM2's tokenizer makes about 56 tokens of a 64-token
@@ -39,13 +39,15 @@ def build_prompts(n: int, prompt_tokens: int) -> list[str]:
 
     Prompt ``i`` reads the paragraph cyclically from a different word offset and
     starts with its own index, so no two prompts share a prefix: a server with
-    prefix caching gets no unfair hits between requests.
+    prefix caching gets no unfair hits between requests. ``start`` skips the first prompts
+    (the result is ``build_prompts(start + n, prompt_tokens)[start:]``), for a set that
+    shares no prefix with another one.
     """
     n_words = max(1, round(prompt_tokens * WORDS_PER_TOKEN))
     prompts: list[str] = []
-    for i in range(n):
+    for i in range(start, start + n):
         # 37 is coprime with the word count, so consecutive prompts start far apart.
-        start = (i * 37) % len(_WORDS)
-        words = [_WORDS[(start + k) % len(_WORDS)] for k in range(n_words)]
+        first = (i * 37) % len(_WORDS)
+        words = [_WORDS[(first + k) % len(_WORDS)] for k in range(n_words)]
         prompts.append(f"[{i}] " + " ".join(words))
     return prompts
