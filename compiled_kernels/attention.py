@@ -21,7 +21,10 @@ class PrefillInputs:
     end: int
     block_table: torch.Tensor  # [num_blocks] int64, covering the context
     context_len: int  # cached tokens + new tokens
-    mask: torch.Tensor  # [1, 1, end - start, context_len] bool: key position <= query position
+    # [1, 1, end - start, context_len] bool: key position <= query position. None when the
+    # whole context is new (no cached prefix): plain causal attention, which lets the kernel
+    # skip masked blocks and gives bitwise the same rows as the explicit mask.
+    mask: torch.Tensor | None
 
 
 @attrs.frozen
@@ -121,6 +124,7 @@ def prefill_attention(
         k,
         v,
         attn_mask=p.mask,
+        is_causal=p.mask is None,
         scale=scale,
         enable_gqa=num_heads != k.shape[1],
     )  # [1, num_heads, num_new, head_dim]

@@ -193,14 +193,17 @@ class ModelRunner:
     def _prepare_prefill(self, seq: Sequence, row: int, num_new: int) -> PrefillInputs:
         """A prefill (or prefill chunk) attends to its cached prefix and causally to itself."""
         context_len = seq.num_computed_tokens + num_new
-        query_pos = torch.arange(seq.num_computed_tokens, context_len)
-        mask = torch.arange(context_len)[None, :] <= query_pos[:, None]  # [num_new, context_len]
+        mask = None  # nothing cached before this chunk: plain causal attention
+        if seq.num_computed_tokens:
+            query_pos = torch.arange(seq.num_computed_tokens, context_len)
+            mask = torch.arange(context_len)[None, :] <= query_pos[:, None]  # [new, context]
+            mask = mask[None, None].to(self.device)
         return PrefillInputs(
             start=row,
             end=row + num_new,
             block_table=torch.tensor(seq.block_table, dtype=torch.int64, device=self.device),
             context_len=context_len,
-            mask=mask[None, None].to(self.device),
+            mask=mask,
         )
 
     def _sampling_tensors(self, seqs: list[Sequence]) -> SamplingTensors:
