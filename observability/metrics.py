@@ -10,6 +10,22 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
+# vLLM's histogram buckets, so its dashboards' quantiles mean the same here.
+# fmt: off
+TTFT_BUCKETS = (
+    0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5,
+    10.0, 20.0, 40.0, 80.0, 160.0, 640.0, 2560.0,
+)
+ITL_BUCKETS = (
+    0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+    20.0, 40.0, 80.0,
+)
+REQUEST_LATENCY_BUCKETS = (
+    0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0, 60.0, 120.0,
+    240.0, 480.0, 960.0, 1920.0, 7680.0,
+)
+# fmt: on
+
 # --- HTTP (asgi/metrics.py) ---
 HTTP_REQUESTS = Counter(
     "http_requests",
@@ -86,84 +102,19 @@ TIME_TO_FIRST_TOKEN = Histogram(
     "Histogram of time to first token in seconds.",
     _MODEL,
     registry=REGISTRY,
-    buckets=(
-        0.001,
-        0.005,
-        0.01,
-        0.02,
-        0.04,
-        0.06,
-        0.08,
-        0.1,
-        0.25,
-        0.5,
-        0.75,
-        1.0,
-        2.5,
-        5.0,
-        7.5,
-        10.0,
-        20.0,
-        40.0,
-        80.0,
-        160.0,
-        640.0,
-        2560.0,
-    ),
+    buckets=TTFT_BUCKETS,
 )
 INTER_TOKEN_LATENCY = Histogram(
     "vllm:inter_token_latency_seconds",
     "Histogram of inter-token latency in seconds.",
     _MODEL,
     registry=REGISTRY,
-    buckets=(
-        0.01,
-        0.025,
-        0.05,
-        0.075,
-        0.1,
-        0.15,
-        0.2,
-        0.3,
-        0.4,
-        0.5,
-        0.75,
-        1.0,
-        2.5,
-        5.0,
-        7.5,
-        10.0,
-        20.0,
-        40.0,
-        80.0,
-    ),
+    buckets=ITL_BUCKETS,
 )
 E2E_REQUEST_LATENCY = Histogram(
     "vllm:e2e_request_latency_seconds",
     "Histogram of e2e request latency in seconds.",
     _MODEL,
     registry=REGISTRY,
-    buckets=(
-        0.3,
-        0.5,
-        0.8,
-        1.0,
-        1.5,
-        2.0,
-        2.5,
-        5.0,
-        10.0,
-        15.0,
-        20.0,
-        30.0,
-        40.0,
-        50.0,
-        60.0,
-        120.0,
-        240.0,
-        480.0,
-        960.0,
-        1920.0,
-        7680.0,
-    ),
+    buckets=REQUEST_LATENCY_BUCKETS,
 )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from scheduler_fakes import TOKEN, make_scheduler
 
 import engine.block_manager as block_manager_module
 from engine.block_manager import BlockManager
@@ -10,29 +11,9 @@ from engine.sampling_params import SamplingParams
 from engine.scheduler import Scheduler, SchedulerOutput
 from engine.sequence import Sequence, SequenceStatus
 
-EOS = 2
-TOKEN = 7
-
 
 def make_seq(request_id: str, prompt: list[int], max_tokens: int = 16) -> Sequence:
     return Sequence(request_id, prompt, SamplingParams(max_tokens=max_tokens))
-
-
-def make_scheduler(
-    *,
-    num_blocks: int = 64,
-    block_size: int = 4,
-    max_num_batched_tokens: int = 64,
-    max_model_len: int = 64,
-    enable_prefix_caching: bool = True,
-) -> Scheduler:
-    return Scheduler(
-        BlockManager(num_blocks, block_size, enable_prefix_caching=enable_prefix_caching),
-        max_num_seqs=8,
-        max_num_batched_tokens=max_num_batched_tokens,
-        max_model_len=max_model_len,
-        eos_token_ids=frozenset({EOS}),
-    )
 
 
 def step(sched: Scheduler, token: int = TOKEN) -> SchedulerOutput:

@@ -5,14 +5,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from scheduler_fakes import EOS, TOKEN, make_scheduler
 
-from engine.block_manager import BlockManager
 from engine.sampling_params import SamplingParams
 from engine.scheduler import Scheduler, SchedulerOutput
 from engine.sequence import Sequence, SequenceStatus
-
-EOS = 2
-TOKEN = 7  # what the fake model samples unless told otherwise
 
 
 def make_seq(
@@ -20,24 +17,6 @@ def make_seq(
 ) -> Sequence:
     prompt = [100 + i for i in range(num_prompt_tokens)]
     return Sequence(request_id, prompt, SamplingParams(max_tokens=max_tokens, **params))
-
-
-def make_scheduler(
-    *,
-    num_blocks: int = 64,
-    block_size: int = 4,
-    max_num_seqs: int = 8,
-    max_num_batched_tokens: int = 64,
-    max_model_len: int = 64,
-    enable_prefix_caching: bool = True,
-) -> Scheduler:
-    return Scheduler(
-        BlockManager(num_blocks, block_size, enable_prefix_caching=enable_prefix_caching),
-        max_num_seqs=max_num_seqs,
-        max_num_batched_tokens=max_num_batched_tokens,
-        max_model_len=max_model_len,
-        eos_token_ids=frozenset({EOS}),
-    )
 
 
 def fake_sample(out: SchedulerOutput, token: int = TOKEN) -> dict[int, int]:
