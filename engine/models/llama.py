@@ -18,7 +18,7 @@ from torch import nn
 from compiled_kernels.activation import silu_and_mul
 from compiled_kernels.attention import AttentionInputs, paged_attention, write_kv
 from compiled_kernels.norm import add_rms_norm, rms_norm
-from compiled_kernels.rotary import apply_rotary, rope_cos_sin
+from compiled_kernels.rotary import apply_rotary, rope_cos_sin, rotary_for_positions
 from engine.models.linear import Linear
 
 SUPPORTED_ARCHITECTURES = ("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM")
@@ -86,7 +86,6 @@ class DecoderLayer(nn.Module):
         self,
         hidden: torch.Tensor,
         residual: torch.Tensor | None,
-        positions: torch.Tensor,
         rope: tuple[torch.Tensor, torch.Tensor],
         kv_cache: tuple[torch.Tensor, torch.Tensor],
         attn: AttentionInputs,
@@ -98,12 +97,12 @@ class DecoderLayer(nn.Module):
         else:
             hidden, residual = add_rms_norm(hidden, residual, self.input_layernorm, self.eps)
         n = hidden.shape[0]
-        qkv = self.qkv_proj(hidden)
-        q_size, kv_size = self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim
-        q, k, v = qkv.split((q_size, kv_size, kv_size), dim=-1)
-        q = apply_rotary(q.view(n, self.num_heads, self.head_dim), positions, *rope)
-        k = apply_rotary(k.view(n, self.num_kv_heads, self.head_dim), positions, *rope)
-        v = v.view(n, self.num_kv_heads, self.head_dim)
+        qkv = self.qkv_proj(hidden)  # [n, (heads + 2 * kv_heads) * head_dim]
+        qk_heads = self.num_heads + self.num_kv_heads
+        # q and k heads rotate together in one call: [n, heads + kv_heads, head_dim]
+        qk = apply_rotary(qkv[:, : qk_heads * self.head_dim].view(n, qk_heads, -1), *rope)
+        q, k = qk.split((self.num_heads, self.num_kv_heads), dim=1)
+        v = qkv[:, qk_heads * self.head_dim :].view(n, self.num_kv_heads, self.head_dim)
         k_cache, v_cache = kv_cache
         write_kv(k, v, k_cache, v_cache, attn.slot_mapping)
         out = paged_attention(q, k_cache, v_cache, attn, self.head_dim**-0.5)
@@ -136,9 +135,9 @@ class LlamaModel(nn.Module):
         # input_ids, positions: [num_tokens] -> hidden: [num_tokens, hidden_size]
         hidden = self.embed_tokens(input_ids)
         residual = None
-        rope = (self.rope_cos, self.rope_sin)
+        rope = rotary_for_positions(positions, self.rope_cos, self.rope_sin, hidden.dtype)
         for layer, kv_cache in zip(self.layers, kv_caches, strict=True):
-            hidden, residual = layer(hidden, residual, positions, rope, kv_cache, attn)
+            hidden, residual = layer(hidden, residual, rope, kv_cache, attn)
         hidden, _ = add_rms_norm(hidden, residual, self.norm, self.cfg.rms_norm_eps)
         return hidden
 

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from compiled_kernels.activation import silu_and_mul
 from compiled_kernels.linear import linear
 from compiled_kernels.norm import add_rms_norm, rms_norm
-from compiled_kernels.rotary import apply_rotary, rope_cos_sin
+from compiled_kernels.rotary import apply_rotary, rope_cos_sin, rotary_for_positions
 
 DTYPES = pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
 EPS = 1e-5
@@ -94,7 +94,7 @@ def test_apply_rotary_matches_rotate_half_reference(dtype: torch.dtype) -> None:
     positions = torch.tensor([0, 1, 2, 7, 1000, 3, 2047, 512, 1000])  # arbitrary, repeats
     x = torch.randn(len(positions), 3, head_dim).to(dtype)
 
-    out = apply_rotary(x, positions, cos, sin)
+    out = apply_rotary(x, *rotary_for_positions(positions, cos, sin, dtype))
 
     assert out.dtype == dtype and out.shape == x.shape
     torch.testing.assert_close(out, _reference_rotary(x, positions, cos, sin))
@@ -107,7 +107,7 @@ def test_apply_rotary_preserves_pair_norms() -> None:
     cos, sin = rope_cos_sin(head_dim, 128, 10000.0)
     positions = torch.randint(0, 128, (6,))
     x = torch.randn(6, 2, head_dim, dtype=torch.float32)
-    out = apply_rotary(x, positions, cos, sin)
+    out = apply_rotary(x, *rotary_for_positions(positions, cos, sin, x.dtype))
     half = head_dim // 2
     pair_norm = lambda t: t[..., :half] ** 2 + t[..., half:] ** 2  # noqa: E731
     torch.testing.assert_close(pair_norm(out), pair_norm(x))
