@@ -538,7 +538,11 @@ def lumen_system(args: argparse.Namespace, sizes: list[int], logs: Path) -> dict
     health = f"http://127.0.0.1:{port}/health"
     with server("lumen", cmd, health, logs / "lumen.log", args.startup_timeout):
         levels, prefill = run_load_system(args, f"http://127.0.0.1:{port}/v1", sizes)
-    env = sorted(k for k in os.environ if k.startswith("LUMEN_"))
+    env = sorted(
+        f"{k}={'***' if k == 'LUMEN_API_KEY' else v}"
+        for k, v in os.environ.items()
+        if k.startswith("LUMEN_")
+    )
     return {
         "name": "lumen",
         "how": "`python -m hypercorn asgi.app:app` (settings: defaults"
