@@ -13,7 +13,6 @@ from pathlib import Path
 import torch
 
 from compiled_kernels.attention import AttentionInputs, DecodeGroup, PrefillInputs
-from compiled_kernels.rotary import rope_cos_sin
 from compiled_kernels.sampling import SamplingTensors, sample
 from engine.models.linear import quantize_linears
 from engine.models.llama import LlamaConfig, LlamaModel
@@ -75,10 +74,7 @@ class ModelRunner:
         finally:
             torch.set_default_dtype(torch.float32)
         model = model.to_empty(device=self.device)
-        model.tie_weights()
-        # The rope tables are computed, not loaded: build them for real, in float32.
-        cos, sin = rope_cos_sin(cfg.head_dim, cfg.max_position_embeddings, cfg.rope_theta)
-        model.rope_cos, model.rope_sin = cos.to(self.device), sin.to(self.device)
+        model.init_derived_state()
         model.load_weights(model_dir)
         quantize_linears(model, quantization)
         self.model = model.eval()

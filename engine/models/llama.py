@@ -120,10 +120,7 @@ class LlamaModel(nn.Module):
         self.layers = nn.ModuleList(DecoderLayer(cfg) for _ in range(cfg.num_hidden_layers))
         self.norm = nn.Parameter(torch.ones(cfg.hidden_size))
         self.lm_head = Linear(cfg.hidden_size, cfg.vocab_size)
-        self.tie_weights()
-        cos, sin = rope_cos_sin(cfg.head_dim, cfg.max_position_embeddings, cfg.rope_theta)
-        self.register_buffer("rope_cos", cos, persistent=False)
-        self.register_buffer("rope_sin", sin, persistent=False)
+        self.init_derived_state()
 
     def forward(
         self,
@@ -141,12 +138,21 @@ class LlamaModel(nn.Module):
         hidden, _ = add_rms_norm(hidden, residual, self.norm, self.cfg.rms_norm_eps)
         return hidden
 
-    def tie_weights(self) -> None:
-        """Share the embedding with the LM head when the checkpoint ties them (again after
-        anything that re-creates parameters, such as `to_empty`)."""
-        if self.cfg.tie_word_embeddings:
+    def init_derived_state(self) -> None:
+        """What is not loaded from a checkpoint: the tied LM head and the rope tables.
+
+        Called at construction and again after anything that re-creates parameters and
+        buffers, such as `to_empty` on a model built on the meta device.
+        """
+        cfg = self.cfg
+        if cfg.tie_word_embeddings:
             # One parameter, loaded once; quantization gives the head its own packed copy.
             self.lm_head.weight = self.embed_tokens.weight
+        device = self.embed_tokens.weight.device
+        # Built for real (never on the meta device) and in float32 whatever the model dtype.
+        cos, sin = rope_cos_sin(cfg.head_dim, cfg.max_position_embeddings, cfg.rope_theta)
+        self.register_buffer("rope_cos", cos.to(device), persistent=False)
+        self.register_buffer("rope_sin", sin.to(device), persistent=False)
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         # hidden: [num_seqs, hidden_size] -> logits: [num_seqs, vocab_size] in float32
