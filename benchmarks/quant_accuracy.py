@@ -56,7 +56,7 @@ def perplexity(engine: LLMEngine, token_ids: list[int]) -> float:
     out = SchedulerOutput(seqs=[seq], num_new_tokens=[len(token_ids)])
     with torch.inference_mode():
         input_ids, positions, attn, _, _ = runner._prepare(out)
-        hidden = runner.model(input_ids, positions, runner.kv_caches, attn)
+        hidden = runner.forward(input_ids, positions, attn)
         logits = runner.model.compute_logits(hidden[:-1])  # [n - 1, vocab]
     nll = torch.nn.functional.cross_entropy(logits, torch.tensor(token_ids[1:]))
     return math.exp(nll.item())

@@ -1,11 +1,14 @@
 """Paged attention over a block-structured KV cache.
 
-Decode tokens (one new token per sequence) are batched by their number of KV blocks: each group
-is one gather and two batched matmuls whose shapes depend only on that block count. Each
-prefill (or prefill chunk) attends on its own to exactly its own context. So no result depends
-on what else is in the batch (CPU GEMM kernels round differently for different shapes), and a
-request decodes the same alone or among others. The caller builds the index tensors once per
-step (AttentionInputs); every layer reuses them.
+Decode tokens (one new token per sequence) go through the C kernel in csrc/decode_attention.c
+when it is built (compiled_kernels/native.py): every decoding sequence in one call, reading its
+keys and values in place. Its torch twin, `decode_attention_reference`, gathers the blocks and
+runs batched matmuls; it serves where the C kernel cannot (GPU, no compiler) and as the
+reference in tests. It needs the decodes grouped by number of KV blocks, so that a group's
+shapes, and with them the GEMM kernels' rounding, depend only on that block count. Each prefill
+(or prefill chunk) attends on its own to exactly its own context with SDPA. So no result depends
+on what else is in the batch, and a request decodes the same alone or among others. The caller
+builds the index tensors once per step (AttentionInputs); every layer reuses them.
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ from __future__ import annotations
 import attrs
 import torch
 import torch.nn.functional as F
+
+from compiled_kernels import native
 
 
 @attrs.frozen
@@ -29,11 +34,17 @@ class PrefillInputs:
 
 @attrs.frozen
 class DecodeGroup:
-    """Decoding sequences that hold the same number of KV blocks."""
+    """Decoding sequences attended to in one kernel call.
+
+    For the C kernel, all of a step's decodes; for the torch twin, those that hold the same
+    number of KV blocks.
+    """
 
     rows: torch.Tensor  # [num_seqs] int64: their rows in the flat batch
-    block_tables: torch.Tensor  # [num_seqs, num_blocks] int64
-    mask: torch.Tensor  # [1, num_seqs, 1, num_blocks * block_size] bool: key < context length
+    block_tables: torch.Tensor  # [num_seqs, max_blocks] int64, padded with 0 past the last block
+    context_lens: torch.Tensor  # [num_seqs] int64: tokens to attend to, the new one included
+    # [1, num_seqs, 1, num_blocks * block_size] bool (key < context length): torch twin only
+    mask: torch.Tensor | None = None
 
 
 @attrs.frozen
@@ -63,16 +74,66 @@ def paged_attention(
     inputs: AttentionInputs,
     scale: float,
 ) -> torch.Tensor:
-    # q: [num_tokens, num_heads, head_dim] -> [num_tokens, num_heads * head_dim]
-    out = q.new_empty(q.shape[0], q.shape[1] * q.shape[2])
+    # q: [num_rows, num_heads, head_dim] -> [num_rows, num_heads * head_dim]; rows that are no
+    # sequence's token (padding) stay zero.
+    out = q.new_zeros(q.shape[0], q.shape[1] * q.shape[2])
     for g in inputs.decodes:
-        out[g.rows] = decode_attention(q[g.rows], k_cache, v_cache, g.block_tables, g.mask, scale)
+        if g.mask is None:
+            out[g.rows] = decode_attention(q[g.rows], k_cache, v_cache, g, scale)
+        else:
+            out[g.rows] = decode_attention_reference(
+                q[g.rows], k_cache, v_cache, g.block_tables, g.mask, scale
+            )
     for p in inputs.prefills:
         out[p.start : p.end] = prefill_attention(q[p.start : p.end], k_cache, v_cache, p, scale)
     return out
 
 
+def native_decode_supported(device: torch.device, dtype: torch.dtype) -> bool:
+    """Whether `decode_attention` (the C kernel) can serve this cache."""
+    return device.type == "cpu" and dtype in (torch.float32, torch.bfloat16) and bool(native.load())
+
+
 def decode_attention(
+    q: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    group: DecodeGroup,
+    scale: float,
+) -> torch.Tensor:
+    """The C kernel. q: [num_seqs, num_heads, head_dim] -> [num_seqs, num_heads * head_dim]."""
+    num_seqs, num_heads, head_dim = q.shape
+    num_kv_heads, num_blocks, block_size, _ = k_cache.shape
+    assert q.stride(2) == 1 and q.stride(1) == head_dim and q.dtype == k_cache.dtype
+    assert k_cache.is_contiguous() and v_cache.is_contiguous()
+    block_tables = group.block_tables.contiguous()
+    context_lens = group.context_lens.contiguous()
+    out = q.new_empty(num_seqs, num_heads * head_dim)
+    status = native.load().paged_decode_attention(
+        q.data_ptr(),
+        k_cache.data_ptr(),
+        v_cache.data_ptr(),
+        block_tables.data_ptr(),
+        context_lens.data_ptr(),
+        out.data_ptr(),
+        num_seqs,
+        num_heads,
+        num_kv_heads,
+        head_dim,
+        block_size,
+        num_blocks,
+        block_tables.shape[1],
+        q.stride(0),
+        scale,
+        q.dtype == torch.bfloat16,
+        torch.get_num_threads(),
+    )
+    if status != 0:
+        raise RuntimeError(f"paged_decode_attention failed ({status}) for q {tuple(q.shape)}")
+    return out
+
+
+def decode_attention_reference(
     q: torch.Tensor,
     k_cache: torch.Tensor,
     v_cache: torch.Tensor,
@@ -80,12 +141,15 @@ def decode_attention(
     mask: torch.Tensor,
     scale: float,
 ) -> torch.Tensor:
-    # q: [num_seqs, num_heads, head_dim] (one token each) -> [num_seqs, num_heads * head_dim]
+    """The torch twin of `decode_attention`, for one group of sequences with equal block counts.
+
+    q: [num_seqs, num_heads, head_dim] (one token each) -> [num_seqs, num_heads * head_dim]
+    """
     num_seqs, num_heads, head_dim = q.shape
     if num_seqs == 1:
         # A lone GEMM takes another BLAS kernel (and rounding) than a batch of them: run it as
         # a batch of two so one sequence gets the same result alone as among others.
-        out = decode_attention(
+        out = decode_attention_reference(
             q.expand(2, -1, -1),
             k_cache,
             v_cache,

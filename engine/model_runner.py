@@ -12,8 +12,15 @@ from pathlib import Path
 
 import torch
 
-from compiled_kernels.attention import AttentionInputs, DecodeGroup, PrefillInputs
+from compiled_kernels.attention import (
+    AttentionInputs,
+    DecodeGroup,
+    PrefillInputs,
+    native_decode_supported,
+)
+from compiled_kernels.linear import MIN_ROWS
 from compiled_kernels.sampling import SamplingTensors, sample
+from engine.models.attention import attention_context
 from engine.models.linear import quantize_linears
 from engine.models.llama import LlamaConfig, LlamaModel
 from engine.scheduler import SchedulerOutput
@@ -60,6 +67,7 @@ class ModelRunner:
         block_size: int,
         kv_cache_bytes: int,
         quantization: str = "none",
+        compile_model: bool = False,
     ) -> None:
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.dtype = dtype
@@ -94,6 +102,8 @@ class ModelRunner:
         self.kv_cache = torch.zeros(
             (2, cfg.num_hidden_layers, *shape), dtype=dtype, device=self.device
         )
+        self.native_decode = native_decode_supported(self.device, dtype)
+        logger.info("decode attention: %s", "C kernel" if self.native_decode else "torch reference")
         self.kv_caches = [
             (self.kv_cache[0, i], self.kv_cache[1, i]) for i in range(cfg.num_hidden_layers)
         ]
@@ -104,12 +114,34 @@ class ModelRunner:
             self.kv_cache.numel() * dtype.itemsize / 2**30,
         )
         self._generators: dict[int, torch.Generator] = {}  # seq_id -> per-request generator
+        # The one torch.compile call site: the whole model, dynamic in the number of tokens,
+        # with attention as an opaque op (engine/models/attention.py). Compiled lazily by the
+        # first forward; the engine's warm-up makes that happen at startup.
+        self.compiled = compile_model
+        self._model_forward = (
+            torch.compile(self.model, dynamic=True, fullgraph=True) if compile_model else self.model
+        )
+
+    def forward(
+        self, input_ids: torch.Tensor, positions: torch.Tensor, attn: AttentionInputs
+    ) -> torch.Tensor:
+        """The model over one step's flat tokens: [num_tokens] -> hidden [num_tokens, hidden]."""
+        num_tokens = input_ids.shape[0]
+        if self.compiled and num_tokens < MIN_ROWS:
+            # One compiled graph serves every size from MIN_ROWS up; smaller steps are padded
+            # (the extra rows never reach the KV cache) instead of compiling graphs for 1..3
+            # rows, whose kernels could also round differently.
+            pad = MIN_ROWS - num_tokens
+            input_ids = torch.cat([input_ids, input_ids.new_zeros(pad)])
+            positions = torch.cat([positions, positions.new_zeros(pad)])
+        with attention_context(attn, self.kv_caches):
+            return self._model_forward(input_ids, positions)[:num_tokens]
 
     @torch.inference_mode()
     def run(self, out: SchedulerOutput) -> dict[int, int]:
         """Returns seq_id -> sampled token for the sequences that reached their last token."""
         input_ids, positions, attn, sample_rows, sample_seqs = self._prepare(out)
-        hidden = self.model(input_ids, positions, self.kv_caches, attn)
+        hidden = self.forward(input_ids, positions, attn)
         if not sample_seqs:
             return {}
         logits = self.model.compute_logits(hidden[sample_rows])  # [num_sample, vocab]
@@ -164,27 +196,34 @@ class ModelRunner:
         )
 
     def _prepare_decodes(self, decodes: list[tuple[int, Sequence]]) -> tuple[DecodeGroup, ...]:
-        """Group the one-token sequences by block count (see compiled_kernels/attention.py)."""
+        """One group for the C kernel; groups by block count for the torch twin (see
+        compiled_kernels/attention.py)."""
+        if not decodes:
+            return ()
+        if self.native_decode:
+            return (self._decode_group(decodes, with_mask=False),)
         groups: dict[int, list[tuple[int, Sequence]]] = {}
         for row, seq in decodes:
             groups.setdefault(len(seq.block_table), []).append((row, seq))
-        dev = self.device
-        out = []
-        for num_blocks, members in groups.items():
-            # The one new token attends to everything before it and itself. (A decode's context
-            # is all its tokens; a 1-token prefill chunk's is its computed prefix plus one.)
-            context_lens = torch.tensor([seq.num_computed_tokens + 1 for _, seq in members])
+        return tuple(self._decode_group(members, with_mask=True) for members in groups.values())
+
+    def _decode_group(self, members: list[tuple[int, Sequence]], with_mask: bool) -> DecodeGroup:
+        num_blocks = max(len(seq.block_table) for _, seq in members)
+        # The one new token attends to everything before it and itself. (A decode's context is
+        # all its tokens; a 1-token prefill chunk's is its computed prefix plus one.)
+        context_lens = torch.tensor([seq.num_computed_tokens + 1 for _, seq in members])
+        tables = [seq.block_table + [0] * (num_blocks - len(seq.block_table)) for _, seq in members]
+        mask = None
+        if with_mask:  # [1, num_seqs, 1, num_blocks * block_size]
             mask = torch.arange(num_blocks * self.block_size)[None, :] < context_lens[:, None]
-            out.append(
-                DecodeGroup(
-                    rows=torch.tensor([row for row, _ in members], dtype=torch.int64, device=dev),
-                    block_tables=torch.tensor([seq.block_table for _, seq in members], device=dev),
-                    mask=mask[None, :, None, :].to(
-                        dev
-                    ),  # [1, num_seqs, 1, num_blocks * block_size]
-                )
-            )
-        return tuple(out)
+            mask = mask[None, :, None, :].to(self.device)
+        dev = self.device
+        return DecodeGroup(
+            rows=torch.tensor([row for row, _ in members], dtype=torch.int64, device=dev),
+            block_tables=torch.tensor(tables, dtype=torch.int64, device=dev),
+            context_lens=context_lens.to(dev),
+            mask=mask,
+        )
 
     def _prepare_prefill(self, seq: Sequence, row: int, num_new: int) -> PrefillInputs:
         """A prefill (or prefill chunk) attends to its cached prefix and causally to itself."""

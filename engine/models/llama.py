@@ -16,9 +16,9 @@ from safetensors import safe_open
 from torch import nn
 
 from compiled_kernels.activation import silu_and_mul
-from compiled_kernels.attention import AttentionInputs, paged_attention, write_kv
 from compiled_kernels.norm import add_rms_norm, rms_norm
 from compiled_kernels.rotary import apply_rotary, rope_cos_sin, rotary_for_positions
+from engine.models.attention import attention
 from engine.models.linear import Linear
 
 SUPPORTED_ARCHITECTURES = ("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM")
@@ -68,8 +68,9 @@ class LlamaConfig:
 
 
 class DecoderLayer(nn.Module):
-    def __init__(self, cfg: LlamaConfig) -> None:
+    def __init__(self, cfg: LlamaConfig, index: int) -> None:
         super().__init__()
+        self.index = index  # picks this layer's KV cache
         self.num_heads = cfg.num_attention_heads
         self.num_kv_heads = cfg.num_key_value_heads
         self.head_dim = cfg.head_dim
@@ -87,8 +88,6 @@ class DecoderLayer(nn.Module):
         hidden: torch.Tensor,
         residual: torch.Tensor | None,
         rope: tuple[torch.Tensor, torch.Tensor],
-        kv_cache: tuple[torch.Tensor, torch.Tensor],
-        attn: AttentionInputs,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         # hidden, residual: [num_tokens, hidden_size]
         if residual is None:
@@ -103,9 +102,7 @@ class DecoderLayer(nn.Module):
         qk = apply_rotary(qkv[:, : qk_heads * self.head_dim].view(n, qk_heads, -1), *rope)
         q, k = qk.split((self.num_heads, self.num_kv_heads), dim=1)
         v = qkv[:, qk_heads * self.head_dim :].view(n, self.num_kv_heads, self.head_dim)
-        k_cache, v_cache = kv_cache
-        write_kv(k, v, k_cache, v_cache, attn.slot_mapping)
-        out = paged_attention(q, k_cache, v_cache, attn, self.head_dim**-0.5)
+        out = attention(q, k, v, self.index, self.head_dim**-0.5)
         hidden = self.o_proj(out)
         hidden, residual = add_rms_norm(hidden, residual, self.post_attention_layernorm, self.eps)
         hidden = self.down_proj(silu_and_mul(self.gate_up_proj(hidden)))
@@ -117,7 +114,7 @@ class LlamaModel(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
-        self.layers = nn.ModuleList(DecoderLayer(cfg) for _ in range(cfg.num_hidden_layers))
+        self.layers = nn.ModuleList(DecoderLayer(cfg, i) for i in range(cfg.num_hidden_layers))
         self.norm = nn.Parameter(torch.ones(cfg.hidden_size))
         self.lm_head = Linear(cfg.hidden_size, cfg.vocab_size)
         self.init_derived_state()
@@ -126,15 +123,14 @@ class LlamaModel(nn.Module):
         self,
         input_ids: torch.Tensor,
         positions: torch.Tensor,
-        kv_caches: list[tuple[torch.Tensor, torch.Tensor]],
-        attn: AttentionInputs,
     ) -> torch.Tensor:
         # input_ids, positions: [num_tokens] -> hidden: [num_tokens, hidden_size]
+        # Attention reads the step's metadata and KV cache from `attention_context`.
         hidden = self.embed_tokens(input_ids)
         residual = None
         rope = rotary_for_positions(positions, self.rope_cos, self.rope_sin, hidden.dtype)
-        for layer, kv_cache in zip(self.layers, kv_caches, strict=True):
-            hidden, residual = layer(hidden, residual, rope, kv_cache, attn)
+        for layer in self.layers:
+            hidden, residual = layer(hidden, residual, rope)
         hidden, _ = add_rms_norm(hidden, residual, self.norm, self.cfg.rms_norm_eps)
         return hidden
 

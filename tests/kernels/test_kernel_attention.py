@@ -2,6 +2,7 @@
 
 The index tensors (AttentionInputs) are built by the real `ModelRunner._prepare` from real
 `Sequence`s and a `SchedulerOutput`, so the test covers the kernel exactly as the engine calls it.
+Decode attention runs both ways: the C kernel and its torch twin.
 """
 
 from __future__ import annotations
@@ -11,7 +12,14 @@ import math
 import pytest
 import torch
 
-from compiled_kernels.attention import AttentionInputs, paged_attention, write_kv
+from compiled_kernels.attention import (
+    AttentionInputs,
+    decode_attention,
+    decode_attention_reference,
+    native_decode_supported,
+    paged_attention,
+    write_kv,
+)
 from engine.model_runner import ModelRunner
 from engine.sampling_params import SamplingParams
 from engine.scheduler import SchedulerOutput
@@ -25,11 +33,19 @@ HEAD_DIM = 8
 SCALE = HEAD_DIM**-0.5
 
 
-def _prepare(out: SchedulerOutput) -> tuple[torch.Tensor, AttentionInputs]:
-    """Run the real ModelRunner._prepare without loading a model: it only needs these two."""
+NATIVE = native_decode_supported(torch.device("cpu"), torch.float32)
+KERNELS = [
+    pytest.param(True, id="c_kernel", marks=pytest.mark.skipif(not NATIVE, reason="no C compiler")),
+    pytest.param(False, id="torch_twin"),
+]
+
+
+def _prepare(out: SchedulerOutput, native: bool = NATIVE) -> tuple[torch.Tensor, AttentionInputs]:
+    """Run the real ModelRunner._prepare without loading a model: it only needs these."""
     runner = ModelRunner.__new__(ModelRunner)
     runner.block_size = BLOCK_SIZE
     runner.device = torch.device("cpu")
+    runner.native_decode = native
     _input_ids, positions, attn, _sample_rows, _sample_seqs = runner._prepare(out)
     return positions, attn
 
@@ -121,6 +137,7 @@ def test_write_kv_puts_each_token_at_its_slot(mixed_batch) -> None:
     assert (v_cache[:, ~written] == sentinel).all()
 
 
+@pytest.mark.parametrize("native", KERNELS)
 @pytest.mark.parametrize("shapes", [MIXED, ALL_DECODE], ids=["mixed", "all_decode"])
 @pytest.mark.parametrize(
     ("dtype", "atol", "rtol"),
@@ -128,10 +145,10 @@ def test_write_kv_puts_each_token_at_its_slot(mixed_batch) -> None:
     ids=["fp32", "bf16"],
 )
 def test_paged_attention_matches_naive_reference(
-    shapes: list[tuple[int, int]], dtype: torch.dtype, atol: float, rtol: float
+    shapes: list[tuple[int, int]], dtype: torch.dtype, atol: float, rtol: float, native: bool
 ) -> None:
     out, shapes = _make_batch(shapes)
-    _positions, attn = _prepare(out)
+    _positions, attn = _prepare(out, native)
     gen = torch.Generator().manual_seed(0)
     # Full, unpaged k/v for every position of every sequence, plus this step's queries.
     ks = [torch.randn(ctx, NUM_KV_HEADS, HEAD_DIM, generator=gen).to(dtype) for ctx, _ in shapes]
@@ -165,17 +182,56 @@ def test_paged_attention_matches_naive_reference(
     torch.testing.assert_close(result.double(), expected, atol=atol, rtol=rtol)
 
 
-def test_paged_attention_decode_alone_equals_decode_in_mixed_batch(mixed_batch) -> None:
+@pytest.mark.parametrize("native", KERNELS)
+@pytest.mark.parametrize("shapes", [MIXED, ALL_DECODE], ids=["mixed", "all_decode"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+def test_paged_attention_decode_alone_equals_decode_in_batch(
+    shapes: list[tuple[int, int]], dtype: torch.dtype, native: bool
+) -> None:
     """A decode's output is bitwise the same alone as in a batch with prefills and decodes."""
-    out, shapes = mixed_batch
+    out, shapes = _make_batch(shapes)
     gen = torch.Generator().manual_seed(1)
-    k_cache = torch.randn(NUM_KV_HEADS, NUM_BLOCKS, BLOCK_SIZE, HEAD_DIM, generator=gen)
-    v_cache = torch.randn(NUM_KV_HEADS, NUM_BLOCKS, BLOCK_SIZE, HEAD_DIM, generator=gen)
-    q = torch.randn(sum(n for _, n in shapes), NUM_HEADS, HEAD_DIM, generator=gen)
+    shape = (NUM_KV_HEADS, NUM_BLOCKS, BLOCK_SIZE, HEAD_DIM)
+    k_cache = torch.randn(shape, generator=gen).to(dtype)
+    v_cache = torch.randn(shape, generator=gen).to(dtype)
+    q = torch.randn(sum(n for _, n in shapes), NUM_HEADS, HEAD_DIM, generator=gen).to(dtype)
 
-    _, attn_batch = _prepare(out)
+    _, attn_batch = _prepare(out, native)
     batched = paged_attention(q, k_cache, v_cache, attn_batch, SCALE)
-    _, attn_alone = _prepare(SchedulerOutput(seqs=out.seqs[:1], num_new_tokens=[1]))
+    _, attn_alone = _prepare(SchedulerOutput(seqs=out.seqs[:1], num_new_tokens=[1]), native)
     alone = paged_attention(q[:1], k_cache, v_cache, attn_alone, SCALE)
 
     assert torch.equal(alone[0], batched[0])
+
+
+@pytest.mark.skipif(not NATIVE, reason="no C compiler")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+def test_decode_c_kernel_matches_torch_twin_at_model_shapes(dtype: torch.dtype) -> None:
+    """SmolLM2's heads (9 query, 3 kv, dim 64), long uneven contexts, a strided q as the model
+    passes it (q and k heads share rows), one call for all sequences vs the twin's groups."""
+    out, _ = _make_batch(ALL_DECODE)
+    gen = torch.Generator().manual_seed(2)
+    heads, kv_heads, dim, blocks = 9, 3, 64, 40
+    k_cache = torch.randn(kv_heads, blocks, BLOCK_SIZE, dim, generator=gen).to(dtype)
+    v_cache = torch.randn(kv_heads, blocks, BLOCK_SIZE, dim, generator=gen).to(dtype)
+    context_lens = [1, 17, 200, 511]
+    tables = torch.randint(0, blocks, (4, 32), generator=gen)  # 32 blocks hold 512 tokens
+    qk = torch.randn(4, heads + kv_heads, dim, generator=gen).to(dtype)
+    q = qk[:, :heads]  # rows (heads + kv_heads) * dim apart
+    scale = dim**-0.5
+
+    _, attn = _prepare(out, native=True)
+    group = attn.decodes[0]
+    group = type(group)(
+        rows=group.rows, block_tables=tables, context_lens=torch.tensor(context_lens)
+    )
+    result = decode_attention(q, k_cache, v_cache, group, scale)
+
+    for i, ctx in enumerate(context_lens):
+        num_blocks = -(-ctx // BLOCK_SIZE)
+        mask = (torch.arange(num_blocks * BLOCK_SIZE) < ctx)[None, None, None, :]
+        expected = decode_attention_reference(
+            q[i : i + 1], k_cache, v_cache, tables[i : i + 1, :num_blocks], mask, scale
+        )
+        tol = 1e-5 if dtype == torch.float32 else 2e-2
+        torch.testing.assert_close(result[i : i + 1], expected, atol=tol, rtol=tol)

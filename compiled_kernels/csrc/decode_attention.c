@@ -1,0 +1,145 @@
+// Paged decode attention on the CPU: one new query token per sequence against its cached keys
+// and values, read in place from the block-structured KV cache (no gathered copy).
+//
+// Each (sequence, kv head) pair is one independent task: the query heads that share the kv
+// head walk the sequence's blocks, take float32 scores, an exact two-pass softmax and a
+// float32 weighted sum of the values. A task's arithmetic depends only on its own sequence,
+// so a sequence gets bitwise the same result alone or in any batch.
+//
+// Layouts (row-major):
+//   q:            [num_seqs, num_heads, head_dim], rows q_row_stride elements apart
+//   k/v cache:    [num_kv_heads, num_blocks, block_size, head_dim]
+//   block_tables: [num_seqs, max_blocks] int64
+//   context_lens: [num_seqs] int64, tokens to attend to (the new one included)
+//   out:          [num_seqs, num_heads, head_dim], contiguous
+// Elements are bfloat16 when is_bf16 is set, else float32.
+
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MAX_HEAD_DIM 256
+#define MAX_GROUP 32
+
+static inline float bf16_to_float(uint16_t h) {
+    uint32_t bits = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &bits, sizeof f);
+    return f;
+}
+
+static inline uint16_t float_to_bf16(float f) {
+    uint32_t bits;
+    memcpy(&bits, &f, sizeof bits);
+    if ((bits & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((bits >> 16) | 0x40);  // NaN
+    bits += 0x7fffu + ((bits >> 16) & 1u);  // round to nearest even, as torch does
+    return (uint16_t)(bits >> 16);
+}
+
+static inline void load_row(const void *base, int64_t offset, int64_t n, int is_bf16,
+                            float *dst) {
+    if (is_bf16) {
+        const uint16_t *src = (const uint16_t *)base + offset;
+#pragma omp simd
+        for (int64_t i = 0; i < n; i++) dst[i] = bf16_to_float(src[i]);
+    } else {
+        memcpy(dst, (const float *)base + offset, n * sizeof(float));
+    }
+}
+
+static void attend_one(const void *q, const void *k_cache, const void *v_cache,
+                       const int64_t *table, int64_t context_len, void *out, int64_t seq,
+                       int64_t kv_head, int64_t num_heads, int64_t group, int64_t head_dim,
+                       int64_t block_size, int64_t num_blocks, int64_t q_row_stride,
+                       float scale, int is_bf16, float *scores /* [group, context_len] */) {
+    float qf[MAX_GROUP][MAX_HEAD_DIM];
+    float row[MAX_HEAD_DIM];
+    float acc[MAX_GROUP][MAX_HEAD_DIM];
+    const int64_t first_head = kv_head * group;
+    for (int64_t g = 0; g < group; g++) {
+        load_row(q, seq * q_row_stride + (first_head + g) * head_dim, head_dim, is_bf16, qf[g]);
+    }
+    const int64_t head_base = kv_head * num_blocks;
+
+    for (int64_t t = 0; t < context_len; t++) {
+        int64_t slot = (head_base + table[t / block_size]) * block_size + t % block_size;
+        load_row(k_cache, slot * head_dim, head_dim, is_bf16, row);
+        for (int64_t g = 0; g < group; g++) {
+            float dot = 0.0f;
+#pragma omp simd reduction(+ : dot)
+            for (int64_t d = 0; d < head_dim; d++) dot += qf[g][d] * row[d];
+            scores[g * context_len + t] = dot * scale;
+        }
+    }
+
+    float inv_sum[MAX_GROUP];
+    for (int64_t g = 0; g < group; g++) {
+        float *s = scores + g * context_len;
+        float max = -INFINITY;
+        for (int64_t t = 0; t < context_len; t++) max = s[t] > max ? s[t] : max;
+        float sum = 0.0f;
+        for (int64_t t = 0; t < context_len; t++) {
+            s[t] = expf(s[t] - max);
+            sum += s[t];
+        }
+        inv_sum[g] = 1.0f / sum;
+        memset(acc[g], 0, head_dim * sizeof(float));
+    }
+
+    for (int64_t t = 0; t < context_len; t++) {
+        int64_t slot = (head_base + table[t / block_size]) * block_size + t % block_size;
+        load_row(v_cache, slot * head_dim, head_dim, is_bf16, row);
+        for (int64_t g = 0; g < group; g++) {
+            const float p = scores[g * context_len + t];
+#pragma omp simd
+            for (int64_t d = 0; d < head_dim; d++) acc[g][d] += p * row[d];
+        }
+    }
+
+    for (int64_t g = 0; g < group; g++) {
+        int64_t offset = (seq * num_heads + first_head + g) * head_dim;
+        if (is_bf16) {
+            uint16_t *dst = (uint16_t *)out + offset;
+            for (int64_t d = 0; d < head_dim; d++) dst[d] = float_to_bf16(acc[g][d] * inv_sum[g]);
+        } else {
+            float *dst = (float *)out + offset;
+            for (int64_t d = 0; d < head_dim; d++) dst[d] = acc[g][d] * inv_sum[g];
+        }
+    }
+}
+
+// Returns 0, or -1 when a shape is outside what the kernel supports (the caller checks first).
+int paged_decode_attention(const void *q, const void *k_cache, const void *v_cache,
+                           const int64_t *block_tables, const int64_t *context_lens, void *out,
+                           int64_t num_seqs, int64_t num_heads, int64_t num_kv_heads,
+                           int64_t head_dim, int64_t block_size, int64_t num_blocks,
+                           int64_t max_blocks, int64_t q_row_stride, float scale, int is_bf16,
+                           int num_threads) {
+    const int64_t group = num_heads / num_kv_heads;
+    if (head_dim > MAX_HEAD_DIM || group > MAX_GROUP) return -1;
+    int64_t max_context = 0;
+    for (int64_t s = 0; s < num_seqs; s++) {
+        if (context_lens[s] > max_context) max_context = context_lens[s];
+    }
+    int failed = 0;
+#pragma omp parallel num_threads(num_threads)
+    {
+        float *scores = malloc((size_t)(group * max_context + 1) * sizeof(float));
+        if (scores == NULL) {
+#pragma omp atomic write
+            failed = 1;
+        }
+#pragma omp for collapse(2) schedule(static)
+        for (int64_t s = 0; s < num_seqs; s++) {
+            for (int64_t h = 0; h < num_kv_heads; h++) {
+                if (scores == NULL) continue;
+                attend_one(q, k_cache, v_cache, block_tables + s * max_blocks, context_lens[s],
+                           out, s, h, num_heads, group, head_dim, block_size, num_blocks,
+                           q_row_stride, scale, is_bf16, scores);
+            }
+        }
+        free(scores);
+    }
+    return failed ? -1 : 0;
+}
