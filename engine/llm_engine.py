@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from pathlib import Path
 
 from transformers import AutoTokenizer
@@ -35,6 +36,9 @@ class LLMEngine:
             block_size=settings.block_size,
             kv_cache_bytes=_kv_cache_bytes(settings),
             quantization=settings.quantization,
+            compile_cache_dir=Path(settings.torch_compile_cache_dir)
+            if settings.torch_compile
+            else None,
         )
         cfg = self.runner.config
         self.vocab_size = cfg.vocab_size
@@ -62,12 +66,22 @@ class LLMEngine:
         self.last_step: SchedulerOutput | None = None  # for metrics
 
     def warm_up(self) -> None:
-        """Run one short request through every stage, so the first user does not pay for it."""
+        """Run one short request through every stage, so the first user does not pay for it.
+
+        With torch_compile this is where the model compiles (a prefill and a decode step both
+        run the one dynamic-shape graph).
+        """
+        start = time.perf_counter()
         self.add_request(
             "warm-up", [0] * 8, SamplingParams(max_tokens=2, temperature=0, ignore_eos=True)
         )
         while self.has_work:
             self.step()
+        logger.info(
+            "warm-up took %.1f s%s",
+            time.perf_counter() - start,
+            " (including torch.compile)" if self.runner.compiled else "",
+        )
 
     @property
     def has_work(self) -> bool:

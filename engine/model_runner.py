@@ -8,6 +8,7 @@ known tokens are now all in the cache (a decode, or the last chunk of a prefill)
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import torch
@@ -67,8 +68,10 @@ class ModelRunner:
         block_size: int,
         kv_cache_bytes: int,
         quantization: str = "none",
-        compile_model: bool = False,
+        compile_cache_dir: Path | None = None,
     ) -> None:
+        """compile_cache_dir: compile the model with torch.compile, caching the compiled code
+        there (None: run eagerly)."""
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.dtype = dtype
         self.block_size = block_size
@@ -117,10 +120,13 @@ class ModelRunner:
         # The one torch.compile call site: the whole model, dynamic in the number of tokens,
         # with attention as an opaque op (engine/models/attention.py). Compiled lazily by the
         # first forward; the engine's warm-up makes that happen at startup.
-        self.compiled = compile_model
-        self._model_forward = (
-            torch.compile(self.model, dynamic=True, fullgraph=True) if compile_model else self.model
-        )
+        self.compiled = compile_cache_dir is not None
+        self._model_forward = self.model
+        if compile_cache_dir is not None:
+            # Inductor reads its cache location from the environment; an operator's own setting
+            # wins.
+            os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(compile_cache_dir))
+            self._model_forward = torch.compile(self.model, dynamic=True, fullgraph=True)
 
     def forward(
         self, input_ids: torch.Tensor, positions: torch.Tensor, attn: AttentionInputs

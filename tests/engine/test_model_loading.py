@@ -43,9 +43,21 @@ def tiny_model_dir(request, tmp_path, smollm2_tokenizer):
     return tmp_path, model
 
 
-def test_tiny_checkpoint_decodes_like_transformers(tiny_model_dir, smollm2_tokenizer):
+@pytest.mark.parametrize("torch_compile", [False, True], ids=["eager", "compiled"])
+def test_tiny_checkpoint_decodes_like_transformers(
+    tiny_model_dir, smollm2_tokenizer, torch_compile, tmp_path_factory
+):
+    """Eager, and compiled with torch.compile (the one dynamic graph serves prefills of every
+    length and the decode steps, padded to its minimum of rows)."""
     model_dir, hf_model = tiny_model_dir
-    engine = LLMEngine(Settings(dtype="float32", kv_cache_memory_gb=0.01), model_dir)
+    settings = Settings(
+        dtype="float32",
+        kv_cache_memory_gb=0.01,
+        torch_compile=torch_compile,
+        torch_compile_cache_dir=str(tmp_path_factory.getbasetemp() / "inductor"),
+    )
+    engine = LLMEngine(settings, model_dir)
+    engine.warm_up()
     prompts = ["Hello there", "The quick brown fox jumps"]
     seqs = [
         engine.add_request(
