@@ -1,5 +1,9 @@
 """C kernels in compiled_kernels/csrc, built with the system C compiler on first use.
 
+They exist to cut per-op overhead, which dominates this small model on the CPU: each replaces
+several torch ops (and their dispatch and temporaries) with one call. Each has a torch twin
+beside its Python wrapper, used under torch.compile, on the GPU, and as the tests' reference.
+
 The shared library is cached under ~/.cache/lumen/kernels, keyed by the source, the compiler
 flags and the CPU's instruction-set flags (it is built with -march=native), so later starts
 load it at once. Without a compiler, or with LUMEN_NATIVE_KERNELS=0, `load()` returns None and
@@ -18,19 +22,31 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+import torch
+
 logger = logging.getLogger(__name__)
 
-SOURCE = Path(__file__).with_name("csrc") / "decode_attention.c"
+CSRC = Path(__file__).with_name("csrc")
 CFLAGS = ("-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=c11")
 CACHE_DIR = Path.home() / ".cache" / "lumen" / "kernels"
 
-_i64, _ptr = ctypes.c_int64, ctypes.c_void_p
-DECODE_ATTENTION_ARGS = (
-    [_ptr] * 6  # q, k_cache, v_cache, block_tables, context_lens, out
-    + [_i64] * 8  # num_seqs, num_heads, num_kv_heads, head_dim, block_size, num_blocks,
-    # max_blocks, q_row_stride
-    + [ctypes.c_float, ctypes.c_int, ctypes.c_int]  # scale, is_bf16, num_threads
-)
+_i64, _ptr, _f32, _int = ctypes.c_int64, ctypes.c_void_p, ctypes.c_float, ctypes.c_int
+# Each function's C signature (pointers are tensors' data_ptr()); see the sources for layouts.
+SIGNATURES = {
+    "paged_decode_attention": (
+        [_ptr] * 6  # q, k_cache, v_cache, block_tables, context_lens, out
+        + [_i64] * 8  # num_seqs, num_heads, num_kv_heads, head_dim, block_size, num_blocks,
+        # max_blocks, q_row_stride
+        + [_f32, _int, _int],  # scale, is_bf16, num_threads
+        _int,
+    ),
+    # x, x_stride, residual, residual_out, weight, out, rows, hidden, eps, is_bf16, threads
+    "rms_norm": ([_ptr, _i64, _ptr, _ptr, _ptr, _ptr, _i64, _i64, _f32, _int, _int], None),
+    # x, x_stride, cos, sin, out, tokens, heads, head_dim, is_bf16, threads
+    "apply_rotary": ([_ptr, _i64, _ptr, _ptr, _ptr, _i64, _i64, _i64, _int, _int], None),
+    # gate_up, out, rows, width, is_bf16, threads
+    "silu_and_mul": ([_ptr, _ptr, _i64, _i64, _int, _int], None),
+}
 
 
 def _cpu_flags() -> str:
@@ -43,12 +59,17 @@ def _cpu_flags() -> str:
     return ""
 
 
+def _sources() -> list[Path]:
+    return sorted(CSRC.glob("*.c"))
+
+
 def _library_path(compiler: str) -> Path:
     key = hashlib.sha256()
-    for part in (SOURCE.read_bytes(), " ".join(CFLAGS).encode(), compiler.encode()):
-        key.update(part)
-    key.update(_cpu_flags().encode())
-    return CACHE_DIR / f"{SOURCE.stem}-{key.hexdigest()[:16]}.so"
+    for file in sorted(CSRC.iterdir()):
+        key.update(file.name.encode() + file.read_bytes())
+    for part in (" ".join(CFLAGS), compiler, _cpu_flags()):
+        key.update(part.encode())
+    return CACHE_DIR / f"lumen-kernels-{key.hexdigest()[:16]}.so"
 
 
 def _build(compiler: str, target: Path) -> None:
@@ -57,7 +78,7 @@ def _build(compiler: str, target: Path) -> None:
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
         built = Path(tmp) / target.name
         subprocess.run(
-            [compiler, *CFLAGS, str(SOURCE), "-o", str(built), "-lm"],
+            [compiler, *CFLAGS, *map(str, _sources()), "-o", str(built), "-lm"],
             check=True,
             capture_output=True,
             text=True,
@@ -84,6 +105,18 @@ def load() -> ctypes.CDLL | None:
         detail = getattr(exc, "stderr", "") or exc
         logger.warning("native kernels unavailable (%s): using the torch kernels", detail)
         return None
-    lib.paged_decode_attention.argtypes = DECODE_ATTENTION_ARGS
-    lib.paged_decode_attention.restype = ctypes.c_int
+    for name, (argtypes, restype) in SIGNATURES.items():
+        function = getattr(lib, name)
+        function.argtypes, function.restype = argtypes, restype
     return lib
+
+
+def kernels_for(*tensors: torch.Tensor) -> ctypes.CDLL | None:
+    """The library when these tensors can go to the C kernels: on the CPU, all float32 or all
+    bfloat16, in eager mode (torch.compile traces the torch twins instead)."""
+    dtype = tensors[0].dtype
+    if dtype not in (torch.float32, torch.bfloat16) or torch.compiler.is_compiling():
+        return None
+    if any(t.device.type != "cpu" or t.dtype != dtype for t in tensors):
+        return None
+    return load()

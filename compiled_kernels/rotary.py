@@ -1,8 +1,10 @@
-"""Rotary position embeddings (the HF "rotate half" layout)."""
+"""Rotary position embeddings (the HF "rotate half" layout); C kernel in csrc/rotary.c."""
 
 from __future__ import annotations
 
 import torch
+
+from compiled_kernels import native
 
 
 def rope_cos_sin(
@@ -25,6 +27,20 @@ def rotary_for_positions(
 
 
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    # x: [num_tokens, num_heads, head_dim]; cos, sin: [num_tokens, 1, head_dim // 2]
+    # x: [num_tokens, num_heads, head_dim] (heads contiguous, tokens may be strided);
+    # cos, sin: [num_tokens, 1, head_dim // 2] contiguous -> [num_tokens, num_heads, head_dim]
+    lib = native.kernels_for(x, cos, sin)
+    heads, head_dim = x.shape[1:]
+    if lib is None or x.stride(2) != 1 or x.stride(1) != head_dim or not cos.is_contiguous():
+        return apply_rotary_reference(x, cos, sin)
+    out = x.new_empty(x.shape)
+    lib.apply_rotary(
+        x.data_ptr(), x.stride(0), cos.data_ptr(), sin.data_ptr(), out.data_ptr(), x.shape[0],
+        heads, head_dim, x.dtype == torch.bfloat16, torch.get_num_threads(),
+    )  # fmt: skip
+    return out
+
+
+def apply_rotary_reference(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     x1, x2 = x.chunk(2, dim=-1)
     return torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)

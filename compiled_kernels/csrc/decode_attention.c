@@ -19,23 +19,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bf16.h"
+
 #define MAX_HEAD_DIM 256
 #define MAX_GROUP 32
-
-static inline float bf16_to_float(uint16_t h) {
-    uint32_t bits = (uint32_t)h << 16;
-    float f;
-    memcpy(&f, &bits, sizeof f);
-    return f;
-}
-
-static inline uint16_t float_to_bf16(float f) {
-    uint32_t bits;
-    memcpy(&bits, &f, sizeof bits);
-    if ((bits & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((bits >> 16) | 0x40);  // NaN
-    bits += 0x7fffu + ((bits >> 16) & 1u);  // round to nearest even, as torch does
-    return (uint16_t)(bits >> 16);
-}
 
 static inline void load_row(const void *base, int64_t offset, int64_t n, int is_bf16,
                             float *dst) {
