@@ -62,6 +62,25 @@ def write_kv(
     slot_mapping: torch.Tensor,
 ) -> None:
     # k, v: [num_tokens, kv_heads, head_dim]; caches: [kv_heads, num_blocks, block_size, head_dim]
+    lib = native.kernels_for(k, v, k_cache, v_cache)
+    num_kv_heads, head_dim = k.shape[1:]
+    rows_ok = k.stride(2) == v.stride(2) == 1 and k.stride(1) == v.stride(1) == head_dim
+    if lib is None or not rows_ok or not k_cache.is_contiguous() or not v_cache.is_contiguous():
+        return write_kv_reference(k, v, k_cache, v_cache, slot_mapping)
+    lib.write_kv(
+        k.data_ptr(), k.stride(0), v.data_ptr(), v.stride(0), k_cache.data_ptr(),
+        v_cache.data_ptr(), slot_mapping.data_ptr(), slot_mapping.shape[0], num_kv_heads,
+        head_dim, k_cache.shape[1] * k_cache.shape[2], k.element_size(),
+    )  # fmt: skip
+
+
+def write_kv_reference(
+    k: torch.Tensor,
+    v: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    slot_mapping: torch.Tensor,
+) -> None:
     num_kv_heads, head_dim = k.shape[1:]
     k_cache.view(num_kv_heads, -1, head_dim).index_copy_(1, slot_mapping, k.transpose(0, 1))
     v_cache.view(num_kv_heads, -1, head_dim).index_copy_(1, slot_mapping, v.transpose(0, 1))
@@ -76,6 +95,11 @@ def paged_attention(
 ) -> torch.Tensor:
     # q: [num_rows, num_heads, head_dim] -> [num_rows, num_heads * head_dim]; rows that are no
     # sequence's token (padding) stay zero.
+    decodes = inputs.decodes
+    if len(decodes) == 1 and not inputs.prefills and decodes[0].mask is None:
+        if decodes[0].rows.shape[0] == q.shape[0]:
+            # A pure decode step, the common case: its rows are all of q's, in order.
+            return decode_attention(q, k_cache, v_cache, decodes[0], scale)
     out = q.new_zeros(q.shape[0], q.shape[1] * q.shape[2])
     for g in inputs.decodes:
         if g.mask is None:

@@ -46,6 +46,9 @@ SIGNATURES = {
     "apply_rotary": ([_ptr, _i64, _ptr, _ptr, _ptr, _i64, _i64, _i64, _int, _int], None),
     # gate_up, out, rows, width, is_bf16, threads
     "silu_and_mul": ([_ptr, _ptr, _i64, _i64, _int, _int], None),
+    # k, k_stride, v, v_stride, k_cache, v_cache, slot_mapping, tokens, kv_heads, head_dim,
+    # num_slots, elem_size
+    "write_kv": ([_ptr, _i64, _ptr, _i64, _ptr, _ptr, _ptr] + [_i64] * 5, None),
 }
 
 
@@ -114,9 +117,13 @@ def load() -> ctypes.CDLL | None:
 def kernels_for(*tensors: torch.Tensor) -> ctypes.CDLL | None:
     """The library when these tensors can go to the C kernels: on the CPU, all float32 or all
     bfloat16, in eager mode (torch.compile traces the torch twins instead)."""
+    # Called several times per layer and step: plain loops, no generators.
     dtype = tensors[0].dtype
-    if dtype not in (torch.float32, torch.bfloat16) or torch.compiler.is_compiling():
+    if dtype is not torch.float32 and dtype is not torch.bfloat16:
         return None
-    if any(t.device.type != "cpu" or t.dtype != dtype for t in tensors):
+    for t in tensors:
+        if t.dtype is not dtype or not t.is_cpu:
+            return None
+    if torch.compiler.is_compiling():
         return None
     return load()

@@ -21,7 +21,8 @@ def quantize_int8(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 def int8_linear(x: torch.Tensor, q: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
     # x: [num_tokens, in] -> [num_tokens, out]
-    return torch.ops.aten._weight_int8pack_mm(x, q, scales)
+    # torch.* bindings: the torch.ops.aten.* route costs ~5 us more per call in Python.
+    return torch._weight_int8pack_mm(x, q, scales)
 
 
 def quantize_int4(weight: torch.Tensor, group_size: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -45,4 +46,4 @@ def int4_linear(
     x: torch.Tensor, packed: torch.Tensor, group_size: int, scales_and_zeros: torch.Tensor
 ) -> torch.Tensor:
     # x: [num_tokens, in] -> [num_tokens, out]
-    return torch.ops.aten._weight_int4pack_mm_for_cpu(x, packed, group_size, scales_and_zeros)
+    return torch._weight_int4pack_mm_for_cpu(x, packed, group_size, scales_and_zeros)

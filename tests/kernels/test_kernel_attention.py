@@ -19,6 +19,7 @@ from compiled_kernels.attention import (
     native_decode_supported,
     paged_attention,
     write_kv,
+    write_kv_reference,
 )
 from engine.model_runner import ModelRunner
 from engine.sampling_params import SamplingParams
@@ -109,16 +110,19 @@ def _empty_cache(dtype: torch.dtype, fill: float = 0.0) -> tuple[torch.Tensor, t
     return torch.full(shape, fill, dtype=dtype), torch.full(shape, fill, dtype=dtype)
 
 
-def test_write_kv_puts_each_token_at_its_slot(mixed_batch) -> None:
+@pytest.mark.parametrize("native", KERNELS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+def test_write_kv_puts_each_token_at_its_slot(mixed_batch, native: bool, dtype) -> None:
     out, shapes = mixed_batch
     positions, attn = _prepare(out)
     num_tokens = sum(n for _, n in shapes)
-    k = torch.randn(num_tokens, NUM_KV_HEADS, HEAD_DIM)
-    v = torch.randn(num_tokens, NUM_KV_HEADS, HEAD_DIM)
+    # Strided rows, as the model passes them (k and v are slices of wider projections).
+    k = torch.randn(num_tokens, NUM_KV_HEADS + 1, HEAD_DIM).to(dtype)[:, 1:]
+    v = torch.randn(num_tokens, NUM_KV_HEADS + 2, HEAD_DIM).to(dtype)[:, :NUM_KV_HEADS]
     sentinel = -123.0
-    k_cache, v_cache = _empty_cache(torch.float32, sentinel)
+    k_cache, v_cache = _empty_cache(dtype, sentinel)
 
-    write_kv(k, v, k_cache, v_cache, attn.slot_mapping)
+    (write_kv if native else write_kv_reference)(k, v, k_cache, v_cache, attn.slot_mapping)
 
     written = torch.zeros(NUM_BLOCKS, BLOCK_SIZE, dtype=torch.bool)
     row = 0
