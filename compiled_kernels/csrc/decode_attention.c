@@ -20,6 +20,7 @@
 #include <string.h>
 
 #include "bf16.h"
+#include "exp.h"
 
 #define MAX_HEAD_DIM 256
 #define MAX_GROUP 32
@@ -64,10 +65,12 @@ static void attend_one(const void *q, const void *k_cache, const void *v_cache,
     for (int64_t g = 0; g < group; g++) {
         float *s = scores + g * context_len;
         float max = -INFINITY;
+#pragma omp simd reduction(max : max)
         for (int64_t t = 0; t < context_len; t++) max = s[t] > max ? s[t] : max;
         float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
         for (int64_t t = 0; t < context_len; t++) {
-            s[t] = expf(s[t] - max);
+            s[t] = exp_approx(s[t] - max);
             sum += s[t];
         }
         inv_sum[g] = 1.0f / sum;
