@@ -1,17 +1,20 @@
 """One command: lumen vs llama.cpp's llama-server vs transformers `generate`, same prompts.
 
-    python benchmarks/compare.py            # writes docs/benchmarks-compare.md and prints it
+    python benchmarks/compare.py            # writes docs/benchmarks.md and prints it
 
 In order, with nothing else running in between:
 
-1. lumen: starts `python -m hypercorn asgi.app:app --bind 127.0.0.1:PORT` from the repo
-   root, waits for /health 200, runs load.py's levels (streaming chat, concurrency 1 4 16 32
-   one after another, `--prompt-tokens 64`, 128 output tokens, temperature 0, ignore_eos),
-   then the prefill row, and stops it.
+1. lumen, once per `--lumen-quantization` (default: none, i.e. bf16, then int4): starts
+   `python -m hypercorn asgi.app:app --bind 127.0.0.1:PORT` from the repo root with
+   LUMEN_QUANTIZATION set, waits for /health 200, runs load.py's levels (streaming chat,
+   concurrency 1 4 16 32 one after another, `--prompt-tokens 64`, 128 output tokens,
+   temperature 0, ignore_eos), then the prefill row, and stops it.
 2. llama-server (when a binary is given or /tmp/llama-build/bin/llama-server exists):
    the same, started as `llama-server -m GGUF --parallel 32 -c CTX -t 2 --port PORT`.
 3. transformers `generate` (hf_generate.py's run_batch), in this process, at batch sizes
    equal to the concurrency levels, on the prompts of the matching level.
+4. gemm_peak.py: this CPU's bf16 matmul peak at the model's shapes, against which the report
+   puts lumen's decode FLOP rate at the highest concurrency.
 
 Each level gets `max(4, concurrency)` requests (`--num-requests` overrides), with its own
 disjoint slice of prompts; all systems get the same slices. The prefill row sends
@@ -47,6 +50,7 @@ REPO_ROOT = BENCH_DIR.parent
 sys.path.insert(0, str(BENCH_DIR))
 sys.path.insert(1, str(REPO_ROOT))  # configs, engine: for the default model folder
 
+import gemm_peak  # noqa: E402
 import load  # noqa: E402
 from prompts import build_prompts  # noqa: E402
 
@@ -136,14 +140,24 @@ def _tail(path: Path, n: int = 30) -> str:
 
 @contextlib.contextmanager
 def server(
-    name: str, cmd: list[str], health_url: str, log_path: Path, timeout_s: float
+    name: str,
+    cmd: list[str],
+    health_url: str,
+    log_path: Path,
+    timeout_s: float,
+    env: dict[str, str] | None = None,
 ) -> Iterator[None]:
     """Start ``cmd`` (own process group, output to ``log_path``), wait for ``health_url``
     to answer 200, yield, then stop it: SIGTERM, and SIGKILL to its group after 30 s."""
     print(f"\n== {name}: {shlex.join(cmd)}  (log: {log_path})", flush=True)
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
-            cmd, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            cmd,
+            cwd=REPO_ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env={**os.environ, **(env or {})},
         )
     try:
         deadline = time.monotonic() + timeout_s
@@ -355,11 +369,67 @@ def _f(v: float | None, digits: int = 1) -> str:
     return "-" if v is None else f"{v:.{digits}f}"
 
 
+def _ratios(systems: list[dict[str, Any]]) -> list[str]:
+    """lumen over llama-server, per level and for prefill, as a Markdown table."""
+    llama = next((s for s in systems if s["name"].startswith("llama.cpp")), None)
+    lumens = [s for s in systems if s.get("lumen")]
+    if llama is None or not lumens:
+        return []
+    base = {lv["concurrency"]: lv["output_tok_s"] for lv in llama["levels"]}
+    levels = sorted(base)
+    lines = [
+        "",
+        "lumen over llama-server in this run (output tok/s; prefill prompt tok/s; TTFT "
+        "at 1 stream):",
+        "",
+        "| | "
+        + " | ".join(f"{c} stream{'s' if c > 1 else ''}" for c in levels)
+        + " | prefill | TTFT, 1 stream |",
+        "|---" * (len(levels) + 3) + "|",
+    ]
+    for s in lumens:
+        ours = {lv["concurrency"]: lv["output_tok_s"] for lv in s["levels"]}
+        cells = [f"{ours[c] / base[c]:.2f}×" if base[c] and c in ours else "-" for c in levels]
+        p, q = s["prefill"]["prompt_tok_s"], llama["prefill"]["prompt_tok_s"]
+        cells.append(f"{p / q:.2f}×" if p and q else "-")
+        ttft = {lv["concurrency"]: lv["ttft_ms_p50"] for lv in s["levels"]}.get(1)
+        ttft_llama = {lv["concurrency"]: lv["ttft_ms_p50"] for lv in llama["levels"]}.get(1)
+        cells.append(f"{_f(ttft, 0)} vs {_f(ttft_llama, 0)} ms")
+        lines.append(f"| {s['name']} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _peak_lines(systems: list[dict[str, Any]], peak: dict[str, float] | None) -> list[str]:
+    if not peak:
+        return []
+    lines = [
+        "",
+        f"bf16 matmul peak of this CPU at the model's shapes (`benchmarks/gemm_peak.py`, "
+        f"F.linear with {gemm_peak.ROWS} rows): "
+        + ", ".join(f"{k} {v:.0f}" for k, v in peak.items() if k != "peak")
+        + f" GFLOP/s; peak {peak['peak']:.0f} GFLOP/s. Decode runs "
+        f"{gemm_peak.flops_per_token() / 1e6:.0f} MFLOP of linear layers per token.",
+        "",
+    ]
+    for s in systems:
+        if not s.get("lumen") or not s["levels"]:
+            continue
+        top = max(s["levels"], key=lambda lv: lv["concurrency"])
+        achieved = top["output_tok_s"] * gemm_peak.flops_per_token() / 1e9
+        lines.append(
+            f"- {s['name']} at {top['concurrency']} streams: {top['output_tok_s']:.0f} tok/s "
+            f"= {achieved:.0f} GFLOP/s = **{achieved / peak['peak']:.0%} of the peak**"
+            " (end to end: HTTP, sampling, attention and the load generator included)."
+        )
+    return lines
+
+
 def render(
     args: argparse.Namespace,
     command: str,
     info: dict[str, str],
     systems: list[dict[str, Any]],
+    peak: dict[str, float] | None = None,
 ) -> str:
     lines = [
         "# lumen vs llama.cpp vs transformers: SmolLM2-135M-Instruct",
@@ -449,6 +519,8 @@ def render(
             f"| {s['name']} | {p['prompt_tokens'] or '-'} | {_f(p['ttft_ms'])} "
             f"| {_f(p['prompt_tok_s'], 0)} | {p['errors']} |"
         )
+    lines += _ratios(systems)
+    lines += _peak_lines(systems, peak)
     return "\n".join(lines) + "\n"
 
 
@@ -501,6 +573,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default="auto",
         help="auto: what lumen's dtype=auto picks on this machine",
     )
+    p.add_argument(
+        "--lumen-quantization",
+        nargs="+",
+        choices=["none", "int8", "int4"],
+        default=["none", "int4"],
+        help="run lumen once per value (LUMEN_QUANTIZATION; none = the dtype, bf16 here)",
+    )
+    p.add_argument(
+        "--no-gemm-peak", action="store_true", help="skip measuring the bf16 matmul peak"
+    )
     p.add_argument("--lumen-port", type=int, default=0, help="0: a free port")
     p.add_argument("--llama-port", type=int, default=0, help="0: a free port")
     p.add_argument("--startup-timeout", type=float, default=300.0)
@@ -520,8 +602,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--out",
         type=Path,
-        default=REPO_ROOT / "docs" / "benchmarks-compare.md",
-        help="Markdown output (default: docs/benchmarks-compare.md)",
+        default=REPO_ROOT / "docs" / "benchmarks.md",
+        help="Markdown output (default: docs/benchmarks.md)",
     )
     p.add_argument("--json", type=Path, default=None, help="also write all numbers here")
     args = p.parse_args(argv)
@@ -532,22 +614,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def lumen_system(args: argparse.Namespace, sizes: list[int], logs: Path) -> dict[str, Any]:
+def lumen_system(
+    args: argparse.Namespace, sizes: list[int], logs: Path, quantization: str
+) -> dict[str, Any]:
     port = args.lumen_port or free_port()
     cmd = [sys.executable, "-m", "hypercorn", "asgi.app:app", "--bind", f"127.0.0.1:{port}"]
     health = f"http://127.0.0.1:{port}/health"
-    with server("lumen", cmd, health, logs / "lumen.log", args.startup_timeout):
+    name = f"lumen {'bf16' if quantization == 'none' else quantization}"
+    env = {"LUMEN_QUANTIZATION": quantization}
+    log = logs / f"lumen-{quantization}.log"
+    with server(name, cmd, health, log, args.startup_timeout, env):
         levels, prefill = run_load_system(args, f"http://127.0.0.1:{port}/v1", sizes)
-    env = sorted(
+    shown = sorted(
         f"{k}={'***' if k == 'LUMEN_API_KEY' else v}"
-        for k, v in os.environ.items()
+        for k, v in {**os.environ, **env}.items()
         if k.startswith("LUMEN_")
     )
     return {
-        "name": "lumen",
-        "how": "`python -m hypercorn asgi.app:app` (settings: defaults"
-        + (f" + env {', '.join(env)}" if env else "")
-        + "; weights dequantized from the same GGUF into an HF folder)",
+        "name": name,
+        "lumen": True,
+        "how": f"`python -m hypercorn asgi.app:app` (settings: defaults + env {', '.join(shown)};"
+        " weights dequantized from the same GGUF into an HF folder)",
         "levels": levels,
         "prefill": prefill,
     }
@@ -646,13 +733,20 @@ def main(argv: list[str] | None = None) -> None:
     systems: list[dict[str, Any]] = []
     logs = Path(tempfile.mkdtemp(prefix="lumen-compare-"))
     if "lumen" in args.systems:
-        systems.append(measured(args, lambda: lumen_system(args, sizes, logs)))
+        for quantization in args.lumen_quantization:
+            systems.append(
+                measured(args, lambda q=quantization: lumen_system(args, sizes, logs, q))
+            )
     if llama_bin is not None and gguf is not None:
         systems.append(measured(args, lambda: llama_system(args, sizes, logs, llama_bin, gguf)))
     if "hf" in args.systems:
         systems.append(measured(args, lambda: hf_system(args, level_batches)))
 
-    text = render(args, command, machine_info(llama_bin), systems)
+    peak = None
+    if "lumen" in args.systems and not args.no_gemm_peak:
+        wait_for_idle(args.wait_idle)
+        peak = gemm_peak.measure()
+    text = render(args, command, machine_info(llama_bin), systems, peak)
     print("\n" + text)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)

@@ -26,10 +26,6 @@ class PrefillInputs:
     end: int
     block_table: torch.Tensor  # [num_blocks] int64, covering the context
     context_len: int  # cached tokens + new tokens
-    # [1, 1, end - start, context_len] bool: key position <= query position. None when the
-    # whole context is new (no cached prefix): plain causal attention, which lets the kernel
-    # skip masked blocks and gives bitwise the same rows as the explicit mask.
-    mask: torch.Tensor | None
 
 
 @attrs.frozen
@@ -202,17 +198,50 @@ def decode_attention_reference(
 def prefill_attention(
     q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, p: PrefillInputs, scale: float
 ) -> torch.Tensor:
-    # q: [num_new, num_heads, head_dim] -> [num_new, num_heads * head_dim]
+    """The C kernel (csrc/prefill_attention.c), where it can run; else the SDPA twin.
+
+    q: [num_new, num_heads, head_dim] -> [num_new, num_heads * head_dim]
+    """
+    lib = native.kernels_for(q, k_cache, v_cache)
+    num_new, num_heads, head_dim = q.shape
+    # The kernel works in 16-lane vectors over head_dim (64, 80, 128, ... in practice).
+    shape_ok = head_dim % 16 == 0 and head_dim <= 256 and q.stride(1) == head_dim
+    if lib is None or not shape_ok or q.stride(2) != 1:
+        return prefill_attention_reference(q, k_cache, v_cache, p, scale)
+    num_kv_heads, num_blocks, block_size, _ = k_cache.shape
+    out = q.new_empty(num_new, num_heads * head_dim)
+    status = lib.paged_prefill_attention(
+        q.data_ptr(), k_cache.data_ptr(), v_cache.data_ptr(), p.block_table.data_ptr(),
+        out.data_ptr(), num_new, p.context_len, num_heads, num_kv_heads, head_dim, block_size,
+        num_blocks, q.stride(0), scale, q.dtype == torch.bfloat16, torch.get_num_threads(),
+    )  # fmt: skip
+    if status != 0:
+        raise RuntimeError(f"paged_prefill_attention failed ({status}) for q {tuple(q.shape)}")
+    return out
+
+
+def prefill_attention_reference(
+    q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, p: PrefillInputs, scale: float
+) -> torch.Tensor:
+    """The SDPA twin of `prefill_attention`: gathers the context and runs torch's kernel."""
     num_new, num_heads, head_dim = q.shape
     # [kv_heads, num_blocks, block_size, dim] -> [1, kv_heads, context_len, dim]
     k = k_cache.index_select(1, p.block_table).flatten(1, 2)[:, : p.context_len].unsqueeze(0)
     v = v_cache.index_select(1, p.block_table).flatten(1, 2)[:, : p.context_len].unsqueeze(0)
+    # With no cached prefix, plain causal attention (SDPA skips the masked blocks, and gives
+    # bitwise the rows the explicit mask would); after one, key position <= query position:
+    # [1, 1, num_new, context_len] bool.
+    mask = None
+    if p.context_len > num_new:
+        query_pos = torch.arange(p.context_len - num_new, p.context_len, device=q.device)
+        mask = torch.arange(p.context_len, device=q.device)[None, :] <= query_pos[:, None]
+        mask = mask[None, None]
     out = F.scaled_dot_product_attention(
         q.transpose(0, 1).unsqueeze(0),
         k,
         v,
-        attn_mask=p.mask,
-        is_causal=p.mask is None,
+        attn_mask=mask,
+        is_causal=mask is None,
         scale=scale,
         enable_gqa=num_heads != k.shape[1],
     )  # [1, num_heads, num_new, head_dim]

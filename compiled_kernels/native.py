@@ -40,6 +40,13 @@ SIGNATURES = {
         + [_f32, _int, _int],  # scale, is_bf16, num_threads
         _int,
     ),
+    "paged_prefill_attention": (
+        [_ptr] * 5  # q, k_cache, v_cache, block_table, out
+        + [_i64] * 8  # num_new, context_len, num_heads, num_kv_heads, head_dim, block_size,
+        # num_blocks, q_row_stride
+        + [_f32, _int, _int],  # scale, is_bf16, num_threads
+        _int,
+    ),
     # x, x_stride, residual, residual_out, weight, out, rows, hidden, eps, is_bf16, threads
     "rms_norm": ([_ptr, _i64, _ptr, _ptr, _ptr, _ptr, _i64, _i64, _f32, _int, _int], None),
     # x, x_stride, cos, sin, out, tokens, heads, head_dim, is_bf16, threads

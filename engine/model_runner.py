@@ -1,6 +1,6 @@
 """Owns the model weights and the KV cache; turns a scheduled batch into sampled tokens.
 
-`run()` prepares flat inputs (token ids, positions, slot mapping, block tables, attention mask),
+`run()` prepares flat inputs (token ids, positions, slot mapping, block tables, context lengths),
 runs the model once over every scheduled token, and samples one token for each sequence whose
 known tokens are now all in the cache (a decode, or the last chunk of a prefill).
 """
@@ -233,18 +233,11 @@ class ModelRunner:
 
     def _prepare_prefill(self, seq: Sequence, row: int, num_new: int) -> PrefillInputs:
         """A prefill (or prefill chunk) attends to its cached prefix and causally to itself."""
-        context_len = seq.num_computed_tokens + num_new
-        mask = None  # nothing cached before this chunk: plain causal attention
-        if seq.num_computed_tokens:
-            query_pos = torch.arange(seq.num_computed_tokens, context_len)
-            mask = torch.arange(context_len)[None, :] <= query_pos[:, None]  # [new, context]
-            mask = mask[None, None].to(self.device)
         return PrefillInputs(
             start=row,
             end=row + num_new,
             block_table=torch.tensor(seq.block_table, dtype=torch.int64, device=self.device),
-            context_len=context_len,
-            mask=mask,
+            context_len=seq.num_computed_tokens + num_new,
         )
 
     def _sampling_tensors(self, seqs: list[Sequence]) -> SamplingTensors:
