@@ -12,16 +12,20 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
+from pathlib import Path
 
 import torch
 
-from configs.settings import Settings
-from engine.block_manager import BlockManager
-from engine.llm_engine import LLMEngine
-from engine.loader import resolve_model_dir
-from engine.sampling_params import SamplingParams
-from engine.scheduler import SchedulerOutput
-from engine.sequence import Sequence
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # configs, engine
+
+from configs.settings import Settings  # noqa: E402
+from engine.block_manager import BlockManager  # noqa: E402
+from engine.llm_engine import LLMEngine  # noqa: E402
+from engine.loader import resolve_model_dir  # noqa: E402
+from engine.sampling_params import SamplingParams  # noqa: E402
+from engine.scheduler import SchedulerOutput  # noqa: E402
+from engine.sequence import Sequence  # noqa: E402
 
 TEXT = (
     "The history of the printing press begins in the fifteenth century, when Johannes "

@@ -57,7 +57,7 @@ class Settings:
     max_num_batched_tokens: int = attrs.field(default=2048, validator=_positive)
     seed: int = 0
     # Compile the whole model with torch.compile (inductor) at startup. Off by default on the
-    # CPU, where it measured no faster than eager (docs/benchmarks.md); the compiled code is
+    # CPU, where it measured no faster than eager (docs/performance.md); the compiled code is
     # cached under torch_compile_cache_dir, so only the first start pays the full compile.
     torch_compile: bool = False
     torch_compile_cache_dir: str = str(Path.home() / ".cache" / "lumen" / "inductor")

@@ -123,9 +123,9 @@ class ModelRunner:
         self.compiled = compile_cache_dir is not None
         self._model_forward = self.model
         if compile_cache_dir is not None:
-            # Inductor reads its cache location from the environment; an operator's own setting
-            # wins.
-            os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(compile_cache_dir))
+            # Inductor reads its cache location from this variable whenever it looks for
+            # compiled code (it may already hold inductor's default, a temp dir).
+            os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(compile_cache_dir)
             self._model_forward = torch.compile(self.model, dynamic=True, fullgraph=True)
 
     def forward(
