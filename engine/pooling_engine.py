@@ -1,0 +1,105 @@
+"""The anyio side of a pooling model (embeddings now; scores and classes build on it):
+dynamic batching.
+
+Every input of every request becomes one queue item. The loop takes items in arrival order
+while they fit `max_num_batched_tokens` (always at least one) and runs them as one padded
+forward pass in a worker thread, so the event loop never blocks and inputs that arrive
+together share a pass. A request whose client went away before its turn is skipped; a pass
+that fails fails only the requests in it.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+from typing import Protocol
+
+import anyio
+import attrs
+import torch
+
+logger = logging.getLogger(__name__)
+
+
+class Encoder(Protocol):
+    max_model_len: int
+
+    def encode(self, batch: list[list[int]]) -> torch.Tensor: ...
+
+
+@attrs.define(eq=False)
+class _Request:
+    num_inputs: int
+    done: anyio.Event = attrs.field(factory=anyio.Event)
+    rows: dict[int, torch.Tensor] = attrs.field(factory=dict)
+    error: BaseException | None = None
+    cancelled: bool = False
+
+
+@attrs.frozen
+class _Item:
+    request: _Request
+    index: int  # which input of the request
+    token_ids: list[int]
+
+
+class PoolingEngine:
+    def __init__(self, encoder: Encoder, *, max_num_batched_tokens: int) -> None:
+        self.encoder = encoder
+        self.max_num_batched_tokens = max_num_batched_tokens
+        self._queue: collections.deque[_Item] = collections.deque()
+        self._wakeup = anyio.Event()
+        self.num_passes = 0  # forward passes run, for metrics and tests
+
+    async def encode(self, inputs: list[list[int]]) -> torch.Tensor:
+        """One pooled vector per input: [len(inputs), dim] float32, in input order."""
+        request = _Request(len(inputs))
+        self._queue.extend(_Item(request, i, ids) for i, ids in enumerate(inputs))
+        self._wakeup.set()
+        try:
+            await request.done.wait()
+        finally:
+            request.cancelled = True  # if still queued (client gone), the loop drops it
+        if request.error is not None:
+            raise request.error
+        return torch.stack([request.rows[i] for i in range(request.num_inputs)])
+
+    async def run(self) -> None:
+        """The batching loop; runs until cancelled (server shutdown)."""
+        while True:
+            if not self._queue:
+                await self._wakeup.wait()
+                self._wakeup = anyio.Event()
+                continue
+            batch = self._next_batch()
+            if not batch:
+                continue
+            try:
+                vectors = await anyio.to_thread.run_sync(
+                    self.encoder.encode, [item.token_ids for item in batch]
+                )
+            except Exception as exc:
+                logger.exception("pooling pass of %d inputs failed", len(batch))
+                for request in {item.request for item in batch}:
+                    request.error = exc
+                    request.done.set()
+                continue
+            self.num_passes += 1
+            for item, vector in zip(batch, vectors, strict=True):
+                item.request.rows[item.index] = vector
+                if len(item.request.rows) == item.request.num_inputs:
+                    item.request.done.set()
+
+    def _next_batch(self) -> list[_Item]:
+        batch: list[_Item] = []
+        tokens = 0
+        while self._queue:
+            item = self._queue[0]
+            if item.request.cancelled or item.request.error is not None:
+                self._queue.popleft()
+                continue
+            if batch and tokens + len(item.token_ids) > self.max_num_batched_tokens:
+                break
+            batch.append(self._queue.popleft())
+            tokens += len(item.token_ids)
+        return batch
