@@ -13,7 +13,7 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     lib = native.kernels_for(x, weight)
     if lib is None or x.stride(-1) != 1:
         return rms_norm_reference(x, weight, eps)
-    out = x.new_empty(x.shape)
+    out = native.output_like(x)
     rows, hidden = x.shape
     lib.rms_norm(
         x.data_ptr(), x.stride(0), None, None, weight.data_ptr(), out.data_ptr(), rows, hidden,
@@ -29,7 +29,7 @@ def add_rms_norm(
     lib = native.kernels_for(x, residual, weight)
     if lib is None or x.stride(-1) != 1 or not residual.is_contiguous():
         return add_rms_norm_reference(x, residual, weight, eps)
-    out, summed = x.new_empty(x.shape), x.new_empty(x.shape)
+    out, summed = native.output_like(x), native.output_like(x)
     rows, hidden = x.shape
     lib.rms_norm(
         x.data_ptr(), x.stride(0), residual.data_ptr(), summed.data_ptr(), weight.data_ptr(),

@@ -33,7 +33,7 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
     heads, head_dim = x.shape[1:]
     if lib is None or x.stride(2) != 1 or x.stride(1) != head_dim or not cos.is_contiguous():
         return apply_rotary_reference(x, cos, sin)
-    out = x.new_empty(x.shape)
+    out = native.output_like(x)
     lib.apply_rotary(
         x.data_ptr(), x.stride(0), cos.data_ptr(), sin.data_ptr(), out.data_ptr(), x.shape[0],
         heads, head_dim, x.dtype == torch.bfloat16, torch.get_num_threads(),
