@@ -39,8 +39,6 @@ class DecodeGroup:
     rows: torch.Tensor  # [num_seqs] int64: their rows in the flat batch
     block_tables: torch.Tensor  # [num_seqs, max_blocks] int64, padded with 0 past the last block
     context_lens: torch.Tensor  # [num_seqs] int64: tokens to attend to, the new one included
-    # [1, num_seqs, 1, num_blocks * block_size] bool (key < context length): torch twin only
-    mask: torch.Tensor | None = None
 
 
 @attrs.frozen
@@ -92,26 +90,15 @@ def paged_attention(
     # q: [num_rows, num_heads, head_dim] -> [num_rows, num_heads * head_dim]; rows that are no
     # sequence's token (padding) stay zero.
     decodes = inputs.decodes
-    if len(decodes) == 1 and not inputs.prefills and decodes[0].mask is None:
-        if decodes[0].rows.shape[0] == q.shape[0]:
-            # A pure decode step, the common case: its rows are all of q's, in order.
-            return decode_attention(q, k_cache, v_cache, decodes[0], scale)
+    if len(decodes) == 1 and not inputs.prefills and decodes[0].rows.shape[0] == q.shape[0]:
+        # A pure decode step, the common case: its rows are all of q's, in order.
+        return decode_attention(q, k_cache, v_cache, decodes[0], scale)
     out = q.new_zeros(q.shape[0], q.shape[1] * q.shape[2])
-    for g in inputs.decodes:
-        if g.mask is None:
-            out[g.rows] = decode_attention(q[g.rows], k_cache, v_cache, g, scale)
-        else:
-            out[g.rows] = decode_attention_reference(
-                q[g.rows], k_cache, v_cache, g.block_tables, g.mask, scale
-            )
+    for g in decodes:
+        out[g.rows] = decode_attention(q[g.rows], k_cache, v_cache, g, scale)
     for p in inputs.prefills:
         out[p.start : p.end] = prefill_attention(q[p.start : p.end], k_cache, v_cache, p, scale)
     return out
-
-
-def native_decode_supported(device: torch.device, dtype: torch.dtype) -> bool:
-    """Whether `decode_attention` (the C kernel) can serve this cache."""
-    return device.type == "cpu" and dtype in (torch.float32, torch.bfloat16) and bool(native.load())
 
 
 def decode_attention(
@@ -121,33 +108,28 @@ def decode_attention(
     group: DecodeGroup,
     scale: float,
 ) -> torch.Tensor:
-    """The C kernel. q: [num_seqs, num_heads, head_dim] -> [num_seqs, num_heads * head_dim]."""
+    """The C kernel (csrc/decode_attention.c), where it can run; else the torch twin, which
+    needs the group's sequences to hold equally many blocks (the runner groups them so).
+
+    q: [num_seqs, num_heads, head_dim] -> [num_seqs, num_heads * head_dim]
+    """
+    lib = native.kernels_for(q, k_cache, v_cache)
     num_seqs, num_heads, head_dim = q.shape
     num_kv_heads, num_blocks, block_size, _ = k_cache.shape
-    assert q.stride(2) == 1 and q.stride(1) == head_dim and q.dtype == k_cache.dtype
-    assert k_cache.is_contiguous() and v_cache.is_contiguous()
-    block_tables = group.block_tables.contiguous()
-    context_lens = group.context_lens.contiguous()
+    block_tables = group.block_tables
+    if lib is None or q.stride(2) != 1 or q.stride(1) != head_dim:
+        # [1, num_seqs, 1, num_blocks * block_size] bool: key position < context length
+        keys = torch.arange(block_tables.shape[1] * block_size, device=q.device)
+        mask = (keys[None, :] < group.context_lens[:, None])[None, :, None, :]
+        return decode_attention_reference(q, k_cache, v_cache, block_tables, mask, scale)
+    block_tables, context_lens = block_tables.contiguous(), group.context_lens.contiguous()
     out = q.new_empty(num_seqs, num_heads * head_dim)
-    status = native.load().paged_decode_attention(
-        q.data_ptr(),
-        k_cache.data_ptr(),
-        v_cache.data_ptr(),
-        block_tables.data_ptr(),
-        context_lens.data_ptr(),
-        out.data_ptr(),
-        num_seqs,
-        num_heads,
-        num_kv_heads,
-        head_dim,
-        block_size,
-        num_blocks,
-        block_tables.shape[1],
-        q.stride(0),
-        scale,
-        q.dtype == torch.bfloat16,
-        torch.get_num_threads(),
-    )
+    status = lib.paged_decode_attention(
+        q.data_ptr(), k_cache.data_ptr(), v_cache.data_ptr(), block_tables.data_ptr(),
+        context_lens.data_ptr(), out.data_ptr(), num_seqs, num_heads, num_kv_heads, head_dim,
+        block_size, num_blocks, block_tables.shape[1], q.stride(0), scale,
+        q.dtype == torch.bfloat16, torch.get_num_threads(),
+    )  # fmt: skip
     if status != 0:
         raise RuntimeError(f"paged_decode_attention failed ({status}) for q {tuple(q.shape)}")
     return out

@@ -13,12 +13,8 @@ from pathlib import Path
 
 import torch
 
-from compiled_kernels.attention import (
-    AttentionInputs,
-    DecodeGroup,
-    PrefillInputs,
-    native_decode_supported,
-)
+from compiled_kernels import native
+from compiled_kernels.attention import AttentionInputs, DecodeGroup, PrefillInputs
 from compiled_kernels.linear import MIN_ROWS
 from compiled_kernels.sampling import SamplingTensors, sample
 from engine.models.attention import attention_context
@@ -105,7 +101,9 @@ class ModelRunner:
         self.kv_cache = torch.zeros(
             (2, cfg.num_hidden_layers, *shape), dtype=dtype, device=self.device
         )
-        self.native_decode = native_decode_supported(self.device, dtype)
+        # Whether decode attention runs the C kernel (one call for all decodes) or its torch
+        # twin (one call per group of equal block counts): see compiled_kernels/attention.py.
+        self.native_decode = native.kernels_for(self.kv_cache) is not None
         logger.info("decode attention: %s", "C kernel" if self.native_decode else "torch reference")
         self.kv_caches = [
             (self.kv_cache[0, i], self.kv_cache[1, i]) for i in range(cfg.num_hidden_layers)
@@ -207,28 +205,24 @@ class ModelRunner:
         if not decodes:
             return ()
         if self.native_decode:
-            return (self._decode_group(decodes, with_mask=False),)
+            return (self._decode_group(decodes),)
         groups: dict[int, list[tuple[int, Sequence]]] = {}
         for row, seq in decodes:
             groups.setdefault(len(seq.block_table), []).append((row, seq))
-        return tuple(self._decode_group(members, with_mask=True) for members in groups.values())
+        return tuple(self._decode_group(members) for members in groups.values())
 
-    def _decode_group(self, members: list[tuple[int, Sequence]], with_mask: bool) -> DecodeGroup:
+    def _decode_group(self, members: list[tuple[int, Sequence]]) -> DecodeGroup:
         num_blocks = max(len(seq.block_table) for _, seq in members)
-        # The one new token attends to everything before it and itself. (A decode's context is
-        # all its tokens; a 1-token prefill chunk's is its computed prefix plus one.)
-        context_lens = torch.tensor([seq.num_computed_tokens + 1 for _, seq in members])
         tables = [seq.block_table + [0] * (num_blocks - len(seq.block_table)) for _, seq in members]
-        mask = None
-        if with_mask:  # [1, num_seqs, 1, num_blocks * block_size]
-            mask = torch.arange(num_blocks * self.block_size)[None, :] < context_lens[:, None]
-            mask = mask[None, :, None, :].to(self.device)
         dev = self.device
         return DecodeGroup(
             rows=torch.tensor([row for row, _ in members], dtype=torch.int64, device=dev),
             block_tables=torch.tensor(tables, dtype=torch.int64, device=dev),
-            context_lens=context_lens.to(dev),
-            mask=mask,
+            # The one new token attends to everything before it and itself. (A decode's context
+            # is all its tokens; a 1-token prefill chunk's is its computed prefix plus one.)
+            context_lens=torch.tensor(
+                [seq.num_computed_tokens + 1 for _, seq in members], dtype=torch.int64, device=dev
+            ),
         )
 
     def _prepare_prefill(self, seq: Sequence, row: int, num_new: int) -> PrefillInputs:

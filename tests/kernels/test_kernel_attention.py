@@ -12,12 +12,12 @@ import math
 import pytest
 import torch
 
+from compiled_kernels import native as native_kernels
 from compiled_kernels.attention import (
     AttentionInputs,
     PrefillInputs,
     decode_attention,
     decode_attention_reference,
-    native_decode_supported,
     paged_attention,
     prefill_attention,
     prefill_attention_reference,
@@ -37,11 +37,22 @@ HEAD_DIM = 16  # the smallest the C prefill kernel takes (it works in 16-lane ve
 SCALE = HEAD_DIM**-0.5
 
 
-NATIVE = native_decode_supported(torch.device("cpu"), torch.float32)
-KERNELS = [
-    pytest.param(True, id="c_kernel", marks=pytest.mark.skipif(not NATIVE, reason="no C compiler")),
-    pytest.param(False, id="torch_twin"),
-]
+NATIVE = native_kernels.load() is not None
+
+
+@pytest.fixture(
+    params=[
+        pytest.param(
+            True, id="c_kernel", marks=pytest.mark.skipif(not NATIVE, reason="no C compiler")
+        ),
+        pytest.param(False, id="torch_twin"),
+    ]
+)
+def native(request, monkeypatch) -> bool:
+    """Run the test on the C kernels, or with them switched off (every torch twin)."""
+    if not request.param:
+        monkeypatch.setattr(native_kernels, "load", lambda: None)
+    return request.param
 
 
 def _prepare(out: SchedulerOutput, native: bool = NATIVE) -> tuple[torch.Tensor, AttentionInputs]:
@@ -113,7 +124,6 @@ def _empty_cache(dtype: torch.dtype, fill: float = 0.0) -> tuple[torch.Tensor, t
     return torch.full(shape, fill, dtype=dtype), torch.full(shape, fill, dtype=dtype)
 
 
-@pytest.mark.parametrize("native", KERNELS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
 def test_write_kv_puts_each_token_at_its_slot(mixed_batch, native: bool, dtype) -> None:
     out, shapes = mixed_batch
@@ -144,7 +154,6 @@ def test_write_kv_puts_each_token_at_its_slot(mixed_batch, native: bool, dtype) 
     assert (v_cache[:, ~written] == sentinel).all()
 
 
-@pytest.mark.parametrize("native", KERNELS)
 @pytest.mark.parametrize("shapes", [MIXED, ALL_DECODE], ids=["mixed", "all_decode"])
 @pytest.mark.parametrize(
     ("dtype", "atol", "rtol"),
@@ -189,7 +198,6 @@ def test_paged_attention_matches_naive_reference(
     torch.testing.assert_close(result.double(), expected, atol=atol, rtol=rtol)
 
 
-@pytest.mark.parametrize("native", KERNELS)
 @pytest.mark.parametrize("shapes", [MIXED, ALL_DECODE], ids=["mixed", "all_decode"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
 def test_paged_attention_decode_alone_equals_decode_in_batch(
