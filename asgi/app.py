@@ -78,9 +78,7 @@ def _load_engine(settings: Settings) -> Any:
     model_dir = resolve_model_dir(settings.model, settings.model_cache_dir)
     llm = LLMEngine(settings, model_dir)
     logger.info("loaded in %.1f s; warming up", time.monotonic() - started)
-    warm_started = time.monotonic()
-    llm.warm_up()
-    logger.info("warm-up took %.1f s", time.monotonic() - warm_started)
+    llm.warm_up()  # logs its own time, with torch.compile's when that is on
     template = settings.chat_template
     return AsyncEngine(
         llm,

@@ -61,7 +61,6 @@ def _attention(
     """
     ctx = _current.get()
     k_cache, v_cache = ctx.kv_caches[layer]
-    # Padding rows of a compiled batch have no slot and stay out of the cache.
     num_tokens = ctx.inputs.slot_mapping.shape[0]
     if num_tokens < k.shape[0]:
         k, v = k[:num_tokens], v[:num_tokens]
