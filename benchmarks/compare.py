@@ -275,7 +275,7 @@ def run_hf(
             "--dtype",
             args.hf_dtype,
             "--device",
-            "cpu",
+            "cuda" if torch.cuda.is_available() else "cpu",
         ]
     )
     print(f"\n== transformers generate: {args.hf_model_dir} ({args.hf_dtype})", flush=True)
@@ -359,6 +359,11 @@ def machine_info(llama_bin: Path | None) -> dict[str, str]:
         "transformers": version("transformers"),
         "lumen": f"{commit}{' + uncommitted changes' if dirty else ''}" if commit else "",
     }
+    with contextlib.suppress(ImportError):
+        import torch
+
+        if torch.cuda.is_available():
+            info["gpu"] = f"{torch.cuda.get_device_name()} (CUDA {torch.version.cuda})"
     if llama_bin is not None:
         ver = [ln for ln in _sh([str(llama_bin), "--version"]).splitlines() if "version" in ln]
         info["llama.cpp"] = ver[0].strip() if ver else "unknown"
@@ -581,6 +586,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="run lumen once per value (LUMEN_QUANTIZATION; none = the dtype, bf16 here)",
     )
     p.add_argument(
+        "--lumen-eager-too",
+        action="store_true",
+        help="on a GPU, run lumen bf16 again with enforce_eager (no CUDA graphs) for their gain",
+    )
+    p.add_argument(
         "--no-gemm-peak", action="store_true", help="skip measuring the bf16 matmul peak"
     )
     p.add_argument("--lumen-port", type=int, default=0, help="0: a free port")
@@ -615,14 +625,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def lumen_system(
-    args: argparse.Namespace, sizes: list[int], logs: Path, quantization: str
+    args: argparse.Namespace,
+    sizes: list[int],
+    logs: Path,
+    quantization: str,
+    enforce_eager: bool = False,
 ) -> dict[str, Any]:
     port = args.lumen_port or free_port()
     cmd = [sys.executable, "-m", "hypercorn", "asgi.app:app", "--bind", f"127.0.0.1:{port}"]
     health = f"http://127.0.0.1:{port}/health"
-    name = f"lumen {'bf16' if quantization == 'none' else quantization}"
+    eager = " eager" if enforce_eager else ""
+    name = f"lumen {'bf16' if quantization == 'none' else quantization}{eager}"
     env = {"LUMEN_QUANTIZATION": quantization}
-    log = logs / f"lumen-{quantization}.log"
+    if enforce_eager:
+        env["LUMEN_ENFORCE_EAGER"] = "1"
+    log = logs / f"lumen-{quantization}{eager.replace(' ', '-')}.log"
     with server(name, cmd, health, log, args.startup_timeout, env):
         levels, prefill = run_load_system(args, f"http://127.0.0.1:{port}/v1", sizes)
     shown = sorted(
@@ -736,6 +753,10 @@ def main(argv: list[str] | None = None) -> None:
         for quantization in args.lumen_quantization:
             systems.append(
                 measured(args, lambda q=quantization: lumen_system(args, sizes, logs, q))
+            )
+        if args.lumen_eager_too:
+            systems.append(
+                measured(args, lambda: lumen_system(args, sizes, logs, "none", enforce_eager=True))
             )
     if llama_bin is not None and gguf is not None:
         systems.append(measured(args, lambda: llama_system(args, sizes, logs, llama_bin, gguf)))

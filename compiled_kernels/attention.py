@@ -1,9 +1,10 @@
 """Paged attention over a block-structured KV cache.
 
 Decode tokens (one new token per sequence) go through the C kernel in csrc/decode_attention.c
-when it is built (compiled_kernels/native.py): every decoding sequence in one call, reading its
-keys and values in place. Its torch twin, `decode_attention_reference`, gathers the blocks and
-runs batched matmuls; it serves where the C kernel cannot (GPU, no compiler) and as the
+when it is built (compiled_kernels/native.py), or on the GPU through the Triton kernel in
+triton_attention.py: every decoding sequence in one call, reading its keys and values in
+place. Their torch twin, `decode_attention_reference`, gathers the blocks and runs batched
+matmuls; it serves where neither can (no compiler; a GPU without Triton) and as the
 reference in tests. It needs the decodes grouped by number of KV blocks, so that a group's
 shapes, and with them the GEMM kernels' rounding, depend only on that block count. Each prefill
 (or prefill chunk) attends on its own to exactly its own context with SDPA. So no result depends
@@ -17,7 +18,7 @@ import attrs
 import torch
 import torch.nn.functional as F
 
-from compiled_kernels import native
+from compiled_kernels import native, triton_attention
 
 
 @attrs.frozen
@@ -32,8 +33,8 @@ class PrefillInputs:
 class DecodeGroup:
     """Decoding sequences attended to in one kernel call.
 
-    For the C kernel, all of a step's decodes; for the torch twin, those that hold the same
-    number of KV blocks.
+    For the C and Triton kernels, all of a step's decodes; for the torch twin, those that hold
+    the same number of KV blocks.
     """
 
     rows: torch.Tensor  # [num_seqs] int64: their rows in the flat batch
@@ -108,11 +109,16 @@ def decode_attention(
     group: DecodeGroup,
     scale: float,
 ) -> torch.Tensor:
-    """The C kernel (csrc/decode_attention.c), where it can run; else the torch twin, which
-    needs the group's sequences to hold equally many blocks (the runner groups them so).
+    """The C kernel (csrc/decode_attention.c) or on the GPU the Triton one, where they can run;
+    else the torch twin, which needs the group's sequences to hold equally many blocks (the
+    runner groups them so).
 
     q: [num_seqs, num_heads, head_dim] -> [num_seqs, num_heads * head_dim]
     """
+    if triton_attention.supports(k_cache) and q.stride(2) == 1:
+        return triton_attention.paged_decode_attention(
+            q, k_cache, v_cache, group.block_tables, group.context_lens, scale
+        )
     lib = native.kernels_for(q, k_cache, v_cache)
     num_seqs, num_heads, head_dim = q.shape
     num_kv_heads, num_blocks, block_size, _ = k_cache.shape

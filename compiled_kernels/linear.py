@@ -15,8 +15,9 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     # would decode differently alone than in a batch. Running at least MIN_ROWS rows keeps every
     # row's result independent of the batch size; at these sizes a linear layer is bound by
     # reading the weight, so the extra rows cost next to nothing.
+    # (cuBLAS has no such small-batch path worth the extra kernels: the GPU skips the padding.)
     num_rows = x.shape[0]
-    if num_rows < MIN_ROWS:
+    if num_rows < MIN_ROWS and x.is_cpu:
         padded = torch.cat([x, x.new_zeros(MIN_ROWS - num_rows, x.shape[1])])
         return F.linear(padded, weight, bias)[:num_rows]
     return F.linear(x, weight, bias)

@@ -51,6 +51,8 @@ class LLMEngine:
             capacity,
             capacity / self.max_model_len,
         )
+        if not settings.enforce_eager:
+            self.runner.capture_cuda_graphs(settings.max_num_seqs, self.max_model_len)
         self.scheduler = Scheduler(
             BlockManager(
                 self.runner.num_blocks,

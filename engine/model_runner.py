@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from pathlib import Path
 
 import torch
 
-from compiled_kernels import native
+from compiled_kernels import native, triton_attention
 from compiled_kernels.attention import AttentionInputs, DecodeGroup, PrefillInputs
 from compiled_kernels.linear import MIN_ROWS
 from compiled_kernels.sampling import SamplingTensors, sample
+from engine.cuda_graphs import CudaGraphDecoder
 from engine.models.attention import attention_context
 from engine.models.linear import quantize_linears
 from engine.models.llama import LlamaConfig, LlamaModel
@@ -69,6 +71,9 @@ class ModelRunner:
         """compile_cache_dir: compile the model with torch.compile, caching the compiled code
         there (None: run eagerly)."""
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if self.device.type == "cuda" and quantization != "none":
+            # torch's packed int4/int8 matmuls used here are CPU kernels.
+            raise ValueError(f"quantization {quantization!r} runs on the CPU only; use bf16")
         self.dtype = dtype
         self.block_size = block_size
         self.config = LlamaConfig.from_dir(model_dir)
@@ -95,19 +100,29 @@ class ModelRunner:
             * dtype.itemsize
         )
         self.num_blocks = max(1, kv_cache_bytes // bytes_per_block)
-        shape = (cfg.num_key_value_heads, self.num_blocks, block_size, cfg.head_dim)
+        # On the GPU one more block, owned by no sequence: CUDA graphs' padding rows write there.
+        total_blocks = self.num_blocks + (self.device.type == "cuda")
+        shape = (cfg.num_key_value_heads, total_blocks, block_size, cfg.head_dim)
         # One tensor for all layers, viewed per layer: [2, layers, kv_heads, blocks, block_size,
         # head_dim]; head-major so that decode attention gathers contiguous per-head contexts.
         self.kv_cache = torch.zeros(
             (2, cfg.num_hidden_layers, *shape), dtype=dtype, device=self.device
         )
-        # Whether decode attention runs the C kernel (one call for all decodes) or its torch
-        # twin (one call per group of equal block counts): see compiled_kernels/attention.py.
-        self.native_decode = native.kernels_for(self.kv_cache) is not None
-        logger.info("decode attention: %s", "C kernel" if self.native_decode else "torch reference")
         self.kv_caches = [
             (self.kv_cache[0, i], self.kv_cache[1, i]) for i in range(cfg.num_hidden_layers)
         ]
+        # Whether decode attention runs a kernel that takes all decodes in one call (C, or
+        # Triton on the GPU) or the torch twin (one call per group of equal block counts): see
+        # compiled_kernels/attention.py.
+        kernel = (
+            "C kernel"
+            if native.kernels_for(self.kv_cache) is not None
+            else "Triton kernel"
+            if triton_attention.supports(self.kv_caches[0][0])
+            else None
+        )
+        self.one_decode_group = kernel is not None
+        logger.info("decode attention: %s", kernel or "torch reference")
         logger.info(
             "KV cache: %d blocks of %d tokens (%.2f GiB)",
             self.num_blocks,
@@ -125,12 +140,41 @@ class ModelRunner:
             # compiled code (it may already hold inductor's default, a temp dir).
             os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(compile_cache_dir)
             self._model_forward = torch.compile(self.model, dynamic=True, fullgraph=True)
+        self.cuda_graphs: CudaGraphDecoder | None = None
+
+    @torch.inference_mode()
+    def capture_cuda_graphs(self, max_batch: int, max_model_len: int) -> None:
+        """On the GPU, capture the decode step for batches up to max_batch (engine/cuda_graphs.py);
+        a no-op on the CPU. Needs the Triton decode kernel, which reads only each sequence's own
+        blocks (the torch twin would gather max_model_len tokens for every row)."""
+        if self.device.type != "cuda":
+            return
+        if not self.one_decode_group:
+            logger.warning("no Triton decode kernel: the GPU decodes eagerly, without CUDA graphs")
+            return
+        start = time.perf_counter()
+        self.cuda_graphs = CudaGraphDecoder(
+            self._model_forward,
+            self.kv_caches,
+            max_batch=max_batch,
+            max_blocks_per_seq=-(-max_model_len // self.block_size),
+            pad_slot=self.num_blocks * self.block_size,  # the spare block's first slot
+            device=self.device,
+        )
+        logger.info(
+            "captured CUDA graphs for decode batches %s in %.1f s%s",
+            self.cuda_graphs.sizes,
+            time.perf_counter() - start,
+            " (including torch.compile)" if self.compiled else "",
+        )
 
     def forward(
         self, input_ids: torch.Tensor, positions: torch.Tensor, attn: AttentionInputs
     ) -> torch.Tensor:
         """The model over one step's flat tokens: [num_tokens] -> hidden [num_tokens, hidden]."""
         num_tokens = input_ids.shape[0]
+        if self.cuda_graphs is not None and self.cuda_graphs.can_run(num_tokens, attn):
+            return self.cuda_graphs.run(input_ids, positions, attn)
         if self.compiled and num_tokens < MIN_ROWS:
             # One compiled graph serves every size from MIN_ROWS up; smaller steps are padded
             # (the extra rows never reach the KV cache) instead of compiling graphs for 1..3
@@ -200,11 +244,11 @@ class ModelRunner:
         )
 
     def _prepare_decodes(self, decodes: list[tuple[int, Sequence]]) -> tuple[DecodeGroup, ...]:
-        """One group for the C kernel; groups by block count for the torch twin (see
+        """One group for the C or Triton kernel; groups by block count for the torch twin (see
         compiled_kernels/attention.py)."""
         if not decodes:
             return ()
-        if self.native_decode:
+        if self.one_decode_group:
             return (self._decode_group(decodes),)
         groups: dict[int, list[tuple[int, Sequence]]] = {}
         for row, seq in decodes:

@@ -5,42 +5,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-import transformers
 
 from configs.settings import Settings
 from engine.llm_engine import LLMEngine
 from engine.sampling_params import SamplingParams
-
-TINY = dict(
-    hidden_size=64,
-    intermediate_size=128,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    num_key_value_heads=2,
-    max_position_embeddings=256,
-    rms_norm_eps=1e-6,
-    # Large weights make the logits decisive, so argmax never hinges on rounding.
-    initializer_range=0.5,
-)
-
-
-@pytest.fixture(params=["llama", "qwen2"])
-def tiny_model_dir(request, tmp_path, smollm2_tokenizer):
-    if request.param == "llama":
-        config = transformers.LlamaConfig(
-            vocab_size=len(smollm2_tokenizer), tie_word_embeddings=False, **TINY
-        )
-        model_cls = transformers.LlamaForCausalLM
-    else:
-        config = transformers.Qwen2Config(
-            vocab_size=len(smollm2_tokenizer), tie_word_embeddings=True, **TINY
-        )
-        model_cls = transformers.Qwen2ForCausalLM
-    torch.manual_seed(0)
-    model = model_cls(config).eval()
-    model.save_pretrained(tmp_path)
-    smollm2_tokenizer.save_pretrained(tmp_path)
-    return tmp_path, model
 
 
 @pytest.mark.parametrize("torch_compile", [False, True], ids=["eager", "compiled"])

@@ -60,7 +60,7 @@ def _prepare(out: SchedulerOutput, native: bool = NATIVE) -> tuple[torch.Tensor,
     runner = ModelRunner.__new__(ModelRunner)
     runner.block_size = BLOCK_SIZE
     runner.device = torch.device("cpu")
-    runner.native_decode = native
+    runner.one_decode_group = native
     _input_ids, positions, attn, _sample_rows, _sample_seqs = runner._prepare(out)
     return positions, attn
 
