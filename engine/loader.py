@@ -10,6 +10,7 @@ as safetensors. Later starts load the cached folder in about a second.
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
 import os
 import shutil
@@ -86,3 +87,17 @@ def _convert_gguf(gguf_path: Path, out_dir: Path) -> None:
     plain.load_state_dict(gguf_model.state_dict())
     plain.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
+
+
+def resolve_task(model_dir: Path, task: str) -> str:
+    """The task a model is served for: `task` itself, or for "auto" what its config declares."""
+    if task != "auto":
+        return task
+    config = json.loads((model_dir / "config.json").read_text())
+    architecture = (config.get("architectures") or [""])[0]
+    if architecture.endswith("ForCausalLM"):
+        return "generate"
+    if architecture.endswith("ForSequenceClassification"):
+        labels = config.get("num_labels") or len(config.get("id2label") or {}) or 2
+        return "score" if labels == 1 else "classify"
+    return "embed"

@@ -1,5 +1,4 @@
-"""The anyio side of a pooling model (embeddings now; scores and classes build on it):
-dynamic batching.
+"""The anyio side of a pooling model (embeddings, scores, classes): dynamic batching.
 
 Every input of every request becomes one queue item. The loop takes items in arrival order
 while they fit `max_num_batched_tokens` (always at least one) and runs them as one padded
@@ -12,7 +11,8 @@ from __future__ import annotations
 
 import collections
 import logging
-from typing import Protocol
+import time
+from typing import Any, Protocol
 
 import anyio
 import attrs
@@ -24,7 +24,9 @@ logger = logging.getLogger(__name__)
 class Encoder(Protocol):
     max_model_len: int
 
-    def encode(self, batch: list[list[int]]) -> torch.Tensor: ...
+    def encode(
+        self, batch: list[list[int]], token_type_ids: list[list[int]] | None = None
+    ) -> torch.Tensor: ...
 
 
 @attrs.define(eq=False)
@@ -41,20 +43,46 @@ class _Item:
     request: _Request
     index: int  # which input of the request
     token_ids: list[int]
+    token_type_ids: list[int] | None  # a cross-encoder's pair segments
 
 
 class PoolingEngine:
-    def __init__(self, encoder: Encoder, *, max_num_batched_tokens: int) -> None:
+    def __init__(
+        self,
+        encoder: Encoder,
+        *,
+        max_num_batched_tokens: int,
+        task: str = "embed",
+        served_model_name: str = "",
+        model_path: str = "",
+        tokenizer: Any = None,
+        max_model_len: int | None = None,
+        chat_template: str | None = None,
+    ) -> None:
         self.encoder = encoder
         self.max_num_batched_tokens = max_num_batched_tokens
+        # What the protocol handlers read, as on the generation engine (AsyncEngine).
+        self.task = task
+        self.served_model_name = served_model_name
+        self.model_path = model_path
+        self.tokenizer = tokenizer
+        self.max_model_len = min(max_model_len or encoder.max_model_len, encoder.max_model_len)
+        self.chat_template = chat_template
+        self.vocab_size = len(tokenizer) if tokenizer is not None else 0
+        self.created = int(time.time())
         self._queue: collections.deque[_Item] = collections.deque()
         self._wakeup = anyio.Event()
         self.num_passes = 0  # forward passes run, for metrics and tests
 
-    async def encode(self, inputs: list[list[int]]) -> torch.Tensor:
+    async def encode(
+        self, inputs: list[list[int]], token_type_ids: list[list[int]] | None = None
+    ) -> torch.Tensor:
         """One pooled vector per input: [len(inputs), dim] float32, in input order."""
         request = _Request(len(inputs))
-        self._queue.extend(_Item(request, i, ids) for i, ids in enumerate(inputs))
+        types = token_type_ids or [None] * len(inputs)
+        self._queue.extend(
+            _Item(request, i, ids, t) for i, (ids, t) in enumerate(zip(inputs, types, strict=True))
+        )
         self._wakeup.set()
         try:
             await request.done.wait()
@@ -75,9 +103,7 @@ class PoolingEngine:
             if not batch:
                 continue
             try:
-                vectors = await anyio.to_thread.run_sync(
-                    self.encoder.encode, [item.token_ids for item in batch]
-                )
+                vectors = await anyio.to_thread.run_sync(self._encode, batch)
             except Exception as exc:
                 logger.exception("pooling pass of %d inputs failed", len(batch))
                 for request in {item.request for item in batch}:
@@ -89,6 +115,12 @@ class PoolingEngine:
                 item.request.rows[item.index] = vector
                 if len(item.request.rows) == item.request.num_inputs:
                     item.request.done.set()
+
+    def _encode(self, batch: list[_Item]) -> torch.Tensor:
+        types = None
+        if any(item.token_type_ids is not None for item in batch):
+            types = [item.token_type_ids or [0] * len(item.token_ids) for item in batch]
+        return self.encoder.encode([item.token_ids for item in batch], types)
 
     def _next_batch(self) -> list[_Item]:
         batch: list[_Item] = []

@@ -1,4 +1,7 @@
-"""Which engine serves a request's `model` (vLLM's rules), or the client-visible reason why none."""
+"""Which engine serves a request's `model` (vLLM's rules), or the client-visible reason why none.
+
+Each engine serves one task (configs/settings.py TASKS); each API names the tasks it can use.
+"""
 
 from __future__ import annotations
 
@@ -7,13 +10,38 @@ from typing import Any
 from asgi.http import HTTPError, Request
 from asgi.state import ServerState
 
+COMPLETIONS = "Completions API"
+CHAT = "Chat Completions API"
+EMBEDDINGS = "Embeddings API"
+POOLING = "Pooling API"
+SCORE = "Score API"
+RERANK = "Rerank API"
+CLASSIFY = "Classification API"
+
+# API -> the engine tasks that can serve it. An embedding model scores and reranks by cosine
+# similarity (a bi-encoder); a cross-encoder ("score") reads each pair jointly and also
+# classifies (its one label).
+API_TASKS: dict[str, tuple[str, ...]] = {
+    COMPLETIONS: ("generate",),
+    CHAT: ("generate",),
+    EMBEDDINGS: ("embed",),
+    POOLING: ("embed", "score", "classify"),
+    SCORE: ("score", "embed"),
+    RERANK: ("score", "embed"),
+    CLASSIFY: ("classify", "score"),
+}
+
 
 def server_state(request: Request) -> ServerState:
     return request.state["server"]
 
 
-def resolve_engine(request: Request, model: str | None) -> Any:
-    """Absent or empty `model` means the first served model; an unknown name is a 404."""
+def resolve_engine(request: Request, model: str | None, api: str | None = None) -> Any:
+    """The engine named by `model`, which must serve `api` (None: any task will do).
+
+    An absent or empty `model` means the first served model that can serve `api`; an unknown
+    name is a 404, a model of the wrong task a 400 naming both.
+    """
     server = server_state(request)
     if not server.engines:
         if server.status == "failed":
@@ -25,9 +53,22 @@ def resolve_engine(request: Request, model: str | None) -> Any:
             "The model is still loading; retry once GET /health returns 200.",
             "ServiceUnavailableError",
         )
+    tasks = API_TASKS[api] if api is not None else None
     if not model:
-        return next(iter(server.engines.values()))
-    engine = server.engines.get(model)
-    if engine is None:
-        raise HTTPError(404, f"The model `{model}` does not exist.", "NotFoundError", "model")
+        engines = list(server.engines.values())
+        capable = [e for e in engines if tasks is None or e.task in tasks]
+        engine = (capable or engines)[0]
+    else:
+        engine = server.engines.get(model)
+        if engine is None:
+            raise HTTPError(404, f"The model `{model}` does not exist.", "NotFoundError", "model")
+    if tasks is not None and engine.task not in tasks:
+        needed = " or ".join(f"`{t}`" for t in tasks)
+        raise HTTPError(
+            400,
+            f"The model `{engine.served_model_name}` does not support the {api}: it is served "
+            f"for the `{engine.task}` task, and the {api} needs a model served for {needed}.",
+            "BadRequestError",
+            "model",
+        )
     return engine

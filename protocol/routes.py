@@ -6,8 +6,11 @@ from collections.abc import Awaitable, Callable
 
 from asgi.http import Request, Response, StreamingResponse
 from protocol.serving_chat import create_chat_completion
+from protocol.serving_classify import classify
 from protocol.serving_completion import create_completion
+from protocol.serving_embeddings import create_cohere_embed, create_embedding, create_pooling
 from protocol.serving_models import list_models
+from protocol.serving_score import create_rerank, create_score
 from protocol.serving_server import health, metrics, version
 from protocol.serving_tokenize import detokenize, tokenize
 
@@ -18,6 +21,15 @@ def build_routes() -> dict[tuple[str, str], Handler]:
     return {
         ("POST", "/v1/completions"): create_completion,
         ("POST", "/v1/chat/completions"): create_chat_completion,
+        ("POST", "/v1/embeddings"): create_embedding,
+        ("POST", "/pooling"): create_pooling,
+        ("POST", "/classify"): classify,
+        ("POST", "/score"): create_score,
+        ("POST", "/v1/score"): create_score,
+        ("POST", "/rerank"): create_rerank,
+        ("POST", "/v1/rerank"): create_rerank,
+        ("POST", "/v2/rerank"): create_rerank,
+        ("POST", "/v2/embed"): create_cohere_embed,
         ("POST", "/tokenize"): tokenize,
         ("POST", "/detokenize"): detokenize,
         ("GET", "/v1/models"): list_models,

@@ -15,7 +15,7 @@ from protocol import formatting
 from protocol.chat_template import render_chat, resolve_template
 from protocol.converter import parse_body
 from protocol.generation import generate_all, open_generation
-from protocol.model_resolution import resolve_engine
+from protocol.model_resolution import CHAT, resolve_engine
 from protocol.prompts import check_token_ids, encode
 from protocol.sampling import (
     check_max_tokens_limit,
@@ -47,7 +47,7 @@ def _response_role(req: ChatCompletionRequest) -> str:
 
 async def create_chat_completion(request: Request) -> Response | StreamingResponse:
     req = parse_body(request, ChatCompletionRequest)
-    engine = resolve_engine(request, req.model)
+    engine = resolve_engine(request, req.model, CHAT)
     if req.logprobs:
         raise HTTPError(400, "logprobs are not supported yet", "BadRequestError", "logprobs")
     check_stream_options(req)

@@ -15,7 +15,7 @@ from engine.sampling_params import SamplingParams
 from protocol import formatting
 from protocol.converter import parse_body
 from protocol.generation import generate_all, open_generation
-from protocol.model_resolution import resolve_engine
+from protocol.model_resolution import COMPLETIONS, resolve_engine
 from protocol.prompts import completion_prompts
 from protocol.sampling import (
     check_max_tokens_limit,
@@ -45,7 +45,7 @@ def _reject_unsupported(req: CompletionRequest) -> None:
 
 async def create_completion(request: Request) -> Response | StreamingResponse:
     req = parse_body(request, CompletionRequest)
-    engine = resolve_engine(request, req.model)
+    engine = resolve_engine(request, req.model, COMPLETIONS)
     _reject_unsupported(req)
     check_stream_options(req)
     check_max_tokens_limit(req.max_tokens, "max_tokens", engine.max_model_len)

@@ -77,18 +77,37 @@ class EncoderModel:
         self.max_model_len: int = min(n for n in limits if n)
 
     @torch.inference_mode()
-    def encode(self, batch: list[list[int]]) -> torch.Tensor:
+    def encode(
+        self, batch: list[list[int]], token_type_ids: list[list[int]] | None = None
+    ) -> torch.Tensor:
         """batch: token ids per input (each at most max_model_len) -> [len(batch), hidden] fp32."""
-        longest = max(len(ids) for ids in batch)
-        input_ids = torch.full((len(batch), longest), self.pad_token_id, dtype=torch.int64)
-        mask = torch.zeros((len(batch), longest), dtype=torch.int64)
-        for row, ids in enumerate(batch):
-            input_ids[row, : len(ids)] = torch.tensor(ids)
-            mask[row, : len(ids)] = 1
-        input_ids, mask = input_ids.to(self.device), mask.to(self.device)
-        hidden = self.model(input_ids=input_ids, attention_mask=mask).last_hidden_state
-        pooled = pool(hidden.float(), mask, self.pooling.mode)
+        inputs = padded_batch(batch, token_type_ids, self.pad_token_id, self.device)
+        hidden = self.model(**inputs).last_hidden_state
+        pooled = pool(hidden.float(), inputs["attention_mask"], self.pooling.mode)
         return F.normalize(pooled, p=2, dim=-1) if self.pooling.normalize else pooled
+
+
+def padded_batch(
+    batch: list[list[int]],
+    token_type_ids: list[list[int]] | None,
+    pad_token_id: int,
+    device: torch.device,
+) -> dict[str, torch.Tensor]:
+    """Right-padded [len(batch), longest] input_ids, attention_mask (and token_type_ids, which
+    mark the second text of a pair for cross-encoders)."""
+    longest = max(len(ids) for ids in batch)
+    input_ids = torch.full((len(batch), longest), pad_token_id, dtype=torch.int64)
+    mask = torch.zeros((len(batch), longest), dtype=torch.int64)
+    types = torch.zeros((len(batch), longest), dtype=torch.int64)
+    for row, ids in enumerate(batch):
+        input_ids[row, : len(ids)] = torch.tensor(ids)
+        mask[row, : len(ids)] = 1
+        if token_type_ids is not None:
+            types[row, : len(ids)] = torch.tensor(token_type_ids[row])
+    inputs = {"input_ids": input_ids, "attention_mask": mask}
+    if token_type_ids is not None:
+        inputs["token_type_ids"] = types
+    return {name: t.to(device) for name, t in inputs.items()}
 
 
 def pool(hidden: torch.Tensor, mask: torch.Tensor, mode: str) -> torch.Tensor:

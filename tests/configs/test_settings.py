@@ -55,3 +55,36 @@ def test_boolean_settings_read_words_from_the_environment(raw, value):
 def test_a_boolean_setting_rejects_other_words():
     with pytest.raises(ValueError, match="not a boolean"):
         load_settings({"LUMEN_ENABLE_PREFIX_CACHING": "maybe"})
+
+
+def test_default_serves_the_chat_model_and_minilm():
+    names = [(m.name, m.task) for m in load_settings({}).served_models()]
+    assert names == [
+        ("HuggingFaceTB/SmolLM2-135M-Instruct", "auto"),
+        ("sentence-transformers/all-MiniLM-L6-v2", "embed"),
+    ]
+
+
+def test_models_from_a_file_and_from_the_environment(tmp_path):
+    path = tmp_path / "models.toml"
+    path.write_text('[[models]]\nname = "reranker"\nmodel = "/m/rr"\ntask = "score"\n')
+    from_file = load_settings({"LUMEN_CONFIG": str(path)})
+    assert [(m.name, m.model, m.task) for m in from_file.models] == [("reranker", "/m/rr", "score")]
+    from_env = load_settings({"LUMEN_MODELS": '[{"name": "e", "model": "/m/e"}]'})
+    assert [(m.name, m.task, m.dtype) for m in from_env.models] == [("e", "auto", "auto")]
+    assert load_settings({"LUMEN_MODELS": "[]"}).models == ()
+
+
+@pytest.mark.parametrize(
+    "models",
+    [
+        '[{"name": "HuggingFaceTB/SmolLM2-135M-Instruct", "model": "/m"}]',  # name taken
+        '[{"name": "a", "model": "/m"}, {"name": "a", "model": "/n"}]',
+        '[{"name": "a", "model": "/m", "tsk": "embed"}]',  # unknown key
+        '[{"name": "a", "model": "/m", "task": "translate"}]',
+        '[{"model": "/m"}]',  # no name
+    ],
+)
+def test_bad_model_lists_are_rejected(models):
+    with pytest.raises(Exception):  # noqa: B017 - cattrs wraps validator errors
+        load_settings({"LUMEN_MODELS": models})

@@ -13,6 +13,7 @@ import httpx
 
 REPO = Path(__file__).resolve().parents[2]
 MODEL_NAME = "HuggingFaceTB/SmolLM2-135M-Instruct"
+EMBEDDING_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"  # served beside it by default
 
 
 def free_port() -> int:

@@ -6,7 +6,7 @@ import httpx
 import openai
 import pytest
 
-from tests.e2e.server import MODEL_NAME
+from tests.e2e.server import EMBEDDING_MODEL_NAME, MODEL_NAME
 
 pytestmark = pytest.mark.e2e
 
@@ -19,9 +19,9 @@ def _assert_error(resp: httpx.Response, status: int) -> dict:
     return error
 
 
-def test_models_lists_the_served_model(client):
+def test_models_lists_the_served_models(client):
     models = client.models.list().data
-    assert [m.id for m in models] == [MODEL_NAME]
+    assert [m.id for m in models] == [MODEL_NAME, EMBEDDING_MODEL_NAME]
     card = models[0].model_dump()
     assert card["object"] == "model" and card["owned_by"] and card["max_model_len"] > 0
     assert card["root"]

@@ -23,11 +23,13 @@ class CountingEncoder:
         self.passes: list[list[list[int]]] = []
         self.fail_on_token: int | None = None
 
-    def encode(self, batch: list[list[int]]) -> torch.Tensor:
+    def encode(
+        self, batch: list[list[int]], token_type_ids: list[list[int]] | None = None
+    ) -> torch.Tensor:
         self.passes.append(batch)
         if self.fail_on_token is not None and any(self.fail_on_token in ids for ids in batch):
             raise RuntimeError("injected failure")
-        return self.encoder.encode(batch)
+        return self.encoder.encode(batch, token_type_ids)
 
 
 @pytest.fixture(scope="module")

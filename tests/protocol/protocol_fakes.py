@@ -62,6 +62,7 @@ class ScriptedEngine:
         stop_reason: str | int | None = None,
     ) -> None:
         self.served_model_name = name
+        self.task = "generate"
         self.model_path = f"/models/{name}"
         self.created = 1_700_000_000
         self.max_model_len = max_model_len

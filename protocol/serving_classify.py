@@ -1,0 +1,37 @@
+"""POST /classify: each input's class probabilities and its most likely label."""
+
+from __future__ import annotations
+
+from asgi.http import Request, Response
+from protocol import formatting
+from protocol.converter import parse_body
+from protocol.model_resolution import CLASSIFY, resolve_engine
+from protocol.pooling_inputs import request_token_ids
+from protocol.schemas_pooling import ClassifyData, ClassifyRequest, ClassifyResponse
+from protocol.serving_embeddings import pooling_usage
+
+
+async def classify(request: Request) -> Response:
+    req = parse_body(request, ClassifyRequest)
+    engine = resolve_engine(request, req.model, CLASSIFY)
+    token_ids = request_token_ids(engine, req)
+    probs = (await engine.encode(token_ids)).cpu()  # [inputs, num_labels]
+    id2label = engine.encoder.id2label
+    data = [
+        ClassifyData(
+            index=i,
+            label=id2label.get(int(row.argmax())),
+            probs=row.tolist(),
+            num_classes=row.shape[0],
+        )
+        for i, row in enumerate(probs)
+    ]
+    return formatting.json_body(
+        ClassifyResponse(
+            id=f"classify-{request.request_id}",
+            created=formatting.created_now(),
+            model=engine.served_model_name,
+            data=data,
+            usage=pooling_usage(token_ids),
+        )
+    )
