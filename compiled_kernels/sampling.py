@@ -72,3 +72,16 @@ def sample(
             noise[row].exponential_(generator=gen)
     sampled = (probs / noise).argmax(dim=-1)
     return torch.where(t.temperature == 0, greedy, sampled)
+
+
+def sampling_logprobs(logits: torch.Tensor, t: SamplingTensors) -> torch.Tensor:
+    """Log-probabilities of the distribution each row's token is drawn from: after penalties,
+    and for sampled rows after temperature, top-k, top-p and min-p (tokens those remove get
+    -inf). Greedy rows report the penalised logits' softmax.
+
+    logits: [num_seqs, vocab] float32 (the same that `sample` took) -> [num_seqs, vocab].
+    """
+    logits = apply_penalties(logits, t)
+    filtered = filter_logits(logits, t)
+    greedy = (t.temperature == 0)[:, None]
+    return torch.where(greedy, logits, filtered).log_softmax(dim=-1)

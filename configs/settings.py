@@ -88,6 +88,9 @@ class Settings:
     max_num_seqs: int = attrs.field(default=64, validator=_positive)
     max_num_batched_tokens: int = attrs.field(default=2048, validator=_positive)
     seed: int = 0
+    # Most logprobs a request may ask for per token (`logprobs`, `top_logprobs`,
+    # `prompt_logprobs`); more is a 400.
+    max_logprobs: int = attrs.field(default=20, validator=attrs.validators.ge(0))
     # Compile the whole model with torch.compile (inductor) at startup. Off by default on the
     # CPU, where it measured no faster than eager (docs/performance.md); the compiled code is
     # cached under torch_compile_cache_dir, so only the first start pays the full compile.

@@ -79,7 +79,8 @@ class BlockManager:
         logits, and the block it lands in must be a fresh one (a shared block is never written),
         so a fully cached, block-aligned sequence recomputes its last block.
         """
-        if not self.enable_prefix_caching:
+        if not self.enable_prefix_caching or seq.params.prompt_logprobs is not None:
+            # Prompt logprobs need the logits of every prompt position: nothing may be skipped.
             return []
         assert not seq.block_table, f"{seq} already holds blocks"
         bs = self.block_size

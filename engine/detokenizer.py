@@ -22,10 +22,14 @@ class IncrementalDetokenizer:
         *,
         stop: tuple[str, ...] = (),
         skip_special_tokens: bool = True,
+        spaces_between_special_tokens: bool = True,
+        include_stop_str_in_output: bool = False,
     ) -> None:
         self.tokenizer = tokenizer
         self.stop = stop
         self.skip_special_tokens = skip_special_tokens
+        self.spaces_between_special_tokens = spaces_between_special_tokens
+        self.include_stop_str_in_output = include_stop_str_in_output
         self.token_ids = list(prompt_token_ids[-_CONTEXT_TOKENS:])
         self.prefix_offset = 0
         self.read_offset = len(self.token_ids)
@@ -48,10 +52,14 @@ class IncrementalDetokenizer:
         return self._release(len(self.text))
 
     def _decode_new(self) -> str:
-        decode = self.tokenizer.decode
         ids, skip = self.token_ids, self.skip_special_tokens
-        prefix = decode(ids[self.prefix_offset : self.read_offset], skip_special_tokens=skip)
-        full = decode(ids[self.prefix_offset :], skip_special_tokens=skip)
+        options = {"skip_special_tokens": skip}
+        if not self.spaces_between_special_tokens:
+            # Only slow tokenizers take this option; fast ones never add those spaces.
+            options["spaces_between_special_tokens"] = False
+        decode = self.tokenizer.decode
+        prefix = decode(ids[self.prefix_offset : self.read_offset], **options)
+        full = decode(ids[self.prefix_offset :], **options)
         if len(full) <= len(prefix) or full.endswith("\ufffd"):
             return ""  # an incomplete character (or nothing visible): wait for more tokens
         self.prefix_offset, self.read_offset = self.read_offset, len(ids)
@@ -67,7 +75,8 @@ class IncrementalDetokenizer:
                 best = (i, s)
         if best is None:
             return None
-        self.text = self.text[: best[0]]
+        end = best[0] + len(best[1]) if self.include_stop_str_in_output else best[0]
+        self.text = self.text[:end]
         return best[1]
 
     def _stop_prefix_len(self) -> int:

@@ -15,8 +15,9 @@ from transformers import AutoTokenizer
 from configs.settings import Settings
 from engine.block_manager import BlockManager
 from engine.detokenizer import IncrementalDetokenizer
-from engine.model_runner import ModelRunner, free_memory_bytes, resolve_dtype
-from engine.outputs import RequestOutput
+from engine.logits_processors import GrammarMatchers
+from engine.model_runner import ModelRunner, StepOutput, free_memory_bytes, resolve_dtype
+from engine.outputs import RequestOutput, TokenLogprobs
 from engine.sampling_params import SamplingParams
 from engine.scheduler import Scheduler, SchedulerOutput
 from engine.sequence import Sequence
@@ -53,6 +54,9 @@ class LLMEngine:
         )
         if not settings.enforce_eager:
             self.runner.capture_cuda_graphs(settings.max_num_seqs, self.max_model_len)
+        eos_token_ids = _eos_token_ids(model_dir, self.tokenizer)
+        self.runner.eos_token_ids = eos_token_ids
+        self.runner.grammars = GrammarMatchers(self.tokenizer)
         self.scheduler = Scheduler(
             BlockManager(
                 self.runner.num_blocks,
@@ -62,9 +66,13 @@ class LLMEngine:
             max_num_seqs=settings.max_num_seqs,
             max_num_batched_tokens=settings.max_num_batched_tokens,
             max_model_len=self.max_model_len,
-            eos_token_ids=_eos_token_ids(model_dir, self.tokenizer),
+            eos_token_ids=eos_token_ids,
         )
         self._detokenizers: dict[int, IncrementalDetokenizer] = {}
+        # seq_id -> prompt logprobs so far (None for the first token), published with the
+        # first output token
+        self._prompt_logprobs: dict[int, list[TokenLogprobs | None]] = {}
+        self._step_logprobs: dict[int, TokenLogprobs] = {}
         self.last_step: SchedulerOutput | None = None  # for metrics
 
     def warm_up(self) -> None:
@@ -92,13 +100,21 @@ class LLMEngine:
     def add_request(
         self, request_id: str, prompt_token_ids: list[int], params: SamplingParams
     ) -> Sequence:
+        """Raises ValueError (before anything is queued) for a grammar that does not compile."""
         seq = Sequence(request_id, prompt_token_ids, params)
+        if params.grammar is not None:
+            assert self.runner.grammars is not None
+            self.runner.grammars.add(seq.seq_id, params.grammar)
         self._detokenizers[seq.seq_id] = IncrementalDetokenizer(
             self.tokenizer,
             prompt_token_ids,
             stop=params.stop,
             skip_special_tokens=params.skip_special_tokens,
+            spaces_between_special_tokens=params.spaces_between_special_tokens,
+            include_stop_str_in_output=params.include_stop_str_in_output,
         )
+        if params.prompt_logprobs is not None:
+            self._prompt_logprobs[seq.seq_id] = [None]
         self.scheduler.add(seq)
         return seq
 
@@ -113,9 +129,19 @@ class LLMEngine:
         self.last_step = scheduled
         if scheduled.is_empty:
             return []
-        sampled = self.runner.run(scheduled)
-        updated = self.scheduler.postprocess(scheduled, sampled)
+        result = self.runner.run(scheduled)
+        self._collect_prompt_logprobs(result)
+        self._step_logprobs = result.logprobs
+        updated = self.scheduler.postprocess(scheduled, result.sampled)
         return [(seq, self._publish(seq)) for seq in updated]
+
+    def _collect_prompt_logprobs(self, result: StepOutput) -> None:
+        for seq_id, (first, entries) in result.prompt_logprobs.items():
+            collected = self._prompt_logprobs.get(seq_id)
+            if collected is None:
+                continue
+            # A recompute after preemption scores positions again: keep the first scores.
+            collected.extend(entries[len(collected) - first :])
 
     def _publish(self, seq: Sequence) -> RequestOutput:
         detok = self._detokenizers[seq.seq_id]
@@ -125,6 +151,10 @@ class LLMEngine:
             self.scheduler.finish(seq, "stop", matched)
         elif seq.is_finished:
             text += detok.flush()
+        logprobs = self._step_logprobs.get(seq.seq_id)
+        prompt_logprobs = None
+        if seq.num_output_tokens == 1:
+            prompt_logprobs = self._prompt_logprobs.pop(seq.seq_id, None)
         if seq.is_finished:
             self._release(seq)
         return RequestOutput(
@@ -137,10 +167,13 @@ class LLMEngine:
             finish_reason=seq.finish_reason,
             stop_reason=seq.stop_reason,
             num_cached_tokens=seq.num_cached_tokens,
+            logprobs=[logprobs] if logprobs is not None else None,
+            prompt_logprobs=prompt_logprobs,
         )
 
     def _release(self, seq: Sequence) -> None:
         self._detokenizers.pop(seq.seq_id, None)
+        self._prompt_logprobs.pop(seq.seq_id, None)
         self.runner.release(seq)
 
 

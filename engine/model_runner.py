@@ -12,20 +12,32 @@ import os
 import time
 from pathlib import Path
 
+import attrs
 import torch
 
 from compiled_kernels import native, triton_attention
 from compiled_kernels.attention import AttentionInputs, DecodeGroup, PrefillInputs
 from compiled_kernels.linear import MIN_ROWS
-from compiled_kernels.sampling import SamplingTensors, sample
+from compiled_kernels.sampling import SamplingTensors, sample, sampling_logprobs
 from engine.cuda_graphs import CudaGraphDecoder
+from engine.logits_processors import GrammarMatchers, apply_logits_processors
 from engine.models.attention import attention_context
 from engine.models.linear import quantize_linears
 from engine.models.llama import LlamaConfig, LlamaModel
+from engine.outputs import TokenLogprobs
 from engine.scheduler import SchedulerOutput
 from engine.sequence import Sequence
 
 logger = logging.getLogger(__name__)
+
+
+@attrs.frozen
+class StepOutput:
+    sampled: dict[int, int]  # seq_id -> the new token, for sequences that reached their end
+    logprobs: dict[int, TokenLogprobs]  # seq_id -> its new token's, where asked for
+    # seq_id -> (index of the first prompt token covered, one entry per prompt token from
+    # there), for sequences asking for prompt logprobs whose prefill ran this step
+    prompt_logprobs: dict[int, tuple[int, list[TokenLogprobs]]]
 
 
 def resolve_dtype(name: str) -> torch.dtype:
@@ -130,6 +142,10 @@ class ModelRunner:
             self.kv_cache.numel() * dtype.itemsize / 2**30,
         )
         self._generators: dict[int, torch.Generator] = {}  # seq_id -> per-request generator
+        # Set by the engine, which knows the tokenizer: what min_tokens holds back, and the
+        # structured-output matchers.
+        self.eos_token_ids: frozenset[int] = frozenset()
+        self.grammars: GrammarMatchers | None = None
         # The one torch.compile call site: the whole model, dynamic in the number of tokens,
         # with attention as an opaque op (engine/models/attention.py). Compiled lazily by the
         # first forward; the engine's warm-up makes that happen at startup.
@@ -186,21 +202,60 @@ class ModelRunner:
             return self._model_forward(input_ids, positions)[:num_tokens]
 
     @torch.inference_mode()
-    def run(self, out: SchedulerOutput) -> dict[int, int]:
-        """Returns seq_id -> sampled token for the sequences that reached their last token."""
+    def run(self, out: SchedulerOutput) -> StepOutput:
+        """One step: the sampled tokens (and logprobs where asked) of the sequences that reached
+        their last known token."""
         input_ids, positions, attn, sample_rows, sample_seqs = self._prepare(out)
+        if self.grammars is not None:
+            # Structured-output masks are computed while the model runs.
+            self.grammars.prefetch([s.seq_id for s in sample_seqs])
         hidden = self.forward(input_ids, positions, attn)
+        prompt_logprobs = self._prompt_logprobs(out, hidden)
         if not sample_seqs:
-            return {}
+            return StepOutput({}, {}, prompt_logprobs)
         logits = self.model.compute_logits(hidden[sample_rows])  # [num_sample, vocab]
-        tokens = sample(
-            logits, self._sampling_tensors(sample_seqs), [self._generator(s) for s in sample_seqs]
-        )
-        return dict(zip((s.seq_id for s in sample_seqs), tokens.tolist(), strict=True))
+        apply_logits_processors(logits, sample_seqs, self.eos_token_ids, self.grammars)
+        tensors = self._sampling_tensors(sample_seqs)
+        tokens = sample(logits, tensors, [self._generator(s) for s in sample_seqs])
+        logprobs: dict[int, TokenLogprobs] = {}
+        wanted = [i for i, s in enumerate(sample_seqs) if s.params.logprobs is not None]
+        if wanted:
+            # The distribution each token was drawn from, after processors and penalties.
+            all_logprobs = sampling_logprobs(logits, tensors)
+            entries = token_logprobs(
+                all_logprobs[wanted],
+                tokens[wanted],
+                [sample_seqs[i].params.logprobs for i in wanted],
+            )
+            logprobs = {sample_seqs[i].seq_id: e for i, e in zip(wanted, entries, strict=True)}
+        sampled = dict(zip((s.seq_id for s in sample_seqs), tokens.tolist(), strict=True))
+        if self.grammars is not None:
+            self.grammars.advance(sampled)
+        return StepOutput(sampled, logprobs, prompt_logprobs)
+
+    def _prompt_logprobs(
+        self, out: SchedulerOutput, hidden: torch.Tensor
+    ) -> dict[int, tuple[int, list[TokenLogprobs]]]:
+        """Raw model logprobs of the prompt tokens this step's prefill chunks predict: the row
+        of position p scores prompt token p + 1."""
+        result: dict[int, tuple[int, list[TokenLogprobs]]] = {}
+        row = 0
+        for seq, num_new in zip(out.seqs, out.num_new_tokens, strict=True):
+            start, k = seq.num_computed_tokens, seq.params.prompt_logprobs
+            end = min(start + num_new, seq.num_prompt_tokens - 1)
+            if k is not None and end > start:
+                logits = self.model.compute_logits(hidden[row : row + end - start])
+                targets = torch.tensor(seq.token_ids[start + 1 : end + 1], device=logits.device)
+                entries = token_logprobs(logits.log_softmax(dim=-1), targets, [k] * (end - start))
+                result[seq.seq_id] = (start + 1, entries)
+            row += num_new
+        return result
 
     def release(self, seq: Sequence) -> None:
         """Forget per-sequence state once a sequence is finished."""
         self._generators.pop(seq.seq_id, None)
+        if self.grammars is not None:
+            self.grammars.remove(seq.seq_id)
 
     def _prepare(
         self, out: SchedulerOutput
@@ -317,3 +372,26 @@ class ModelRunner:
             gen.manual_seed(seq.params.seed)
             self._generators[seq.seq_id] = gen
         return gen
+
+
+def token_logprobs(
+    logprobs: torch.Tensor, tokens: torch.Tensor, top_k: list[int]
+) -> list[TokenLogprobs]:
+    """logprobs: [n, vocab]; tokens: [n] the chosen ones; top_k: how many of the most likely
+    to list per row. One host transfer for all rows."""
+    chosen = logprobs.gather(1, tokens[:, None])  # [n, 1]
+    ranks = (logprobs > chosen).sum(dim=1) + 1
+    top_values, top_ids = logprobs.topk(max(top_k), dim=1)
+    rows = zip(
+        tokens.tolist(),
+        chosen[:, 0].tolist(),
+        ranks.tolist(),
+        top_ids.tolist(),
+        top_values.tolist(),
+        top_k,
+        strict=True,
+    )
+    return [
+        TokenLogprobs(token, value, rank, tuple(zip(ids[:n], values[:n], strict=True)))
+        for token, value, rank, ids, values, n in rows
+    ]

@@ -20,10 +20,29 @@ class SamplingParams:
     stop_token_ids: tuple[int, ...] = ()
     ignore_eos: bool = False
     skip_special_tokens: bool = True
+    spaces_between_special_tokens: bool = True
+    include_stop_str_in_output: bool = False
+    min_tokens: int = 0  # EOS and stop tokens are masked until this many tokens are out
+    logprobs: int | None = None  # most likely tokens to report per output token (0: only it)
+    prompt_logprobs: int | None = None  # the same for every prompt token
+    logit_bias: tuple[tuple[int, float], ...] = ()  # (token id, bias added to its logit)
+    allowed_token_ids: tuple[int, ...] | None = None  # all others are masked
+    bad_words_token_ids: tuple[tuple[int, ...], ...] = ()  # sequences never generated
+    grammar: str | None = None  # an llguidance grammar the output must follow
 
     @property
     def is_greedy(self) -> bool:
         return self.temperature == 0.0
+
+    @property
+    def has_logits_processors(self) -> bool:
+        return bool(
+            self.logit_bias
+            or self.allowed_token_ids is not None
+            or self.bad_words_token_ids
+            or self.min_tokens
+            or self.grammar
+        )
 
     @property
     def has_penalties(self) -> bool:

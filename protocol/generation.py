@@ -13,7 +13,7 @@ from typing import Any
 import anyio
 import attrs
 
-from engine.outputs import RequestOutput
+from engine.outputs import RequestOutput, TokenLogprobs
 from engine.sampling_params import SamplingParams
 
 Outputs = AsyncIterator[tuple[int, RequestOutput]]
@@ -45,6 +45,9 @@ class FinishedChoice:
     # Stays "abort" only if the engine ended without finishing this sequence.
     finish_reason: str = "abort"
     stop_reason: str | int | None = None
+    token_ids: list[int] = attrs.field(factory=list)
+    logprobs: list[TokenLogprobs] = attrs.field(factory=list)  # when the request asked
+    prompt_logprobs: list[TokenLogprobs | None] | None = None
 
 
 async def generate_all(
@@ -58,6 +61,11 @@ async def generate_all(
             choice = choices[index]
             choice.num_output_tokens = output.num_output_tokens
             choice.num_cached_tokens = output.num_cached_tokens
+            choice.token_ids += output.new_token_ids
+            if output.logprobs:
+                choice.logprobs += output.logprobs
+            if output.prompt_logprobs is not None:
+                choice.prompt_logprobs = output.prompt_logprobs
             if output.finished:
                 choice.finish_reason = output.finish_reason or "stop"
                 choice.stop_reason = output.stop_reason

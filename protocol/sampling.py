@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import math
+from typing import Any
 
 import attrs
 
@@ -164,3 +165,111 @@ def resolve_max_tokens(requested: int | None, prompt_len: int, max_model_len: in
             "input_tokens",
         )
     return requested if requested is not None else max_model_len - prompt_len
+
+
+def check_logprobs(value: int | None, max_logprobs: int, param: str, kind: str = "sample") -> None:
+    if value is None:
+        return
+    if value < 0:
+        raise _invalid(f"{param} must be non-negative, got {value}.", param)
+    if value > max_logprobs:
+        raise _invalid(
+            f"Requested {kind} logprobs of {value}, which is greater than max allowed: "
+            f"{max_logprobs}",
+            param,
+        )
+
+
+def token_params(
+    req: GenerationRequest,
+    params: SamplingParams,
+    engine: Any,
+    *,
+    logprobs: int | None,
+    max_logprobs: int,
+    grammar: str | None,
+) -> SamplingParams:
+    """`params` plus the fields that need the model: logprobs, token biases and masks (checked
+    against its vocabulary), bad words (tokenized), min_tokens, and the structured-output
+    grammar."""
+    vocab = engine.vocab_size
+    check_logprobs(logprobs, max_logprobs, "logprobs")
+    check_logprobs(req.prompt_logprobs, max_logprobs, "prompt_logprobs", "prompt")
+
+    bias: list[tuple[int, float]] = []
+    for key, value in (req.logit_bias or {}).items():
+        try:
+            token = int(key)
+        except ValueError:
+            raise _invalid(
+                f"logit_bias keys must be token ids, got {key!r}.", "logit_bias"
+            ) from None
+        if not 0 <= token < vocab:
+            raise _invalid(
+                f"token_id(s) [{token}] in logit_bias contain out-of-vocab token ids. "
+                f"Vocabulary size: {vocab}",
+                "logit_bias",
+            )
+        _finite(value, "logit_bias")
+        bias.append((token, max(-100.0, min(100.0, value))))  # OpenAI's range
+
+    allowed = None
+    if req.allowed_token_ids is not None:
+        if not req.allowed_token_ids:
+            raise _invalid("allowed_token_ids is not allowed to be empty.", "allowed_token_ids")
+        if any(not 0 <= t < vocab for t in req.allowed_token_ids):
+            raise _invalid(
+                f"allowed_token_ids contains out-of-vocab token id (vocabulary size: {vocab}).",
+                "allowed_token_ids",
+            )
+        allowed = tuple(req.allowed_token_ids)
+
+    bad_words: list[tuple[int, ...]] = []
+    for word in req.bad_words or ():
+        # A word has two spellings in most vocabularies: alone, and after a space.
+        for variant in (word, " " + word.lstrip()):
+            ids = tuple(engine.tokenizer.encode(variant, add_special_tokens=False))
+            if ids and ids not in bad_words:
+                bad_words.append(ids)
+
+    if req.min_tokens < 0:
+        raise _invalid(f"min_tokens must be non-negative, got {req.min_tokens}.", "min_tokens")
+    if req.min_tokens > params.max_tokens:
+        raise _invalid(
+            f"min_tokens must be less than or equal to max_tokens={params.max_tokens}, got "
+            f"{req.min_tokens}.",
+            "min_tokens",
+        )
+    return attrs.evolve(
+        params,
+        logprobs=logprobs,
+        prompt_logprobs=req.prompt_logprobs,
+        logit_bias=tuple(bias),
+        allowed_token_ids=allowed,
+        bad_words_token_ids=tuple(bad_words),
+        min_tokens=req.min_tokens,
+        include_stop_str_in_output=req.include_stop_str_in_output,
+        spaces_between_special_tokens=req.spaces_between_special_tokens,
+        grammar=grammar,
+    )
+
+
+def truncate_prompt(
+    token_ids: list[int], truncate_prompt_tokens: int | None, max_model_len: int
+) -> list[int]:
+    """vLLM's truncate_prompt_tokens for generation: keep the last k prompt tokens (-1: as many
+    as the model takes)."""
+    if truncate_prompt_tokens is None:
+        return token_ids
+    if truncate_prompt_tokens < -1 or truncate_prompt_tokens == 0:
+        raise _invalid(
+            "truncate_prompt_tokens must be -1 or a positive number.", "truncate_prompt_tokens"
+        )
+    if truncate_prompt_tokens > max_model_len:
+        raise _invalid(
+            f"truncate_prompt_tokens={truncate_prompt_tokens} cannot be greater than "
+            f"max_model_len={max_model_len}. Please request a smaller truncation size.",
+            "truncate_prompt_tokens",
+        )
+    keep = max_model_len if truncate_prompt_tokens == -1 else truncate_prompt_tokens
+    return token_ids[-keep:]

@@ -41,8 +41,8 @@ class ChatCompletionRequest(GenerationRequest):
     add_special_tokens: bool = False
     chat_template: str | None = None
     chat_template_kwargs: dict[str, Any] | None = None
-    # Accepted so that a client asking for logprobs gets a clear 400 rather than none.
     logprobs: bool | None = False
+    top_logprobs: int | None = None
 
 
 @attrs.frozen(kw_only=True)

@@ -6,6 +6,8 @@ protocol/converter.py; unknown JSON keys are ignored there, so only fields we ac
 
 from __future__ import annotations
 
+from typing import Any
+
 import attrs
 
 # A field whose metadata carries this key is left out of the JSON when it is None. vLLM dumps
@@ -18,6 +20,33 @@ OMITTED_IF_NONE = {OMIT_IF_NONE: True}
 # OpenAI accepts four prompt shapes; the converter's hook picks the right one (see converter.py).
 Prompt = str | list[str] | list[int] | list[list[int]]
 Stop = str | list[str]
+
+
+@attrs.frozen(kw_only=True)
+class StructuredOutputs:
+    """vLLM's `structured_outputs`: exactly one constraint on the generated text."""
+
+    json: dict[str, Any] | str | None = None  # a JSON schema (object or its JSON text)
+    regex: str | None = None
+    choice: list[str] | None = None
+    grammar: str | None = None  # Lark (llguidance's dialect) or GBNF
+    json_object: bool | None = None
+
+
+@attrs.frozen(kw_only=True)
+class JsonSchemaFormat:
+    name: str | None = None
+    schema: dict[str, Any] | None = None
+    strict: bool | None = None
+    description: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class ResponseFormat:
+    """OpenAI's `response_format`: text, json_object or json_schema."""
+
+    type: str
+    json_schema: JsonSchemaFormat | None = None
 
 
 @attrs.frozen
@@ -47,6 +76,24 @@ class GenerationRequest:
     stream: bool | None = False
     stream_options: StreamOptions | None = None
     user: str | None = None
+    # vLLM's extra sampling fields
+    min_tokens: int = 0
+    logit_bias: dict[str, float] | None = None  # token id (as a string) -> bias
+    allowed_token_ids: list[int] | None = None
+    bad_words: list[str] | None = None
+    include_stop_str_in_output: bool = False
+    spaces_between_special_tokens: bool = True
+    truncate_prompt_tokens: int | None = None
+    return_token_ids: bool | None = None
+    priority: int = 0  # accepted; scheduling is first come, first served
+    prompt_logprobs: int | None = None
+    # Structured outputs: vLLM's field, its older top-level spellings, and OpenAI's
+    structured_outputs: StructuredOutputs | None = None
+    guided_json: dict[str, Any] | str | None = None
+    guided_regex: str | None = None
+    guided_choice: list[str] | None = None
+    guided_grammar: str | None = None
+    response_format: ResponseFormat | None = None
 
     @property
     def num_choices(self) -> int:

@@ -15,14 +15,18 @@ from protocol import formatting
 from protocol.chat_template import render_chat, resolve_template
 from protocol.converter import parse_body
 from protocol.generation import generate_all, open_generation
-from protocol.model_resolution import CHAT, resolve_engine
+from protocol.logprobs import chat_logprobs, prompt_logprobs_json
+from protocol.model_resolution import CHAT, resolve_engine, server_state
 from protocol.prompts import check_token_ids, encode
 from protocol.sampling import (
+    check_logprobs,
     check_max_tokens_limit,
     check_stream_options,
     choice_params,
     resolve_max_tokens,
     sampling_params,
+    token_params,
+    truncate_prompt,
     usage_flags,
 )
 from protocol.schemas_chat import (
@@ -34,6 +38,7 @@ from protocol.schemas_chat import (
     ChatMessage,
     DeltaMessage,
 )
+from protocol.structured_outputs import request_grammar
 
 logger = logging.getLogger(__name__)
 
@@ -48,8 +53,10 @@ def _response_role(req: ChatCompletionRequest) -> str:
 async def create_chat_completion(request: Request) -> Response | StreamingResponse:
     req = parse_body(request, ChatCompletionRequest)
     engine = resolve_engine(request, req.model, CHAT)
-    if req.logprobs:
-        raise HTTPError(400, "logprobs are not supported yet", "BadRequestError", "logprobs")
+    logprobs = _requested_logprobs(req)
+    max_logprobs = server_state(request).settings.max_logprobs
+    check_logprobs(logprobs, max_logprobs, "logprobs")
+    grammar = request_grammar(req)
     check_stream_options(req)
     if req.max_completion_tokens is not None:
         requested, requested_param = req.max_completion_tokens, "max_completion_tokens"
@@ -68,8 +75,16 @@ async def create_chat_completion(request: Request) -> Response | StreamingRespon
     if not prompt_ids:
         raise HTTPError(400, "The decoder prompt cannot be empty", "BadRequestError", "messages")
     check_token_ids(prompt_ids, engine.vocab_size, "messages")
+    prompt_ids = truncate_prompt(prompt_ids, req.truncate_prompt_tokens, engine.max_model_len)
     max_tokens = resolve_max_tokens(requested, len(prompt_ids), engine.max_model_len)
-    params = sampling_params(req, max_tokens)
+    params = token_params(
+        req,
+        sampling_params(req, max_tokens),
+        engine,
+        logprobs=logprobs,
+        max_logprobs=max_logprobs,
+        grammar=grammar,
+    )
     prompts = [(prompt_ids, p) for p in choice_params(params, req.num_choices)]
 
     response_id = formatting.chat_completion_id(request)
@@ -89,12 +104,15 @@ async def create_chat_completion(request: Request) -> Response | StreamingRespon
 
     created = formatting.created_now()
     finished = await generate_all(engine, response_id, prompts)
+    tokenizer = engine.tokenizer
     choices = [
         ChatCompletionResponseChoice(
             index=i,
             message=ChatMessage(role=role, content=choice.text),
+            logprobs=chat_logprobs(choice.logprobs, tokenizer) if logprobs is not None else None,
             finish_reason=choice.finish_reason,
             stop_reason=choice.stop_reason,
+            token_ids=choice.token_ids if req.return_token_ids else None,
         )
         for i, choice in enumerate(finished)
     ]
@@ -108,8 +126,24 @@ async def create_chat_completion(request: Request) -> Response | StreamingRespon
             usage=formatting.usage(
                 len(prompt_ids), num_output_tokens, finished[0].num_cached_tokens
             ),
+            prompt_logprobs=prompt_logprobs_json(finished[0].prompt_logprobs, tokenizer),
+            prompt_token_ids=prompt_ids if req.return_token_ids else None,
         )
     )
+
+
+def _requested_logprobs(req: ChatCompletionRequest) -> int | None:
+    """How many alternatives per token the client wants (None: no logprobs at all)."""
+    if req.top_logprobs is not None and not req.logprobs:
+        raise HTTPError(
+            400,
+            "when using `top_logprobs`, `logprobs` must be set to true.",
+            "BadRequestError",
+            "top_logprobs",
+        )
+    if not req.logprobs:
+        return None
+    return req.top_logprobs or 0
 
 
 async def _stream(
@@ -126,6 +160,10 @@ async def _stream(
     num_output_tokens = [0] * len(prompts)
     num_cached_tokens = 0  # every choice shares the prompt; the first one's count stands
     role_sent = False
+    want_logprobs = prompts[0][1].logprobs is not None
+    # Logprobs of tokens whose text is held back (stop strings, partial characters) wait for
+    # the chunk that carries it.
+    pending: list[list[Any]] = [[] for _ in prompts]
 
     def chunk(
         index: int,
@@ -133,13 +171,21 @@ async def _stream(
         finish_reason: str | None = None,
         stop_reason: str | int | None = None,
     ) -> bytes:
+        logprobs = None
+        if want_logprobs and delta.role is None:
+            logprobs = chat_logprobs(pending[index], engine.tokenizer)
+            pending[index] = []
         chunk_usage = None
         if continuous:
             chunk_usage = formatting.usage(
                 num_prompt_tokens, num_output_tokens[index], num_cached_tokens
             )
         choice = ChatCompletionResponseStreamChoice(
-            index=index, delta=delta, finish_reason=finish_reason, stop_reason=stop_reason
+            index=index,
+            delta=delta,
+            logprobs=logprobs,
+            finish_reason=finish_reason,
+            stop_reason=stop_reason,
         )
         return formatting.sse_event(
             ChatCompletionStreamResponse(
@@ -159,6 +205,8 @@ async def _stream(
                 num_output_tokens[index] = output.num_output_tokens
                 if index == 0:
                     num_cached_tokens = output.num_cached_tokens
+                if want_logprobs and output.logprobs:
+                    pending[index] += output.logprobs
                 text = output.new_text
                 if output.finished:
                     delta = DeltaMessage(content=text) if text else DeltaMessage()

@@ -10,19 +10,30 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
+import attrs
+
 from asgi.http import HTTPError, Request, Response, StreamingResponse
 from engine.sampling_params import SamplingParams
 from protocol import formatting
 from protocol.converter import parse_body
-from protocol.generation import generate_all, open_generation
-from protocol.model_resolution import COMPLETIONS, resolve_engine
+from protocol.generation import FinishedChoice, generate_all, open_generation
+from protocol.logprobs import (
+    completion_logprobs,
+    merge_completion_logprobs,
+    prompt_logprobs_json,
+    with_first_prompt_token,
+)
+from protocol.model_resolution import COMPLETIONS, resolve_engine, server_state
 from protocol.prompts import completion_prompts
 from protocol.sampling import (
+    check_logprobs,
     check_max_tokens_limit,
     check_stream_options,
     choice_params,
     resolve_max_tokens,
     sampling_params,
+    token_params,
+    truncate_prompt,
     usage_flags,
 )
 from protocol.schemas_completion import (
@@ -32,6 +43,7 @@ from protocol.schemas_completion import (
     CompletionResponseStreamChoice,
     CompletionStreamResponse,
 )
+from protocol.structured_outputs import request_grammar
 
 logger = logging.getLogger(__name__)
 
@@ -39,14 +51,15 @@ logger = logging.getLogger(__name__)
 def _reject_unsupported(req: CompletionRequest) -> None:
     if req.suffix is not None:
         raise HTTPError(400, "suffix is not currently supported", "BadRequestError", "suffix")
-    if req.logprobs is not None:
-        raise HTTPError(400, "logprobs are not supported yet", "BadRequestError", "logprobs")
 
 
 async def create_completion(request: Request) -> Response | StreamingResponse:
     req = parse_body(request, CompletionRequest)
     engine = resolve_engine(request, req.model, COMPLETIONS)
     _reject_unsupported(req)
+    max_logprobs = server_state(request).settings.max_logprobs
+    check_logprobs(req.logprobs, max_logprobs, "logprobs")
+    grammar = request_grammar(req)
     check_stream_options(req)
     check_max_tokens_limit(req.max_tokens, "max_tokens", engine.max_model_len)
 
@@ -54,10 +67,23 @@ async def create_completion(request: Request) -> Response | StreamingResponse:
     prompt_ids, prompt_texts = completion_prompts(
         req.prompt, tokenizer, req.add_special_tokens, engine.vocab_size
     )
+    prompt_ids = [
+        truncate_prompt(ids, req.truncate_prompt_tokens, engine.max_model_len) for ids in prompt_ids
+    ]
     prompts: list[tuple[list[int], SamplingParams]] = []
     for ids in prompt_ids:
         max_tokens = resolve_max_tokens(req.max_tokens, len(ids), engine.max_model_len)
-        params = sampling_params(req, max_tokens)
+        params = token_params(
+            req,
+            sampling_params(req, max_tokens),
+            engine,
+            logprobs=req.logprobs,
+            max_logprobs=max_logprobs,
+            grammar=grammar,
+        )
+        if req.echo and req.logprobs is not None and params.prompt_logprobs is None:
+            # Echo with logprobs lists the prompt tokens' logprobs before the output's.
+            params = attrs.evolve(params, prompt_logprobs=req.logprobs)
         prompts.extend((ids, p) for p in choice_params(params, req.num_choices))
 
     echo: list[str] | None = None
@@ -89,8 +115,14 @@ async def create_completion(request: Request) -> Response | StreamingResponse:
         CompletionResponseChoice(
             index=i,
             text=(echo[i // req.num_choices] if echo else "") + choice.text,
+            logprobs=_choice_logprobs(req, choice, prompt_ids[i // req.num_choices], tokenizer),
             finish_reason=choice.finish_reason,
             stop_reason=choice.stop_reason,
+            token_ids=choice.token_ids if req.return_token_ids else None,
+            prompt_logprobs=prompt_logprobs_json(choice.prompt_logprobs, tokenizer)
+            if req.prompt_logprobs is not None
+            else None,
+            prompt_token_ids=prompt_ids[i // req.num_choices] if req.return_token_ids else None,
         )
         for i, choice in enumerate(finished)
     ]
@@ -110,6 +142,18 @@ async def create_completion(request: Request) -> Response | StreamingResponse:
     )
 
 
+def _choice_logprobs(
+    req: CompletionRequest, choice: FinishedChoice, prompt_ids: list[int], tokenizer: Any
+) -> dict[str, Any] | None:
+    if req.logprobs is None:
+        return None
+    output = completion_logprobs(choice.logprobs, tokenizer)
+    if not req.echo or choice.prompt_logprobs is None:
+        return output
+    echoed = with_first_prompt_token(prompt_ids, choice.prompt_logprobs, tokenizer)
+    return merge_completion_logprobs(echoed, output)
+
+
 async def _stream(
     engine: Any,
     response_id: str,
@@ -125,6 +169,11 @@ async def _stream(
     num_output_tokens = [0] * len(prompts)
     num_cached_tokens = [0] * len(prompts)
     echoed = [False] * len(prompts)
+    want_logprobs = prompts[0][1].logprobs is not None
+    # Logprobs of tokens whose text is not out yet wait for the next chunk; offsets run on.
+    pending: list[list[Any]] = [[] for _ in prompts]
+    text_offsets = [0] * len(prompts)
+    tokenizer = engine.tokenizer
     try:
         async with open_generation(engine, response_id, prompts) as outputs:
             async for index, output in outputs:
@@ -132,6 +181,14 @@ async def _stream(
                 if echo is not None and not echoed[index]:
                     text = echo[index // n] + text
                     echoed[index] = True
+                    if want_logprobs and output.prompt_logprobs is not None:
+                        pending[index].append(
+                            with_first_prompt_token(
+                                prompt_ids[index // n], output.prompt_logprobs, tokenizer
+                            )
+                        )
+                if want_logprobs and output.logprobs:
+                    pending[index].append(completion_logprobs(output.logprobs, tokenizer))
                 num_output_tokens[index] = output.num_output_tokens
                 num_cached_tokens[index] = output.num_cached_tokens
                 finish_reason = output.finish_reason if output.finished else None
@@ -148,6 +205,13 @@ async def _stream(
                         num_output_tokens[index],
                         num_cached_tokens[index],
                     )
+                chunk_logprobs = None
+                if want_logprobs:
+                    chunk_logprobs = _join_logprobs(pending[index], text_offsets[index])
+                    pending[index] = []
+                    if chunk_logprobs["tokens"]:
+                        last = chunk_logprobs["text_offset"][-1]
+                        text_offsets[index] = last + len(chunk_logprobs["tokens"][-1])
                 yield formatting.sse_event(
                     CompletionStreamResponse(
                         id=response_id,
@@ -157,6 +221,7 @@ async def _stream(
                             CompletionResponseStreamChoice(
                                 index=index,
                                 text=text,
+                                logprobs=chunk_logprobs,
                                 finish_reason=finish_reason,
                                 stop_reason=output.stop_reason if finish_reason else None,
                             )
@@ -182,3 +247,13 @@ async def _stream(
         logger.exception("completion stream %s failed", response_id)
         yield formatting.sse_error_event(exc)
     yield formatting.SSE_DONE
+
+
+def _join_logprobs(parts: list[dict[str, Any]], offset: int) -> dict[str, Any]:
+    """One chunk's logprobs from the pieces gathered since the last chunk, with text offsets
+    continuing from `offset`."""
+    joined = {"tokens": [], "token_logprobs": [], "top_logprobs": [], "text_offset": []}
+    for part in parts:
+        joined = merge_completion_logprobs(joined, part) if joined["tokens"] else part
+    joined["text_offset"] = [o + offset for o in joined["text_offset"]]
+    return joined

@@ -59,9 +59,9 @@ def test_explicit_null_max_tokens_means_whatever_fits() -> None:
 
 def test_unknown_keys_are_ignored_and_logged_at_debug(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG, logger="protocol.converter")
-    req = parse({"prompt": "x", "best_of": 3, "logit_bias": {"1": 2}, "stream_options": None})
+    req = parse({"prompt": "x", "best_of": 3, "logits_bias": {"1": 2}, "stream_options": None})
     assert req.prompt == "x"
-    assert "best_of" in caplog.text and "logit_bias" in caplog.text
+    assert "best_of" in caplog.text and "logits_bias" in caplog.text
 
 
 def test_stop_accepts_a_string_or_a_list_of_strings() -> None:

@@ -183,7 +183,17 @@ async def test_request_chat_template_and_kwargs_are_used() -> None:
             "max_completion_tokens",
             "cannot be greater than max_model_len",
         ),
-        ({"messages": USER_HI, "logprobs": True}, "logprobs", "not supported yet"),
+        ({"messages": USER_HI, "top_logprobs": 2}, "top_logprobs", "`logprobs` must be set"),
+        (
+            {"messages": USER_HI, "logprobs": True, "top_logprobs": 21},
+            "logprobs",
+            "greater than max allowed: 20",
+        ),
+        (
+            {"messages": USER_HI, "response_format": {"type": "json_schema"}},
+            "response_format",
+            "needs json_schema.schema",
+        ),
         (
             {"messages": USER_HI, "stream_options": {"include_usage": True}},
             "stream_options",

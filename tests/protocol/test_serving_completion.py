@@ -188,7 +188,22 @@ async def test_nothing_reaches_the_engine_until_the_stream_is_read() -> None:
         ({"prompt": [[]]}, "prompt", "Either prompt or prompt_embeds"),
         ({}, "prompt", "Either prompt or prompt_embeds"),
         ({"prompt": "x", "suffix": "y"}, "suffix", "suffix is not currently supported"),
-        ({"prompt": "x", "logprobs": 1}, "logprobs", "logprobs are not supported yet"),
+        ({"prompt": "x", "logprobs": 21}, "logprobs", "greater than max allowed: 20"),
+        ({"prompt": "x", "logit_bias": {"999": 1}}, "logit_bias", "Vocabulary size: 256"),
+        ({"prompt": "x", "allowed_token_ids": []}, "allowed_token_ids", "not allowed to be empty"),
+        ({"prompt": "x", "min_tokens": 99}, "min_tokens", "max_tokens=16"),
+        ({"prompt": "x", "guided_regex": "[a-"}, "guided_regex", "Invalid regex"),
+        (
+            {"prompt": "x", "guided_json": {"type": "nope"}},
+            "guided_json",
+            "Invalid json for structured output",
+        ),
+        (
+            {"prompt": "x", "guided_regex": "a", "guided_choice": ["a"]},
+            "guided_choice",
+            "Only one kind of structured output",
+        ),
+        ({"prompt": "x", "response_format": {"type": "xml"}}, "response_format", "must be"),
         (
             {"prompt": "x", "stream_options": {"include_usage": True}},
             "stream_options",

@@ -1,0 +1,95 @@
+"""Request fields → the llguidance grammar the engine enforces token by token.
+
+Accepted spellings: vLLM's `structured_outputs` {json | regex | choice | grammar | json_object},
+its older top-level `guided_json` / `guided_regex` / `guided_choice` / `guided_grammar`, and
+OpenAI's `response_format` {"type": "text" | "json_object" | "json_schema"}. At most one
+constraint per request; a schema, regex or grammar that does not compile is a 400 here, before
+anything is generated.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import llguidance
+import orjson
+
+from asgi.http import HTTPError
+from protocol.schemas_common import GenerationRequest
+
+# Compact JSON (no free whitespace between tokens): a small model cannot wander off into
+# endless spaces and newlines, and the output parses the same.
+_JSON_OPTIONS = {"whitespace_flexible": False}
+
+
+def _invalid(message: str, param: str) -> HTTPError:
+    return HTTPError(400, message, "BadRequestError", param)
+
+
+def _json_grammar(schema: dict[str, Any] | str, param: str) -> str:
+    text = schema if isinstance(schema, str) else orjson.dumps(schema).decode()
+    try:
+        return llguidance.LLMatcher.grammar_from_json_schema(text, defaults=_JSON_OPTIONS)
+    except ValueError as exc:  # not JSON at all
+        raise _invalid(f"Invalid JSON schema: {exc}", param) from None
+
+
+def _constraints(req: GenerationRequest) -> list[tuple[str, str, Any]]:
+    """(kind, param, value) of every constraint the request sets."""
+    found: list[tuple[str, str, Any]] = []
+    so = req.structured_outputs
+    if so is not None:
+        for kind in ("json", "regex", "choice", "grammar"):
+            value = getattr(so, kind)
+            if value is not None:
+                found.append((kind, f"structured_outputs.{kind}", value))
+        if so.json_object:
+            found.append(("json", "structured_outputs.json_object", {"type": "object"}))
+    for kind in ("json", "regex", "choice", "grammar"):
+        value = getattr(req, f"guided_{kind}")
+        if value is not None:
+            found.append((kind, f"guided_{kind}", value))
+    fmt = req.response_format
+    if fmt is not None:
+        if fmt.type == "json_object":
+            found.append(("json", "response_format", {"type": "object"}))
+        elif fmt.type == "json_schema":
+            if fmt.json_schema is None or fmt.json_schema.schema is None:
+                raise _invalid(
+                    "response_format of type json_schema needs json_schema.schema",
+                    "response_format",
+                )
+            found.append(("json", "response_format.json_schema", fmt.json_schema.schema))
+        elif fmt.type != "text":
+            raise _invalid(
+                f"response_format.type must be 'text', 'json_object' or 'json_schema', got "
+                f"{fmt.type!r}",
+                "response_format",
+            )
+    return found
+
+
+def request_grammar(req: GenerationRequest) -> str | None:
+    """The grammar for the request's constraint, or None when it sets none."""
+    found = _constraints(req)
+    if not found:
+        return None
+    if len(found) > 1:
+        names = ", ".join(param for _, param, _ in found)
+        raise _invalid(f"Only one kind of structured output may be set; got {names}.", found[1][1])
+    kind, param, value = found[0]
+    if kind == "json":
+        grammar = _json_grammar(value, param)
+    elif kind == "regex":
+        grammar = llguidance.LLMatcher.grammar_from_regex(value)
+    elif kind == "choice":
+        if not value or not all(isinstance(c, str) and c for c in value):
+            raise _invalid("choice must be a non-empty list of non-empty strings", param)
+        grammar = llguidance.LLMatcher.grammar_from_regex("|".join(map(re.escape, value)))
+    else:
+        grammar = llguidance.LLMatcher.grammar_from_lark(value)
+    error = llguidance.LLMatcher.validate_grammar(grammar)
+    if error:
+        raise _invalid(f"Invalid {kind} for structured output: {error}", param)
+    return grammar

@@ -1,0 +1,87 @@
+"""Each logits processor on its own, on hand-made logits and real Sequences (no model)."""
+
+from __future__ import annotations
+
+import json
+
+import llguidance
+import pytest
+import torch
+
+from engine.logits_processors import GrammarMatchers, apply_logits_processors
+from engine.sampling_params import SamplingParams
+from engine.sequence import Sequence
+
+VOCAB = 32
+NEG_INF = float("-inf")
+
+
+def _seq(params: SamplingParams, outputs: list[int] = ()) -> Sequence:
+    seq = Sequence("r", [1, 2, 3], params)
+    for token in outputs:
+        seq.append_token(token)
+    return seq
+
+
+def _apply(seqs: list[Sequence], eos=frozenset({0}), grammars=None) -> torch.Tensor:
+    logits = torch.zeros(len(seqs), VOCAB)
+    apply_logits_processors(logits, seqs, eos, grammars)
+    return logits
+
+
+def test_rows_without_processors_are_untouched():
+    logits = _apply([_seq(SamplingParams()), _seq(SamplingParams(logit_bias=((5, 2.5),)))])
+    assert torch.equal(logits[0], torch.zeros(VOCAB))
+    assert logits[1, 5] == 2.5 and logits[1].sum() == 2.5
+
+
+def test_allowed_token_ids_mask_everything_else():
+    logits = _apply([_seq(SamplingParams(allowed_token_ids=(3, 7)))])
+    assert torch.isfinite(logits[0]).nonzero().flatten().tolist() == [3, 7]
+
+
+def test_bad_words_ban_their_last_token_after_their_prefix():
+    params = SamplingParams(bad_words_token_ids=((9,), (4, 5)))
+    fresh, after_prefix = _apply([_seq(params, [8]), _seq(params, [8, 4])])
+    assert fresh[9] == NEG_INF and fresh[5] == 0  # one-token word: always; (4, 5): not yet
+    assert after_prefix[9] == NEG_INF and after_prefix[5] == NEG_INF
+
+
+def test_min_tokens_hold_back_eos_and_stop_tokens():
+    params = SamplingParams(min_tokens=2, stop_token_ids=(6,))
+    early, done = _apply([_seq(params, [8]), _seq(params, [8, 8])])
+    assert early[0] == NEG_INF and early[6] == NEG_INF
+    assert torch.isfinite(done).all()
+
+
+@pytest.fixture(scope="module")
+def grammars(smollm2_tokenizer):
+    return GrammarMatchers(smollm2_tokenizer)
+
+
+def test_grammar_masks_follow_the_matcher(grammars, smollm2_tokenizer):
+    schema = {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]}
+    grammar = llguidance.LLMatcher.grammar_from_json_schema(
+        json.dumps(schema), defaults={"whitespace_flexible": False}
+    )
+    seq = _seq(SamplingParams(grammar=grammar))
+    grammars.add(seq.seq_id, grammar)
+    vocab = len(smollm2_tokenizer)
+    text = ""
+    for _ in range(8):
+        logits = torch.zeros(1, vocab)
+        apply_logits_processors(logits, [seq], frozenset(), grammars)
+        allowed = torch.isfinite(logits[0]).nonzero().flatten().tolist()
+        assert allowed and len(allowed) < vocab
+        token = allowed[0] if not text else max(allowed)  # any allowed token keeps it valid
+        grammars.advance({seq.seq_id: token})
+        seq.append_token(token)
+        text = smollm2_tokenizer.decode(seq.output_token_ids)
+    assert text.startswith('{"a":')
+    grammars.remove(seq.seq_id)
+    assert seq.seq_id not in grammars
+
+
+def test_an_invalid_grammar_is_refused(grammars):
+    with pytest.raises(ValueError, match="invalid grammar"):
+        grammars.add(12345, llguidance.LLMatcher.grammar_from_regex("[a-"))
