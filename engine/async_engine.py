@@ -71,7 +71,11 @@ class AsyncEngine:
         def add() -> None:
             for seq_id, (token_ids, params) in zip(ids, prompts, strict=True):
                 if seq_id in self._channels:  # not aborted before it got here
-                    self.engine.add_request(seq_id, token_ids, params)
+                    try:
+                        self.engine.add_request(seq_id, token_ids, params)
+                    except ValueError as exc:  # e.g. a grammar that does not compile
+                        send.send_nowait(exc)  # the request fails; the engine goes on
+                        return
 
         self._submit(add)
         remaining = len(prompts)
@@ -79,6 +83,8 @@ class AsyncEngine:
             with receive:
                 while remaining:
                     item = await receive.receive()
+                    if isinstance(item, ValueError):
+                        raise item  # this request's input, refused by the engine
                     if isinstance(item, BaseException):
                         raise EngineDeadError(str(item)) from item
                     remaining -= item[1].finished

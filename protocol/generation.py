@@ -13,6 +13,7 @@ from typing import Any
 import anyio
 import attrs
 
+from asgi.http import HTTPError
 from engine.outputs import RequestOutput, TokenLogprobs
 from engine.sampling_params import SamplingParams
 
@@ -33,6 +34,15 @@ async def open_generation(
             # itself would be cancelled at its first await and the sequences would leak.
             with anyio.CancelScope(shield=True):
                 await aclose()
+
+
+async def _refusals_as_400(outputs: Outputs) -> Outputs:
+    """An input the engine refuses (ValueError) is the client's mistake: a 400."""
+    try:
+        async for item in outputs:
+            yield item
+    except ValueError as exc:
+        raise HTTPError(400, str(exc), "BadRequestError") from None
 
 
 @attrs.define
@@ -56,7 +66,7 @@ async def generate_all(
     pieces: list[list[str]] = [[] for _ in prompts]
     choices = [FinishedChoice() for _ in prompts]
     async with open_generation(engine, request_id, prompts) as outputs:
-        async for index, output in outputs:
+        async for index, output in _refusals_as_400(outputs):
             pieces[index].append(output.new_text)
             choice = choices[index]
             choice.num_output_tokens = output.num_output_tokens

@@ -89,3 +89,40 @@ def test_prompt_served_from_the_prefix_cache_decodes_exactly_as_computed(smollm2
     assert first.num_cached_tokens == 0
     assert second.num_cached_tokens == 96
     assert second.output_token_ids == first.output_token_ids
+
+
+@pytest.mark.anyio
+async def test_a_refused_grammar_fails_its_request_and_the_engine_goes_on(small_engine):
+    import anyio
+    import llguidance
+
+    from engine.async_engine import AsyncEngine
+
+    engine = AsyncEngine(small_engine, served_model_name="m", model_path="m", chat_template=None)
+    bad = SamplingParams(max_tokens=2, grammar=llguidance.LLMatcher.grammar_from_regex("[a-"))
+    good = SamplingParams(max_tokens=2, temperature=0, ignore_eos=True)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(engine.run)
+        with pytest.raises(ValueError, match="invalid grammar"):
+            async for _ in engine.generate("bad", [([5, 6, 7], bad)]):
+                pass
+        outputs = [out async for _, out in engine.generate("good", [([5, 6, 7], good)])]
+        assert outputs[-1].finished and outputs[-1].num_output_tokens == 2
+        tg.cancel_scope.cancel()
+    assert engine.error is None and not small_engine.has_work
+
+
+def test_logprobs_and_prompt_logprobs_reach_the_outputs(small_engine):
+    seq = small_engine.add_request(
+        "lp",
+        [5, 6, 7, 8],
+        SamplingParams(max_tokens=3, temperature=0, logprobs=2, prompt_logprobs=1),
+    )
+    outputs = _run(small_engine)["lp"]
+    assert outputs[0].prompt_logprobs[0] is None and len(outputs[0].prompt_logprobs) == 4
+    assert [o.prompt_logprobs for o in outputs[1:]] == [None, None]
+    for out, token in zip(outputs, seq.output_token_ids, strict=True):
+        (entry,) = out.logprobs
+        assert entry.token_id == token and entry.rank == 1 and len(entry.top) == 2
+        # Greedy: the chosen token is a most likely one (bf16 logits can tie).
+        assert entry.top[0][1] == entry.logprob
