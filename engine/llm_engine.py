@@ -72,7 +72,6 @@ class LLMEngine:
         # seq_id -> prompt logprobs so far (None for the first token), published with the
         # first output token
         self._prompt_logprobs: dict[int, list[TokenLogprobs | None]] = {}
-        self._step_logprobs: dict[int, TokenLogprobs] = {}
         self.last_step: SchedulerOutput | None = None  # for metrics
 
     def warm_up(self) -> None:
@@ -131,9 +130,8 @@ class LLMEngine:
             return []
         result = self.runner.run(scheduled)
         self._collect_prompt_logprobs(result)
-        self._step_logprobs = result.logprobs
         updated = self.scheduler.postprocess(scheduled, result.sampled)
-        return [(seq, self._publish(seq)) for seq in updated]
+        return [(seq, self._publish(seq, result.logprobs.get(seq.seq_id))) for seq in updated]
 
     def _collect_prompt_logprobs(self, result: StepOutput) -> None:
         for seq_id, (first, entries) in result.prompt_logprobs.items():
@@ -143,7 +141,7 @@ class LLMEngine:
             # A recompute after preemption scores positions again: keep the first scores.
             collected.extend(entries[len(collected) - first :])
 
-    def _publish(self, seq: Sequence) -> RequestOutput:
+    def _publish(self, seq: Sequence, logprobs: TokenLogprobs | None) -> RequestOutput:
         detok = self._detokenizers[seq.seq_id]
         new_token = seq.last_token_id
         text, matched = detok.push([new_token])
@@ -151,7 +149,6 @@ class LLMEngine:
             self.scheduler.finish(seq, "stop", matched)
         elif seq.is_finished:
             text += detok.flush()
-        logprobs = self._step_logprobs.get(seq.seq_id)
         prompt_logprobs = None
         if seq.num_output_tokens == 1:
             prompt_logprobs = self._prompt_logprobs.pop(seq.seq_id, None)

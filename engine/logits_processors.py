@@ -50,6 +50,8 @@ class GrammarMatchers:
 
     def prefetch(self, seq_ids: list[int]) -> None:
         """Starts computing the next-token masks of these sequences (those with a grammar)."""
+        if not self._matchers:
+            return  # the common case: no constrained sequence at all
         constrained = tuple(s for s in seq_ids if s in self._matchers)
         if constrained:
             self._pending = (constrained, self._thread.submit(self._bitmask, constrained))

@@ -252,8 +252,13 @@ async def _stream(
 def _join_logprobs(parts: list[dict[str, Any]], offset: int) -> dict[str, Any]:
     """One chunk's logprobs from the pieces gathered since the last chunk, with text offsets
     continuing from `offset`."""
-    joined = {"tokens": [], "token_logprobs": [], "top_logprobs": [], "text_offset": []}
+    joined: dict[str, Any] = {
+        "tokens": [],
+        "token_logprobs": [],
+        "top_logprobs": [],
+        "text_offset": [],
+    }
     for part in parts:
-        joined = merge_completion_logprobs(joined, part) if joined["tokens"] else part
+        joined = merge_completion_logprobs(joined, part)  # a new dict: parts stay as they are
     joined["text_offset"] = [o + offset for o in joined["text_offset"]]
     return joined
