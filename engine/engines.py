@@ -56,6 +56,8 @@ def _generation_engine(spec: ModelSpec, settings: Settings, model_dir: Path) -> 
         served_model_name=spec.name,
         model_path=spec.model,
         chat_template=_chat_template(spec, llm.tokenizer),
+        chat_template_content_format=spec.chat_template_content_format,
+        tool_call_parser=None if spec.tool_call_parser == "none" else spec.tool_call_parser,
     )
 
 
@@ -78,6 +80,7 @@ def _pooling_engine(spec: ModelSpec, task: str, model_dir: Path) -> PoolingEngin
         tokenizer=tokenizer,
         max_model_len=spec.max_model_len,
         chat_template=_chat_template(spec, tokenizer),
+        chat_template_content_format=spec.chat_template_content_format,
     )
 
 

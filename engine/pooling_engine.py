@@ -58,6 +58,7 @@ class PoolingEngine:
         tokenizer: Any = None,
         max_model_len: int | None = None,
         chat_template: str | None = None,
+        chat_template_content_format: str = "auto",
     ) -> None:
         self.encoder = encoder
         self.max_num_batched_tokens = max_num_batched_tokens
@@ -68,6 +69,7 @@ class PoolingEngine:
         self.tokenizer = tokenizer
         self.max_model_len = min(max_model_len or encoder.max_model_len, encoder.max_model_len)
         self.chat_template = chat_template
+        self.chat_template_content_format = chat_template_content_format
         self.vocab_size = len(tokenizer) if tokenizer is not None else 0
         self.created = int(time.time())
         self._queue: collections.deque[_Item] = collections.deque()

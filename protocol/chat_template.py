@@ -149,11 +149,49 @@ def _message_dict(msg: ChatMessageParam, index: int, fmt: ContentFormat) -> dict
         # A missing content (e.g. an assistant turn with only tool calls) renders as "".
         content = msg.content or ""
     out: dict[str, Any] = {"role": msg.role, "content": content}
-    for key in ("name", "tool_calls", "tool_call_id"):
+    for key in ("name", "tool_call_id"):
         value = getattr(msg, key)
         if value is not None:
             out[key] = value
+    if msg.tool_calls is not None:
+        out["tool_calls"] = [_template_tool_call(call) for call in msg.tool_calls]
     return out
+
+
+def _template_tool_call(call: dict[str, Any]) -> dict[str, Any]:
+    """OpenAI sends a call's arguments as JSON text; templates (hermes, Llama 3, ...) expect the
+    object, which they serialise themselves. Text that is not JSON is passed as it is."""
+    function = call.get("function")
+    if not isinstance(function, dict) or not isinstance(function.get("arguments"), str):
+        return call
+    try:
+        arguments = json.loads(function["arguments"])
+    except ValueError:
+        return call
+    return {**call, "function": {**function, "arguments": arguments}}
+
+
+def message_text(msg: ChatMessageParam) -> str:
+    """A message's text, its parts joined by newlines as the "string" content format does."""
+    if isinstance(msg.content, list):
+        return "\n".join(part.text or "" for part in msg.content)
+    return msg.content or ""
+
+
+def _cut_after_final_message(rendered: str, messages: list[ChatMessageParam]) -> str:
+    """The prompt ends inside the final message, so the model continues it (prefill) instead
+    of the template closing the turn. As transformers does: cut after the message's text."""
+    final = message_text(messages[-1]) if messages else ""
+    for text in (final, final.strip()):
+        if text and text in rendered:
+            return rendered[: rendered.rindex(text) + len(text)]
+    raise HTTPError(
+        400,
+        "continue_final_message is set, but the final message's content does not appear in the "
+        "rendered chat template, so it cannot be continued.",
+        "BadRequestError",
+        "continue_final_message",
+    )
 
 
 def resolve_template(request_template: str | None, model_template: str | None) -> str:
@@ -170,10 +208,25 @@ def render_chat(
     add_generation_prompt: bool,
     tokenizer: Any,
     chat_template_kwargs: dict[str, Any] | None = None,
+    continue_final_message: bool = False,
+    tools: list[dict[str, Any]] | None = None,
+    documents: list[dict[str, str]] | None = None,
+    content_format_setting: str = "auto",
 ) -> str:
     """The prompt text for `messages`. Raises HTTPError(400) for any template failure."""
+    if continue_final_message and add_generation_prompt:
+        raise HTTPError(
+            400,
+            "Cannot set both continue_final_message and add_generation_prompt to True.",
+            "BadRequestError",
+            "continue_final_message",
+        )
     compiled = compile_template(template)
-    fmt = content_format(template)
+    fmt: ContentFormat
+    if content_format_setting == "string" or content_format_setting == "openai":
+        fmt = content_format_setting
+    else:
+        fmt = content_format(template)
     context: dict[str, Any] = {
         name: getattr(tokenizer, name, None)
         for name in ("bos_token", "eos_token", "unk_token", "pad_token")
@@ -183,13 +236,16 @@ def render_chat(
     context.update(
         messages=[_message_dict(m, i, fmt) for i, m in enumerate(messages)],
         add_generation_prompt=add_generation_prompt,
-        tools=None,
-        documents=None,
+        tools=tools,
+        documents=documents,
     )
     try:
-        return compiled.render(context)
+        rendered = compiled.render(context)
     except (jinja2.TemplateError, TypeError, ValueError, KeyError, IndexError) as exc:
         raise _template_error(exc) from None
+    if continue_final_message:
+        return _cut_after_final_message(rendered, messages)
+    return rendered
 
 
 def load_chat_template(value: str) -> str:

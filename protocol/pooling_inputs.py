@@ -97,6 +97,8 @@ def request_token_ids(engine: Any, req: PoolingInputRequest) -> list[list[int]]:
             add_generation_prompt=req.add_generation_prompt,
             tokenizer=engine.tokenizer,
             chat_template_kwargs=req.chat_template_kwargs,
+            continue_final_message=req.continue_final_message,
+            content_format_setting=engine.chat_template_content_format,
         )
         add_special = bool(req.add_special_tokens)  # default False for chat
         return encode_texts(engine, [text], add_special, keep)

@@ -32,17 +32,53 @@ class ChatMessageParam:
 
 
 @attrs.frozen(kw_only=True)
+class FunctionDefinition:
+    name: str
+    description: str | None = None
+    parameters: dict[str, Any] | None = None  # a JSON schema of the arguments object
+    strict: bool | None = None
+
+
+@attrs.frozen(kw_only=True)
+class ChatTool:
+    type: str = "function"  # the only kind of tool there is
+    function: FunctionDefinition
+
+
+@attrs.frozen(kw_only=True)
 class ChatCompletionRequest(GenerationRequest):
     messages: list[ChatMessageParam]
+    tools: list[ChatTool] | None = None
+    # "none" | "auto" | "required" | {"type": "function", "function": {"name": ...}}; checked in
+    # protocol/tool_choice.py, whose messages are clearer than a union's. Unset: "auto" when
+    # tools are given, else "none".
+    tool_choice: Any = None
+    parallel_tool_calls: bool = True
     # Deprecated by OpenAI in favour of max_completion_tokens, which wins when both are set.
     max_tokens: int | None = None
     max_completion_tokens: int | None = None
     add_generation_prompt: bool = True
+    continue_final_message: bool = False
     add_special_tokens: bool = False
+    echo: bool = False  # the reply starts with the last message when it has the reply's role
+    documents: list[dict[str, str]] | None = None  # for RAG templates
     chat_template: str | None = None
     chat_template_kwargs: dict[str, Any] | None = None
     logprobs: bool | None = False
     top_logprobs: int | None = None
+
+
+@attrs.frozen
+class FunctionCall:
+    name: str
+    arguments: str  # a JSON object as text
+
+
+@attrs.frozen(kw_only=True)
+class ToolCall:
+    id: str  # chatcmpl-tool-<16 hex>
+    type: str = "function"
+    function: FunctionCall
 
 
 @attrs.frozen(kw_only=True)
@@ -53,7 +89,7 @@ class ChatMessage:
     annotations: list[Any] | None = None
     audio: dict[str, Any] | None = None
     function_call: dict[str, Any] | None = None
-    tool_calls: list[dict[str, Any]] = attrs.field(factory=list)
+    tool_calls: list[ToolCall] = attrs.field(factory=list)
     reasoning: str | None = None
 
 
@@ -83,11 +119,29 @@ class ChatCompletionResponse:
 
 
 @attrs.frozen
+class DeltaFunctionCall:
+    name: str | None = attrs.field(default=None, metadata=OMITTED_IF_NONE)
+    arguments: str | None = attrs.field(default=None, metadata=OMITTED_IF_NONE)
+
+
+@attrs.frozen(kw_only=True)
+class DeltaToolCall:
+    """A piece of tool call `index`: the first carries id, type and name; later ones only more
+    of the arguments text."""
+
+    index: int
+    id: str | None = attrs.field(default=None, metadata=OMITTED_IF_NONE)
+    type: str | None = attrs.field(default=None, metadata=OMITTED_IF_NONE)
+    function: DeltaFunctionCall
+
+
+@attrs.frozen
 class DeltaMessage:
-    # Both omitted when None: the role chunk is {"role","content":""}, text chunks {"content"},
+    # All omitted when None: the role chunk is {"role","content":""}, text chunks {"content"},
     # and a finish chunk with no text left is {}.
     role: str | None = attrs.field(default=None, metadata=OMITTED_IF_NONE)
     content: str | None = attrs.field(default=None, metadata=OMITTED_IF_NONE)
+    tool_calls: list[DeltaToolCall] | None = attrs.field(default=None, metadata=OMITTED_IF_NONE)
 
 
 @attrs.frozen(kw_only=True)

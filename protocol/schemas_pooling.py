@@ -26,6 +26,7 @@ class PoolingInputRequest:
     messages: list[ChatMessageParam] | None = None
     add_special_tokens: bool | None = None  # default: True for `input`, False for `messages`
     add_generation_prompt: bool = False
+    continue_final_message: bool = False
     chat_template: str | None = None
     chat_template_kwargs: dict[str, Any] | None = None
     # -1: the model's maximum; k > 0: keep k tokens (on the tokenizer's truncation side).

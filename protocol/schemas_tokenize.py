@@ -6,7 +6,7 @@ from typing import Any
 
 import attrs
 
-from protocol.schemas_chat import ChatMessageParam
+from protocol.schemas_chat import ChatMessageParam, ChatTool
 
 
 @attrs.frozen(kw_only=True)
@@ -24,10 +24,13 @@ class TokenizeChatRequest:
     model: str | None = None
     messages: list[ChatMessageParam]
     add_generation_prompt: bool = True
+    continue_final_message: bool = False
     add_special_tokens: bool = False
     return_token_strs: bool | None = False
     chat_template: str | None = None
     chat_template_kwargs: dict[str, Any] | None = None
+    tools: list[ChatTool] | None = None  # so a client can count the tokens tools cost
+    documents: list[dict[str, str]] | None = None
 
 
 @attrs.frozen(kw_only=True)

@@ -9,10 +9,12 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
+import attrs
+
 from asgi.http import HTTPError, Request, Response, StreamingResponse
 from engine.sampling_params import SamplingParams
 from protocol import formatting
-from protocol.chat_template import render_chat, resolve_template
+from protocol.chat_template import message_text, render_chat, resolve_template
 from protocol.converter import parse_body
 from protocol.generation import generate_all, open_generation
 from protocol.logprobs import chat_logprobs, prompt_logprobs_json
@@ -39,6 +41,8 @@ from protocol.schemas_chat import (
     DeltaMessage,
 )
 from protocol.structured_outputs import request_grammar
+from protocol.tool_choice import ToolPlan, template_tools, tool_plan
+from protocol.tool_parsers import ParsedDelta, ToolParser
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +60,9 @@ async def create_chat_completion(request: Request) -> Response | StreamingRespon
     logprobs = _requested_logprobs(req)
     max_logprobs = server_state(request).settings.max_logprobs
     check_logprobs(logprobs, max_logprobs, "logprobs")
-    grammar = request_grammar(req)
+    plan = tool_plan(req, engine.tool_call_parser)
+    # A forced tool choice replaces the request's own output constraint.
+    grammar = plan.grammar or request_grammar(req)
     check_stream_options(req)
     if req.max_completion_tokens is not None:
         requested, requested_param = req.max_completion_tokens, "max_completion_tokens"
@@ -70,6 +76,10 @@ async def create_chat_completion(request: Request) -> Response | StreamingRespon
         add_generation_prompt=req.add_generation_prompt,
         tokenizer=engine.tokenizer,
         chat_template_kwargs=req.chat_template_kwargs,
+        continue_final_message=req.continue_final_message,
+        tools=template_tools(req.tools),
+        documents=req.documents,
+        content_format_setting=engine.chat_template_content_format,
     )
     prompt_ids = encode(engine.tokenizer, prompt_text, req.add_special_tokens)
     if not prompt_ids:
@@ -85,10 +95,14 @@ async def create_chat_completion(request: Request) -> Response | StreamingRespon
         max_logprobs=max_logprobs,
         grammar=grammar,
     )
+    if plan.mode == "auto":
+        # Tool-call tags are special tokens in some vocabularies; the parser must see them.
+        params = attrs.evolve(params, skip_special_tokens=False)
     prompts = [(prompt_ids, p) for p in choice_params(params, req.num_choices)]
 
     response_id = formatting.chat_completion_id(request)
     role = _response_role(req)
+    echo = _echo_text(req, role)
     if req.stream:
         include_usage, continuous = usage_flags(req)
         chunks = _stream(
@@ -97,6 +111,8 @@ async def create_chat_completion(request: Request) -> Response | StreamingRespon
             engine.served_model_name,
             prompts,
             role,
+            echo,
+            plan,
             include_usage,
             continuous,
         )
@@ -105,17 +121,24 @@ async def create_chat_completion(request: Request) -> Response | StreamingRespon
     created = formatting.created_now()
     finished = await generate_all(engine, response_id, prompts)
     tokenizer = engine.tokenizer
-    choices = [
-        ChatCompletionResponseChoice(
-            index=i,
-            message=ChatMessage(role=role, content=choice.text),
-            logprobs=chat_logprobs(choice.logprobs, tokenizer) if logprobs is not None else None,
-            finish_reason=choice.finish_reason,
-            stop_reason=choice.stop_reason,
-            token_ids=choice.token_ids if req.return_token_ids else None,
+    choices = []
+    for i, choice in enumerate(finished):
+        message, called = _message(role, choice.text, plan)
+        choice_logprobs = None
+        if logprobs is not None:
+            choice_logprobs = chat_logprobs(choice.logprobs, tokenizer)
+        if echo is not None:
+            message = attrs.evolve(message, content=echo + (message.content or ""))
+        choices.append(
+            ChatCompletionResponseChoice(
+                index=i,
+                message=message,
+                logprobs=choice_logprobs,
+                finish_reason=_finish_reason(choice.finish_reason, plan, called),
+                stop_reason=choice.stop_reason,
+                token_ids=choice.token_ids if req.return_token_ids else None,
+            )
         )
-        for i, choice in enumerate(finished)
-    ]
     num_output_tokens = sum(c.num_output_tokens for c in finished)
     return formatting.json_body(
         ChatCompletionResponse(
@@ -130,6 +153,43 @@ async def create_chat_completion(request: Request) -> Response | StreamingRespon
             prompt_token_ids=prompt_ids if req.return_token_ids else None,
         )
     )
+
+
+def _echo_text(req: ChatCompletionRequest, role: str) -> str | None:
+    """With `echo`, the last message's text when it has the reply's role (vLLM's rule)."""
+    if not req.echo or not req.messages or req.messages[-1].role != role:
+        return None
+    return message_text(req.messages[-1])
+
+
+def _message(role: str, text: str, plan: ToolPlan) -> tuple[ChatMessage, bool]:
+    """The reply, with the tool calls in `text` parsed out; and whether there were any."""
+    parser = plan.parser()
+    if parser is None:
+        return ChatMessage(role=role, content=text), False
+    parser.feed(text)
+    parser.finish()
+    content, calls = parser.result()
+    if plan.mode in ("required", "named"):
+        content = ""  # vLLM and OpenAI: a forced call has empty content, not null
+    return ChatMessage(role=role, content=content, tool_calls=calls), bool(calls)
+
+
+def _finish_reason(engine_reason: str, plan: ToolPlan, called: bool) -> str:
+    """ "tool_calls" when the model stopped after calling tools on its own ("auto") or as it was
+    told to ("required"). A named call finishes with "stop", as at OpenAI; a call cut short by
+    max_tokens with "length"."""
+    if called and engine_reason == "stop" and plan.mode in ("auto", "required"):
+        return "tool_calls"
+    return engine_reason
+
+
+def _parse_piece(parser: ToolParser, text: str, last: bool) -> ParsedDelta:
+    parsed = parser.feed(text) if text else ParsedDelta()
+    if last:
+        rest = parser.finish()
+        parsed = ParsedDelta(parsed.content + rest.content, parsed.tool_calls + rest.tool_calls)
+    return parsed
 
 
 def _requested_logprobs(req: ChatCompletionRequest) -> int | None:
@@ -152,6 +212,8 @@ async def _stream(
     model: str,
     prompts: list[tuple[list[int], SamplingParams]],
     role: str,
+    echo: str | None,
+    plan: ToolPlan,
     include_usage: bool,
     continuous: bool,
 ) -> AsyncIterator[bytes]:
@@ -164,6 +226,7 @@ async def _stream(
     # Logprobs of tokens whose text is held back (stop strings, partial characters) wait for
     # the chunk that carries it.
     pending: list[list[Any]] = [[] for _ in prompts]
+    parsers = [plan.parser() for _ in prompts]
 
     def chunk(
         index: int,
@@ -201,18 +264,28 @@ async def _stream(
                 if not role_sent:
                     for i in range(len(prompts)):
                         yield chunk(i, DeltaMessage(role=role, content=""))
+                        if echo:
+                            yield chunk(i, DeltaMessage(content=echo))
                     role_sent = True
                 num_output_tokens[index] = output.num_output_tokens
                 if index == 0:
                     num_cached_tokens = output.num_cached_tokens
                 if want_logprobs and output.logprobs:
                     pending[index] += output.logprobs
-                text = output.new_text
+                parser = parsers[index]
+                if parser is None:
+                    delta = DeltaMessage(content=output.new_text or None)
+                else:
+                    parsed = _parse_piece(parser, output.new_text, output.finished)
+                    delta = DeltaMessage(
+                        content=parsed.content or None, tool_calls=parsed.tool_calls or None
+                    )
                 if output.finished:
-                    delta = DeltaMessage(content=text) if text else DeltaMessage()
-                    yield chunk(index, delta, output.finish_reason or "stop", output.stop_reason)
-                elif text:
-                    yield chunk(index, DeltaMessage(content=text))
+                    called = parser is not None and parser.called
+                    finish_reason = _finish_reason(output.finish_reason or "stop", plan, called)
+                    yield chunk(index, delta, finish_reason, output.stop_reason)
+                elif delta.content is not None or delta.tool_calls is not None:
+                    yield chunk(index, delta)
         if include_usage:
             yield formatting.sse_event(
                 ChatCompletionStreamResponse(

@@ -19,6 +19,7 @@ from protocol.schemas_tokenize import (
     TokenizeCompletionRequest,
     TokenizeResponse,
 )
+from protocol.tool_choice import template_tools
 
 
 async def tokenize(request: Request) -> Response:
@@ -33,6 +34,10 @@ async def tokenize(request: Request) -> Response:
             add_generation_prompt=req.add_generation_prompt,
             tokenizer=engine.tokenizer,
             chat_template_kwargs=req.chat_template_kwargs,
+            continue_final_message=req.continue_final_message,
+            tools=template_tools(req.tools),
+            documents=req.documents,
+            content_format_setting=engine.chat_template_content_format,
         )
     else:
         req = structure(body, TokenizeCompletionRequest)

@@ -27,12 +27,21 @@ def _invalid(message: str, param: str) -> HTTPError:
     return HTTPError(400, message, "BadRequestError", param)
 
 
-def _json_grammar(schema: dict[str, Any] | str, param: str) -> str:
+def json_schema_grammar(schema: dict[str, Any] | str, param: str) -> str:
+    """The grammar of JSON text that matches `schema`; a 400 naming `param` if it is invalid."""
     text = schema if isinstance(schema, str) else orjson.dumps(schema).decode()
     try:
-        return llguidance.LLMatcher.grammar_from_json_schema(text, defaults=_JSON_OPTIONS)
+        grammar = llguidance.LLMatcher.grammar_from_json_schema(text, defaults=_JSON_OPTIONS)
     except ValueError as exc:  # not JSON at all
         raise _invalid(f"Invalid JSON schema: {exc}", param) from None
+    _check(grammar, "json", param)
+    return grammar
+
+
+def _check(grammar: str, kind: str, param: str) -> None:
+    error = llguidance.LLMatcher.validate_grammar(grammar)
+    if error:
+        raise _invalid(f"Invalid {kind} for structured output: {error}", param)
 
 
 def _constraints(req: GenerationRequest) -> list[tuple[str, str, Any]]:
@@ -80,8 +89,8 @@ def request_grammar(req: GenerationRequest) -> str | None:
         raise _invalid(f"Only one kind of structured output may be set; got {names}.", found[1][1])
     kind, param, value = found[0]
     if kind == "json":
-        grammar = _json_grammar(value, param)
-    elif kind == "regex":
+        return json_schema_grammar(value, param)
+    if kind == "regex":
         grammar = llguidance.LLMatcher.grammar_from_regex(value)
     elif kind == "choice":
         if not value or not all(isinstance(c, str) and c for c in value):
@@ -89,7 +98,5 @@ def request_grammar(req: GenerationRequest) -> str | None:
         grammar = llguidance.LLMatcher.grammar_from_regex("|".join(map(re.escape, value)))
     else:
         grammar = llguidance.LLMatcher.grammar_from_lark(value)
-    error = llguidance.LLMatcher.validate_grammar(grammar)
-    if error:
-        raise _invalid(f"Invalid {kind} for structured output: {error}", param)
+    _check(grammar, kind, param)
     return grammar

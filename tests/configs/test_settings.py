@@ -40,6 +40,8 @@ def test_unknown_keys_in_the_file_are_rejected(tmp_path):
         {"LUMEN_DTYPE": "float16"},
         {"LUMEN_BLOCK_SIZE": "0"},
         {"LUMEN_KV_CACHE_MEMORY_FRACTION": "1.5"},
+        {"LUMEN_TOOL_CALL_PARSER": "mistral"},
+        {"LUMEN_CHAT_TEMPLATE_CONTENT_FORMAT": "list"},
     ],
 )
 def test_invalid_values_are_rejected(env):
@@ -88,3 +90,12 @@ def test_models_from_a_file_and_from_the_environment(tmp_path):
 def test_bad_model_lists_are_rejected(models):
     with pytest.raises(Exception):  # noqa: B017 - cattrs wraps validator errors
         load_settings({"LUMEN_MODELS": models})
+
+
+def test_chat_settings_reach_every_model_spec():
+    settings = load_settings(
+        {"LUMEN_TOOL_CALL_PARSER": "none", "LUMEN_CHAT_TEMPLATE_CONTENT_FORMAT": "openai"}
+    )
+    main, minilm = settings.served_models()
+    assert (main.tool_call_parser, main.chat_template_content_format) == ("none", "openai")
+    assert (minilm.tool_call_parser, minilm.chat_template_content_format) == ("hermes", "auto")

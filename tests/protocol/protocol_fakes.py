@@ -57,6 +57,7 @@ class ScriptedEngine:
         max_model_len: int = 64,
         vocab_size: int = 256,
         chat_template: str | None = CHATML,
+        tool_call_parser: str | None = "hermes",
         reply: Callable[[int], str] = lambda i: f"ok{i}",
         fail_after: int | None = None,
         stop_reason: str | int | None = None,
@@ -69,6 +70,8 @@ class ScriptedEngine:
         self.vocab_size = vocab_size
         self.tokenizer = CharTokenizer()
         self.chat_template = chat_template
+        self.chat_template_content_format = "auto"
+        self.tool_call_parser = tool_call_parser
         self.reply = reply
         self.fail_after = fail_after
         self.stop_reason = stop_reason
