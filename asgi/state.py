@@ -16,3 +16,5 @@ class ServerState:
     engines: dict[str, Any] = attrs.field(factory=dict)
     status: str = "loading"  # "loading" | "ready" | "failed"
     error: str | None = None
+    # Set once shutdown begins: new requests get 503 while in-flight ones finish.
+    draining: bool = False

@@ -126,6 +126,22 @@ class Settings:
     # HTTP
     api_key: str | None = None
     log_level: str = "info"
+    # One log line per request (id, route, status, tokens, TTFT, total time); vLLM's
+    # --disable-log-requests turns it off.
+    log_requests: bool = True
+    # Admission control, per model: at most this many requests wait for a place in the running
+    # batch (max_num_seqs); past it a request gets 429 with Retry-After instead of queueing.
+    max_queued_requests: int = attrs.field(default=256, validator=attrs.validators.ge(0))
+    # Request bodies larger than this are refused with 413.
+    max_request_body_bytes: int = attrs.field(default=16 * 1024 * 1024, validator=_positive)
+    # A client must finish sending its body within this many seconds (slow senders get 408).
+    request_body_timeout_s: float = attrs.field(default=30.0, validator=attrs.validators.gt(0))
+    # On SIGTERM: stop admitting (503), let in-flight requests and streams finish for up to
+    # this many seconds, then abort the rest and exit.
+    shutdown_timeout_s: float = attrs.field(default=30.0, validator=attrs.validators.ge(0))
+    # Sampling defaults when a request leaves a field unset: "auto" reads the model's
+    # generation_config.json, "vllm" uses vLLM's own defaults, or a folder holding one.
+    generation_config: str = "auto"
 
     def served_models(self) -> list[ModelSpec]:
         """Every served model, the top-level one first."""
