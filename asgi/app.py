@@ -13,7 +13,10 @@ from typing import Any
 import anyio
 import attrs
 
+from asgi.access_log import AccessLogMiddleware
 from asgi.auth import AuthMiddleware
+from asgi.body_limits import BodyLimitMiddleware
+from asgi.draining import DrainingMiddleware
 from asgi.errors import ErrorMiddleware
 from asgi.metrics import MetricsMiddleware
 from asgi.request_id import RequestIdMiddleware
@@ -31,13 +34,16 @@ class Lifespan:
     def __init__(self, app: ASGIApp, *, settings: Settings) -> None:
         self.app = app
         self.settings = settings
+        # Made here, not at startup, so whoever runs the app (configs/cli.py) can reach it, e.g.
+        # to set `draining` when a shutdown signal arrives.
+        self.server = ServerState(settings)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "lifespan":
             await self.app(scope, receive, send)
             return
         await receive()  # lifespan.startup
-        server = ServerState(self.settings)
+        server = self.server
         logger.info("settings: %s", _describe(self.settings))
         # hypercorn copies this dict into every request scope; the ServerState inside is shared.
         scope.setdefault("state", {})["server"] = server
@@ -102,16 +108,32 @@ def build_app(settings: Settings) -> ASGIApp:
         (RequestIdMiddleware, {}),
         (ErrorMiddleware, {}),
         (MetricsMiddleware, {"known_paths": known_paths}),
+        (DrainingMiddleware, {}),
         (AuthMiddleware, {"api_key": settings.api_key}),
+        # After auth: a client without the key never gets us to buffer its body.
+        (
+            BodyLimitMiddleware,
+            {
+                "max_bytes": settings.max_request_body_bytes,
+                "timeout_s": settings.request_body_timeout_s,
+            },
+        ),
     ]
+    if settings.log_requests:
+        # Inside the request id (the line carries it), outside the error handler (a crash is
+        # logged with the 500 the client got).
+        stack.insert(1, (AccessLogMiddleware, {}))
     for middleware, options in reversed(stack):
         app = middleware(app, **options)
     return Lifespan(app, settings=settings)
 
 
-def _configure_logging(level: str) -> None:
+def configure_logging(level: str) -> None:
+    # force: `lumen serve` configures again, with its own settings, after this module's import.
     logging.basicConfig(
-        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        level=level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        force=True,
     )
     # hypercorn prints its own lines; don't print them a second time through the root logger.
     for name in ("hypercorn.error", "hypercorn.access"):
@@ -119,5 +141,5 @@ def _configure_logging(level: str) -> None:
 
 
 _settings = load_settings()
-_configure_logging(_settings.log_level)
+configure_logging(_settings.log_level)
 app = build_app(_settings)

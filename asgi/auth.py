@@ -8,7 +8,10 @@ import hmac
 from asgi.http import error_body
 from asgi.router import ASGIApp, Receive, Scope, Send, route_path
 
-DEFAULT_PUBLIC_PATHS = frozenset({"/health", "/ping", "/version", "/metrics"})
+# The API description is open, as in vLLM: it tells nothing a client could not try.
+DEFAULT_PUBLIC_PATHS = frozenset(
+    {"/health", "/ping", "/version", "/metrics", "/openapi.json", "/docs"}
+)
 
 _UNAUTHORIZED_BODY = error_body(
     401,

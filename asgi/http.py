@@ -62,13 +62,21 @@ class HTTPError(Exception):
     """Raised by handlers for any client-visible failure; the router renders it as error_body."""
 
     def __init__(
-        self, status: int, message: str, err_type: str = "BadRequestError", param: str | None = None
+        self,
+        status: int,
+        message: str,
+        err_type: str = "BadRequestError",
+        param: str | None = None,
+        headers: list[tuple[bytes, bytes]] | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.err_type = err_type
         self.param = param
+        self.headers = headers or []  # e.g. Retry-After on a 429
 
     def to_response(self) -> Response:
-        return error_response(self.status, self.message, self.err_type, self.param)
+        response = error_response(self.status, self.message, self.err_type, self.param)
+        response.headers.extend(self.headers)
+        return response

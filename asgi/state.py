@@ -18,3 +18,4 @@ class ServerState:
     error: str | None = None
     # Set once shutdown begins: new requests get 503 while in-flight ones finish.
     draining: bool = False
+    in_flight: int = 0  # requests being served, operational routes aside (GET /load)

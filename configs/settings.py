@@ -1,7 +1,8 @@
-"""Every server setting in one place: defaults, a TOML file, and environment overrides.
+"""Every server setting in one place: defaults, a config file, environment and command line.
 
-Priority: environment (LUMEN_<NAME>) > config file (LUMEN_CONFIG, default configs/default.toml)
-> the defaults below. The API key is also read from VLLM_API_KEY so vLLM deployments carry over.
+Priority: command line (`lumen serve`, configs/cli.py) > environment (LUMEN_<NAME>) > config
+file (`--config`, else LUMEN_CONFIG, else configs/default.toml) > the defaults below. The API key
+is also read from VLLM_API_KEY so vLLM deployments carry over.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 import attrs
 import cattrs
 import orjson
+import yaml
 
 DEFAULT_CONFIG_FILE = Path(__file__).with_name("default.toml")
 ENV_PREFIX = "LUMEN_"
@@ -189,15 +191,38 @@ def _env_overrides(env: dict[str, str]) -> dict[str, Any]:
     return overrides
 
 
-def load_settings(env: dict[str, str] | None = None) -> Settings:
-    env = dict(os.environ) if env is None else env
-    path = Path(env.get(ENV_PREFIX + "CONFIG") or DEFAULT_CONFIG_FILE)
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """A config file's keys and values: TOML, or YAML (`.yaml`/`.yml`, as vLLM's --config takes).
+    Keys may be spelled with hyphens (option names) or underscores (setting names)."""
+    path = Path(path)
     with path.open("rb") as f:
-        values: dict[str, Any] = tomllib.load(f)
+        values = yaml.safe_load(f) if path.suffix in (".yaml", ".yml") else tomllib.load(f)
+    if values is None:  # an empty YAML file
+        return {}
+    if not isinstance(values, dict):
+        raise ValueError(f"{path} must hold a mapping of option names to values")
+    return {str(key).replace("-", "_"): value for key, value in values.items()}
+
+
+def load_settings(
+    env: dict[str, str] | None = None,
+    cli_overrides: dict[str, Any] | None = None,
+    config_values: dict[str, Any] | None = None,
+) -> Settings:
+    """Settings from every source. `cli_overrides` (setting name -> value) beat the environment.
+    `config_values` are the config file's when the caller read it (`lumen serve` reads --config
+    or LUMEN_CONFIG itself); otherwise the file LUMEN_CONFIG names, or configs/default.toml."""
+    env = dict(os.environ) if env is None else env
+    if config_values is None:
+        path = Path(env.get(ENV_PREFIX + "CONFIG") or DEFAULT_CONFIG_FILE)
+        source, values = str(path), read_config_file(path)
+    else:
+        source, values = "the config file", dict(config_values)
     unknown = set(values) - {f.name for f in attrs.fields(Settings)}
     if unknown:
-        raise ValueError(f"unknown settings in {path}: {sorted(unknown)}")
+        raise ValueError(f"unknown settings in {source}: {sorted(unknown)}")
     values.update(_env_overrides(env))
+    values.update(cli_overrides or {})
     settings = _converter.structure(values, Settings)
     names = [spec.name for spec in settings.served_models()]
     duplicates = sorted({n for n in names if names.count(n) > 1})

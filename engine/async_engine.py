@@ -18,16 +18,14 @@ from typing import Any
 import anyio
 from anyio.streams.memory import MemoryObjectSendStream
 
+from engine.errors import EngineDeadError, overloaded
 from engine.llm_engine import LLMEngine
 from engine.outputs import RequestOutput
 from engine.sampling_params import SamplingParams
 from observability.engine_stats import EngineStats
+from observability.request_log import current_record
 
 logger = logging.getLogger(__name__)
-
-
-class EngineDeadError(RuntimeError):
-    pass
 
 
 class AsyncEngine:
@@ -40,6 +38,8 @@ class AsyncEngine:
         chat_template: str | None,
         chat_template_content_format: str = "auto",
         tool_call_parser: str | None = None,
+        generation_defaults: dict[str, Any] | None = None,
+        max_requests: int | None = None,
     ) -> None:
         self.engine = engine
         self.served_model_name = served_model_name
@@ -49,17 +49,31 @@ class AsyncEngine:
         self.chat_template = chat_template
         self.chat_template_content_format = chat_template_content_format
         self.tool_call_parser = tool_call_parser
+        # Sampling defaults from the model's generation_config.json (engine/loader.py), for
+        # requests that leave those fields unset.
+        self.generation_defaults = dict(generation_defaults or {})
         self.tokenizer = engine.tokenizer
         self.max_model_len = engine.max_model_len
         self.vocab_size = engine.vocab_size
         self.created = int(time.time())
         self.error: BaseException | None = None
-        self.stats = EngineStats(served_model_name)
+        self.stats = EngineStats(
+            served_model_name,
+            max_model_len=engine.max_model_len,
+            cache_config=engine.cache_config(),
+        )
         self._inbox: list[Callable[[], None]] = []
         self._wakeup = anyio.Event()
         # engine request id -> (the request's channel, the index of this sequence in it)
         self._channels: dict[str, tuple[MemoryObjectSendStream[Any], int]] = {}
         self._ids = itertools.count()
+        # Admission: requests in flight (running or queued) and how many are allowed.
+        self.num_requests = 0
+        self.max_requests = max_requests
+
+    @property
+    def is_full(self) -> bool:
+        return self.max_requests is not None and self.num_requests >= self.max_requests
 
     async def generate(
         self, request_id: str, prompts: list[tuple[list[int], SamplingParams]]
@@ -67,6 +81,16 @@ class AsyncEngine:
         """Yields (index into prompts, delta) until every sequence finished; closing aborts."""
         if self.error is not None:
             raise EngineDeadError(f"engine for {self.served_model_name} died: {self.error!r}")
+        if self.is_full:
+            raise overloaded(self.served_model_name, self.num_requests)
+        self.num_requests += 1
+        arrival_time = time.monotonic()  # not when the loop gets to it: a step may be running
+        record = current_record()  # the HTTP request's log line, when request logging is on
+        if record is not None:
+            # Once per prompt, however many samples: what the response's usage reports.
+            record.note_prompt_tokens(
+                sum(len(ids) for i, (ids, params) in enumerate(prompts) if i % params.n == 0)
+            )
         send, receive = anyio.create_memory_object_stream[Any](math.inf)
         # Unique per sequence even when clients reuse an X-Request-Id.
         ids = [f"{request_id}-{i}-{next(self._ids)}" for i in range(len(prompts))]
@@ -74,13 +98,18 @@ class AsyncEngine:
             self._channels[seq_id] = (send, i)
 
         def add() -> None:
-            for seq_id, (token_ids, params) in zip(ids, prompts, strict=True):
-                if seq_id in self._channels:  # not aborted before it got here
-                    try:
-                        self.engine.add_request(seq_id, token_ids, params)
-                    except ValueError as exc:  # e.g. a grammar that does not compile
-                        send.send_nowait(exc)  # the request fails; the engine goes on
-                        return
+            added = []
+            try:
+                for seq_id, (token_ids, params) in zip(ids, prompts, strict=True):
+                    if seq_id in self._channels:  # not aborted before it got here
+                        try:
+                            seq = self.engine.add_request(seq_id, token_ids, params, arrival_time)
+                        except ValueError as exc:  # e.g. a grammar that does not compile
+                            send.send_nowait(exc)  # the request fails; the engine goes on
+                            return
+                        added.append(seq)
+            finally:
+                self.stats.on_added(added)
 
         self._submit(add)
         remaining = len(prompts)
@@ -93,9 +122,12 @@ class AsyncEngine:
                     if isinstance(item, BaseException):
                         raise EngineDeadError(str(item)) from item
                     remaining -= item[1].finished
+                    if record is not None:
+                        record.note_generation_tokens(len(item[1].new_token_ids))
                     yield item
         finally:
             # Runs on completion, on error and on cancellation (client gone): never awaits.
+            self.num_requests -= 1
             unfinished = [seq_id for seq_id in ids if self._channels.pop(seq_id, None)]
             send.close()
             if unfinished:
@@ -132,8 +164,7 @@ class AsyncEngine:
             self.stats.on_finished(seq)
 
     def _publish(self, results: list[tuple[Any, RequestOutput]]) -> None:
-        step = self.engine.last_step
-        self.stats.on_tokens([seq for seq, _ in results], len(step.preempted) if step else 0)
+        self.stats.on_step(self.engine.last_step, [seq for seq, _ in results])
         for seq, output in results:
             if output.finished:
                 self.stats.on_finished(seq)

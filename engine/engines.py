@@ -15,7 +15,7 @@ from transformers.utils import logging as transformers_logging
 from configs.settings import ModelSpec, Settings
 from engine.async_engine import AsyncEngine
 from engine.llm_engine import LLMEngine
-from engine.loader import resolve_model_dir, resolve_task
+from engine.loader import generation_defaults, resolve_model_dir, resolve_task
 from engine.models.classifier import ClassifierModel
 from engine.models.encoder import EncoderModel
 from engine.pooling_engine import PoolingEngine
@@ -32,9 +32,34 @@ def load_engine(spec: ModelSpec, settings: Settings) -> AsyncEngine | PoolingEng
     if task == "generate":
         engine: AsyncEngine | PoolingEngine = _generation_engine(spec, settings, model_dir)
     else:
-        engine = _pooling_engine(spec, task, model_dir)
-    logger.info("%s (%s) ready in %.1f s", spec.name, task, time.monotonic() - started)
+        engine = _pooling_engine(spec, settings, task, model_dir)
+    logger.info(
+        "%s ready in %.1f s: %s",
+        spec.name,
+        time.monotonic() - started,
+        _describe(engine, settings),
+    )
     return engine
+
+
+def _describe(engine: AsyncEngine | PoolingEngine, settings: Settings) -> str:
+    """The startup line's summary of one model: what runs it, its KV cache, its warm-up."""
+    if isinstance(engine, PoolingEngine):
+        dtype = str(engine.encoder.model.dtype).removeprefix("torch.")
+        return f"task {engine.task}, dtype {dtype}, max_model_len {engine.max_model_len}"
+    llm = engine.engine
+    runner = llm.runner
+    kv_bytes = runner.num_blocks * runner.bytes_per_block
+    warm_up = "-" if llm.warm_up_seconds is None else f"{llm.warm_up_seconds:.1f} s"
+    return (
+        f"task generate, dtype {str(runner.dtype).removeprefix('torch.')}, "
+        f"quantization {settings.quantization}, max_model_len {llm.max_model_len}, "
+        f"KV cache {runner.num_blocks} blocks x {llm.block_size} = "
+        f"{runner.num_blocks * llm.block_size} tokens ({kv_bytes / 2**30:.2f} GiB), "
+        f"prefix caching {'on' if llm.scheduler.block_manager.enable_prefix_caching else 'off'}, "
+        f"warm-up {warm_up}{' with torch.compile' if runner.compiled else ''}"
+        f"{', CUDA graphs' if runner.cuda_graphs is not None else ''}"
+    )
 
 
 def _generation_engine(spec: ModelSpec, settings: Settings, model_dir: Path) -> AsyncEngine:
@@ -49,8 +74,17 @@ def _generation_engine(spec: ModelSpec, settings: Settings, model_dir: Path) -> 
         chat_template=spec.chat_template,
         models=(),
     )
+    defaults = generation_defaults(model_dir, settings.generation_config)  # fails before loading
     llm = LLMEngine(own, model_dir)
     llm.warm_up()  # logs its own time, with torch.compile's when that is on
+    if defaults:
+        # As vLLM does: say which defaults a request without them gets, and how to turn it off.
+        logger.info(
+            "%s: default sampling parameters from generation_config.json: %s "
+            '(generation_config = "vllm" ignores them)',
+            spec.name,
+            defaults,
+        )
     return AsyncEngine(
         llm,
         served_model_name=spec.name,
@@ -58,10 +92,19 @@ def _generation_engine(spec: ModelSpec, settings: Settings, model_dir: Path) -> 
         chat_template=_chat_template(spec, llm.tokenizer),
         chat_template_content_format=spec.chat_template_content_format,
         tool_call_parser=None if spec.tool_call_parser == "none" else spec.tool_call_parser,
+        generation_defaults=defaults,
+        max_requests=_max_requests(settings),
     )
 
 
-def _pooling_engine(spec: ModelSpec, task: str, model_dir: Path) -> PoolingEngine:
+def _max_requests(settings: Settings) -> int:
+    """Requests a model admits at once: a full running batch plus the bounded queue."""
+    return settings.max_num_seqs + settings.max_queued_requests
+
+
+def _pooling_engine(
+    spec: ModelSpec, settings: Settings, task: str, model_dir: Path
+) -> PoolingEngine:
     transformers_logging.disable_progress_bar()  # a bar per load would clutter the server log
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     # Pooling models are small and their vectors are compared across servers: float32 unless
@@ -70,7 +113,9 @@ def _pooling_engine(spec: ModelSpec, task: str, model_dir: Path) -> PoolingEngin
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     model_cls = EncoderModel if task == "embed" else ClassifierModel
     model = model_cls(model_dir, dtype=dtype, pad_token_id=pad)
+    warm_up_started = time.monotonic()
     model.encode([tokenizer("warm-up")["input_ids"]])  # first-call costs, not a user's
+    logger.info("%s: warm-up took %.1f s", spec.name, time.monotonic() - warm_up_started)
     return PoolingEngine(
         model,
         max_num_batched_tokens=spec.max_num_batched_tokens,
@@ -81,6 +126,7 @@ def _pooling_engine(spec: ModelSpec, task: str, model_dir: Path) -> PoolingEngin
         max_model_len=spec.max_model_len,
         chat_template=_chat_template(spec, tokenizer),
         chat_template_content_format=spec.chat_template_content_format,
+        max_requests=_max_requests(settings),
     )
 
 

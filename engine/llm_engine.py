@@ -28,6 +28,8 @@ logger = logging.getLogger(__name__)
 class LLMEngine:
     def __init__(self, settings: Settings, model_dir: Path) -> None:
         self.model_dir = model_dir
+        self.block_size = settings.block_size
+        self.warm_up_seconds: float | None = None  # set by warm_up(), for the startup log
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
         dtype = resolve_dtype(settings.dtype)
         logger.info("loading %s (%s, quantization %s)", model_dir, dtype, settings.quantization)
@@ -86,21 +88,42 @@ class LLMEngine:
         )
         while self.has_work:
             self.step()
+        self.warm_up_seconds = time.perf_counter() - start
         logger.info(
             "warm-up took %.1f s%s",
-            time.perf_counter() - start,
+            self.warm_up_seconds,
             " (including torch.compile)" if self.runner.compiled else "",
         )
+
+    def cache_config(self) -> dict[str, str]:
+        """The KV cache's configuration under vLLM's CacheConfig names (as strings, the way
+        vLLM's vllm:cache_config_info labels them)."""
+        runner = self.runner
+        return {
+            "block_size": str(self.block_size),
+            "cache_dtype": str(runner.dtype).removeprefix("torch."),
+            "enable_prefix_caching": str(self.scheduler.block_manager.enable_prefix_caching),
+            "prefix_caching_hash_algo": "blake2b",  # engine/block_manager.py: hash_block
+            "num_gpu_blocks": str(runner.num_blocks),  # vLLM's name, on whatever device
+            "kv_cache_memory_bytes": str(runner.num_blocks * runner.bytes_per_block),
+        }
 
     @property
     def has_work(self) -> bool:
         return self.scheduler.has_work
 
     def add_request(
-        self, request_id: str, prompt_token_ids: list[int], params: SamplingParams
+        self,
+        request_id: str,
+        prompt_token_ids: list[int],
+        params: SamplingParams,
+        arrival_time: float | None = None,
     ) -> Sequence:
-        """Raises ValueError (before anything is queued) for a grammar that does not compile."""
-        seq = Sequence(request_id, prompt_token_ids, params)
+        """Raises ValueError (before anything is queued) for a grammar that does not compile.
+
+        arrival_time: when the request reached the server (time.monotonic()); default now.
+        """
+        seq = Sequence(request_id, prompt_token_ids, params, arrival_time)
         if params.grammar is not None:
             assert self.runner.grammars is not None
             self.runner.grammars.add(seq.seq_id, params.grammar)

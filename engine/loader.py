@@ -89,6 +89,33 @@ def _convert_gguf(gguf_path: Path, out_dir: Path) -> None:
     tokenizer.save_pretrained(out_dir)
 
 
+# What vLLM takes from a model's generation_config.json as request defaults; HF's
+# max_new_tokens becomes the default (not a ceiling) for max_tokens.
+GENERATION_CONFIG_FIELDS = ("temperature", "top_p", "top_k", "min_p", "repetition_penalty")
+
+
+def generation_defaults(model_dir: Path, generation_config: str) -> dict[str, float | int]:
+    """Sampling defaults for requests that leave a field unset: none with "vllm" (its neutral
+    defaults apply), the model folder's generation_config.json with "auto", else the one in the
+    folder `generation_config` names."""
+    if generation_config == "vllm":
+        return {}
+    folder = model_dir if generation_config == "auto" else Path(generation_config).expanduser()
+    path = folder / "generation_config.json"
+    if not path.is_file():
+        if generation_config == "auto":  # most checkpoints have one, but it is optional
+            return {}
+        raise FileNotFoundError(f"generation_config: no generation_config.json in {folder}")
+    config = json.loads(path.read_text())
+    defaults = {k: config[k] for k in GENERATION_CONFIG_FIELDS if config.get(k) is not None}
+    if config.get("max_new_tokens") is not None:
+        defaults["max_tokens"] = config["max_new_tokens"]
+    for key, value in defaults.items():
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError(f"{path}: {key} must be a number, got {value!r}")
+    return defaults
+
+
 def resolve_task(model_dir: Path, task: str) -> str:
     """The task a model is served for: `task` itself, or for "auto" what its config declares."""
     if task != "auto":

@@ -111,6 +111,7 @@ class ModelRunner:
             * cfg.head_dim
             * dtype.itemsize
         )
+        self.bytes_per_block = bytes_per_block
         self.num_blocks = max(1, kv_cache_bytes // bytes_per_block)
         # On the GPU one more block, owned by no sequence: CUDA graphs' padding rows write there.
         total_blocks = self.num_blocks + (self.device.type == "cuda")

@@ -18,6 +18,9 @@ import anyio
 import attrs
 import torch
 
+from engine.errors import overloaded
+from observability.request_log import current_record
+
 logger = logging.getLogger(__name__)
 
 
@@ -59,6 +62,7 @@ class PoolingEngine:
         max_model_len: int | None = None,
         chat_template: str | None = None,
         chat_template_content_format: str = "auto",
+        max_requests: int | None = None,
     ) -> None:
         self.encoder = encoder
         self.max_num_batched_tokens = max_num_batched_tokens
@@ -75,20 +79,34 @@ class PoolingEngine:
         self._queue: collections.deque[_Item] = collections.deque()
         self._wakeup = anyio.Event()
         self.num_passes = 0  # forward passes run, for metrics and tests
+        # Admission: requests in flight (in a pass or queued) and how many are allowed.
+        self.num_requests = 0
+        self.max_requests = max_requests
+
+    @property
+    def is_full(self) -> bool:
+        return self.max_requests is not None and self.num_requests >= self.max_requests
 
     async def encode(
         self, inputs: list[list[int]], token_type_ids: list[list[int]] | None = None
     ) -> torch.Tensor:
         """One pooled vector per input: [len(inputs), dim] float32, in input order."""
+        if self.is_full:
+            raise overloaded(self.served_model_name, self.num_requests)
+        record = current_record()  # the HTTP request's log line, when request logging is on
+        if record is not None:
+            record.note_prompt_tokens(sum(len(ids) for ids in inputs))
         request = _Request(len(inputs))
         types = token_type_ids or [None] * len(inputs)
         self._queue.extend(
             _Item(request, i, ids, t) for i, (ids, t) in enumerate(zip(inputs, types, strict=True))
         )
         self._wakeup.set()
+        self.num_requests += 1
         try:
             await request.done.wait()
         finally:
+            self.num_requests -= 1
             request.cancelled = True  # if still queued (client gone), the loop drops it
         if request.error is not None:
             raise request.error

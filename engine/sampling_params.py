@@ -7,6 +7,9 @@ import attrs
 
 @attrs.frozen
 class SamplingParams:
+    # Samples of the same prompt in the request (its sequences are consecutive); the engine
+    # only counts it, in the request_params_n metric.
+    n: int = 1
     max_tokens: int = 16
     temperature: float = 1.0  # 0 = greedy
     top_p: float = 1.0

@@ -157,6 +157,7 @@ class Scheduler:
         """
         assert sampled.keys() <= {s.seq_id for s in output.seqs}, "sampled an unscheduled seq"
         received: list[Sequence] = []
+        now = time.monotonic()  # the step's tokens all come out together
         for seq, num_new in zip(output.seqs, output.num_new_tokens, strict=True):
             if seq.is_finished:
                 continue  # aborted between schedule and postprocess
@@ -170,8 +171,9 @@ class Scheduler:
                 continue  # a prefill chunk, or a recompute still catching up
             assert seq.num_computed_tokens == seq.num_tokens, f"sampled mid-prefill {seq}"
             seq.append_token(token_id)
+            seq.last_token_time = now
             if seq.first_token_time is None:
-                seq.first_token_time = time.monotonic()
+                seq.first_token_time = now
             received.append(seq)
             self._check_stop(seq, token_id)
         return received
@@ -204,6 +206,7 @@ class Scheduler:
             self.waiting.remove(seq)
         self.block_manager.free(seq)
         seq.status = SequenceStatus.FINISHED
+        seq.finished_time = time.monotonic()
         seq.finish_reason = reason
         seq.stop_reason = stop_reason
         del self._by_request_id[seq.request_id]

@@ -49,9 +49,12 @@ class Sequence:
         self.block_hashes: list[int] = []
         self.finish_reason: str | None = None  # "stop" | "length" | "abort"
         self.stop_reason: str | int | None = None  # the stop string or token id that matched
+        # time.monotonic() stamps for the latency metrics (observability/engine_stats.py).
         self.arrival_time = time.monotonic() if arrival_time is None else arrival_time
         self.first_scheduled_time: float | None = None
         self.first_token_time: float | None = None
+        self.last_token_time: float | None = None
+        self.finished_time: float | None = None  # set with the finish reason, aborts included
         self.num_preemptions: int = 0
 
     @property

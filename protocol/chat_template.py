@@ -241,7 +241,16 @@ def render_chat(
     )
     try:
         rendered = compiled.render(context)
-    except (jinja2.TemplateError, TypeError, ValueError, KeyError, IndexError) as exc:
+    # A request may bring its own template: whatever it raises while rendering (1/0, a range
+    # past the sandbox's limit) is that request's mistake.
+    except (
+        jinja2.TemplateError,
+        TypeError,
+        ValueError,
+        KeyError,
+        IndexError,
+        ArithmeticError,
+    ) as exc:
         raise _template_error(exc) from None
     if continue_final_message:
         return _cut_after_final_message(rendered, messages)

@@ -142,8 +142,19 @@ converter.register_unstructure_hook_factory(attrs.has, _attrs_unstructure_factor
 # --- OpenAI's union fields ---------------------------------------------------------------------
 
 
-def _is_token_id(value: Any) -> bool:
-    return type(value) is int and value >= 0
+def _token_ids(values: Any) -> list[int] | None:
+    """`values` as token ids (non-negative integers), or None if any is not one. Integral
+    floats count, as they do for every other integer field (see _structure_int)."""
+    if not isinstance(values, list):
+        return None
+    ids = []
+    for value in values:
+        if type(value) is float and value.is_integer():
+            value = int(value)
+        if type(value) is not int or value < 0:
+            return None
+        ids.append(value)
+    return ids
 
 
 def _structure_prompt(value: Any, _: Any) -> Any:
@@ -152,10 +163,12 @@ def _structure_prompt(value: Any, _: Any) -> Any:
     if isinstance(value, list):
         if all(isinstance(p, str) for p in value):  # also the empty list; rejected later
             return value
-        if all(_is_token_id(t) for t in value):
-            return value
-        if all(isinstance(p, list) and all(_is_token_id(t) for t in p) for p in value):
-            return value
+        ids = _token_ids(value)
+        if ids is not None:
+            return ids
+        id_lists = [_token_ids(p) for p in value]
+        if all(ids is not None for ids in id_lists):
+            return id_lists
     raise SchemaError(
         "expected a string, an array of strings, an array of token ids (non-negative "
         "integers) or an array of arrays of token ids"

@@ -8,6 +8,8 @@ import uuid
 from typing import Any
 
 from asgi.http import HTTPError, Request, Response, error_body
+from engine.errors import EngineDeadError, EngineOverloadedError
+from protocol.admission import as_http_error
 from protocol.converter import dumps
 from protocol.schemas_common import UsageInfo
 
@@ -54,6 +56,8 @@ def sse_event(obj: Any) -> bytes:
 
 def sse_error_event(exc: BaseException) -> bytes:
     """The in-band error vLLM sends once HTTP 200 is out: data: {"error": {...}}."""
+    if isinstance(exc, EngineOverloadedError | EngineDeadError):
+        exc = as_http_error(exc)
     if isinstance(exc, HTTPError):
         body = error_body(exc.status, exc.message, exc.err_type, exc.param)
     elif isinstance(exc, ValueError | TypeError | OverflowError):

@@ -77,6 +77,10 @@ def encode_texts(
     if keep is not None:
         options.update(truncation=True, max_length=keep)
     token_ids = [list(ids) for ids in engine.tokenizer(texts, **options)["input_ids"]]
+    # Text can tokenize to nothing (whitespace, without special tokens): a model cannot run
+    # on zero tokens.
+    if any(not ids for ids in token_ids):
+        raise bad_request(EMPTY_INPUT_MESSAGE, "input")
     if enforce_max_len:
         for ids in token_ids:
             check_length(len(ids), engine.max_model_len)

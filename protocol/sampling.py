@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import attrs
@@ -34,29 +35,42 @@ def _finite(value: float, name: str) -> None:
         raise _invalid(f"{name} must be a finite number, got {value}.", name)
 
 
-def sampling_params(req: GenerationRequest, max_tokens: int) -> SamplingParams:
-    """Validates the sampling fields; `max_tokens` is resolved by the caller per prompt."""
+def _or_default(value: Any, name: str, defaults: Mapping[str, Any], neutral: Any) -> Any:
+    """The request's value; where it left the field unset, the model's default
+    (generation_config.json), else vLLM's neutral one."""
+    if value is not None:
+        return value
+    return defaults.get(name, neutral)
+
+
+def sampling_params(
+    req: GenerationRequest, max_tokens: int, defaults: Mapping[str, Any] | None = None
+) -> SamplingParams:
+    """Validates the sampling fields; `max_tokens` is resolved by the caller per prompt.
+    `defaults` fill temperature, top_p, top_k, min_p and repetition_penalty where the request
+    left them unset (the engine's `generation_defaults`)."""
+    defaults = defaults or {}
     n = req.num_choices
     if n < 1:
         raise _invalid(f"n must be at least 1, got {n}.", "n")
     if n > MAX_N:
         raise _invalid(f"n must be at most {MAX_N}, got {n}.", "n")
 
-    temperature = 1.0 if req.temperature is None else req.temperature
+    temperature = _or_default(req.temperature, "temperature", defaults, 1.0)
     _finite(temperature, "temperature")
     if temperature < 0.0:
         raise _invalid(f"temperature must be non-negative, got {temperature}.", "temperature")
 
-    top_p = 1.0 if req.top_p is None else req.top_p
+    top_p = _or_default(req.top_p, "top_p", defaults, 1.0)
     if not 0.0 < top_p <= 1.0:
         raise _invalid(f"top_p must be in (0, 1], got {top_p}.", "top_p")
 
-    top_k = 0 if req.top_k is None else req.top_k
+    top_k = _or_default(req.top_k, "top_k", defaults, 0)
     if top_k < -1:
         raise _invalid(f"top_k must be 0 (disable), or at least 1, got {top_k}.", "top_k")
     top_k = max(top_k, 0)  # -1 is the older spelling of "off"
 
-    min_p = 0.0 if req.min_p is None else req.min_p
+    min_p = _or_default(req.min_p, "min_p", defaults, 0.0)
     if not 0.0 <= min_p <= 1.0:
         raise _invalid(f"min_p must be in [0, 1], got {min_p}.", "min_p")
 
@@ -70,7 +84,7 @@ def sampling_params(req: GenerationRequest, max_tokens: int) -> SamplingParams:
         raise _invalid(
             f"frequency_penalty must be in [-2, 2], got {frequency_penalty}.", "frequency_penalty"
         )
-    repetition_penalty = 1.0 if req.repetition_penalty is None else req.repetition_penalty
+    repetition_penalty = _or_default(req.repetition_penalty, "repetition_penalty", defaults, 1.0)
     _finite(repetition_penalty, "repetition_penalty")
     if repetition_penalty <= 0.0:
         raise _invalid(
@@ -102,6 +116,7 @@ def sampling_params(req: GenerationRequest, max_tokens: int) -> SamplingParams:
         temperature = _MIN_TEMPERATURE
 
     return SamplingParams(
+        n=n,
         max_tokens=max_tokens,
         temperature=temperature,
         top_p=top_p,
@@ -149,8 +164,12 @@ def check_max_tokens_limit(requested: int | None, param: str, max_model_len: int
         )
 
 
-def resolve_max_tokens(requested: int | None, prompt_len: int, max_model_len: int) -> int:
-    """The output budget of one prompt: the request's, or whatever fits when it set none."""
+def resolve_max_tokens(
+    requested: int | None, prompt_len: int, max_model_len: int, default: int | None = None
+) -> int:
+    """The output budget of one prompt: the request's, or when it set none the model's default
+    (generation_config.json's max_new_tokens) or whatever fits, whichever is smaller. The default
+    is no ceiling: a request may ask for more, up to the context."""
     if requested is not None:
         needed = requested
     else:
@@ -164,7 +183,10 @@ def resolve_max_tokens(requested: int | None, prompt_len: int, max_model_len: in
             "the input prompt or the number of requested output tokens.",
             "input_tokens",
         )
-    return requested if requested is not None else max_model_len - prompt_len
+    if requested is not None:
+        return requested
+    fits = max_model_len - prompt_len
+    return fits if default is None else max(1, min(default, fits))
 
 
 def check_logprobs(value: int | None, max_logprobs: int, param: str, kind: str = "sample") -> None:

@@ -14,6 +14,7 @@ import attrs
 from asgi.http import HTTPError, Request, Response, StreamingResponse
 from engine.sampling_params import SamplingParams
 from protocol import formatting
+from protocol.admission import check_capacity
 from protocol.chat_template import message_text, render_chat, resolve_template
 from protocol.converter import parse_body
 from protocol.generation import generate_all, open_generation
@@ -86,10 +87,13 @@ async def create_chat_completion(request: Request) -> Response | StreamingRespon
         raise HTTPError(400, "The decoder prompt cannot be empty", "BadRequestError", "messages")
     check_token_ids(prompt_ids, engine.vocab_size, "messages")
     prompt_ids = truncate_prompt(prompt_ids, req.truncate_prompt_tokens, engine.max_model_len)
-    max_tokens = resolve_max_tokens(requested, len(prompt_ids), engine.max_model_len)
+    defaults = engine.generation_defaults  # the model's generation_config.json
+    max_tokens = resolve_max_tokens(
+        requested, len(prompt_ids), engine.max_model_len, defaults.get("max_tokens")
+    )
     params = token_params(
         req,
-        sampling_params(req, max_tokens),
+        sampling_params(req, max_tokens, defaults),
         engine,
         logprobs=logprobs,
         max_logprobs=max_logprobs,
@@ -104,6 +108,7 @@ async def create_chat_completion(request: Request) -> Response | StreamingRespon
     role = _response_role(req)
     echo = _echo_text(req, role)
     if req.stream:
+        check_capacity(engine)  # a real 429, before the stream's 200 goes out
         include_usage, continuous = usage_flags(req)
         chunks = _stream(
             engine,

@@ -15,6 +15,7 @@ import attrs
 from asgi.http import HTTPError, Request, Response, StreamingResponse
 from engine.sampling_params import SamplingParams
 from protocol import formatting
+from protocol.admission import check_capacity
 from protocol.converter import parse_body
 from protocol.generation import FinishedChoice, generate_all, open_generation
 from protocol.logprobs import (
@@ -70,12 +71,15 @@ async def create_completion(request: Request) -> Response | StreamingResponse:
     prompt_ids = [
         truncate_prompt(ids, req.truncate_prompt_tokens, engine.max_model_len) for ids in prompt_ids
     ]
+    defaults = engine.generation_defaults  # the model's generation_config.json
     prompts: list[tuple[list[int], SamplingParams]] = []
     for ids in prompt_ids:
-        max_tokens = resolve_max_tokens(req.max_tokens, len(ids), engine.max_model_len)
+        max_tokens = resolve_max_tokens(
+            req.max_tokens, len(ids), engine.max_model_len, defaults.get("max_tokens")
+        )
         params = token_params(
             req,
-            sampling_params(req, max_tokens),
+            sampling_params(req, max_tokens, defaults),
             engine,
             logprobs=req.logprobs,
             max_logprobs=max_logprobs,
@@ -95,6 +99,7 @@ async def create_completion(request: Request) -> Response | StreamingResponse:
 
     response_id = formatting.completion_id(request)
     if req.stream:
+        check_capacity(engine)  # a real 429, before the stream's 200 goes out
         include_usage, continuous = usage_flags(req)
         chunks = _stream(
             engine,

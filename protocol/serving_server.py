@@ -1,30 +1,73 @@
-"""Operational routes: /health (and /ping), /version, /metrics.
+"""Operational routes: /health (and /ping), /load, /version, /metrics.
 
-Unlike vLLM, which does not answer at all while loading, /health answers 503 with the loading
-state so that readiness probes can tell "loading" from "failed" (llama.cpp does the same).
+Unlike vLLM, which does not answer at all while loading, /health answers 503 with the state
+("loading", "failed", "draining") so that probes can tell them apart (llama.cpp does the
+same). `/health?deep=true` goes further: every model must serve a real request (one generated
+token, one embedding) before it reports ready, which catches an engine that is alive but
+stuck.
 """
 
 from __future__ import annotations
 
 import functools
+import uuid
 from importlib import metadata
+from typing import Any
 
+import anyio
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from asgi.http import Request, Response, json_response
+from engine.sampling_params import SamplingParams
+from observability import event_loop  # noqa: F401 - registers its gauge with REGISTRY
 from observability.metrics import REGISTRY
+from protocol.generation import generate_all
 from protocol.model_resolution import server_state
 
 FALLBACK_VERSION = "0.1.0"
+DEEP_CHECK_TIMEOUT_S = 30.0
 
 
 async def health(request: Request) -> Response:
     server = server_state(request)
-    if server.status == "ready":
-        return json_response({})
     if server.status == "failed":
         return json_response({"status": "failed", "error": server.error}, 503)
-    return json_response({"status": server.status}, 503)
+    if server.status != "ready":
+        return json_response({"status": server.status}, 503)
+    if server.draining:
+        return json_response({"status": "draining"}, 503)
+    if b"deep=true" in request.query_string.split(b"&"):
+        return await _deep_health(server)
+    return json_response({})
+
+
+async def _deep_health(server: Any) -> Response:
+    failures = {}
+    with anyio.move_on_after(DEEP_CHECK_TIMEOUT_S) as deadline:
+        for name, engine in server.engines.items():
+            try:
+                await _serve_one(engine)
+            except Exception as exc:  # noqa: BLE001 - reported, not raised: this is a probe
+                failures[name] = f"{type(exc).__name__}: {exc}"
+    if deadline.cancelled_caught:
+        failures["timeout"] = f"the check took longer than {DEEP_CHECK_TIMEOUT_S} s"
+    if failures:
+        return json_response({"status": "unhealthy", "errors": failures}, 503)
+    return json_response({"status": "ready", "models": list(server.engines)})
+
+
+async def _serve_one(engine: Any) -> None:
+    prompt = engine.tokenizer.encode("ping") or [0]
+    if engine.task == "generate":
+        params = SamplingParams(max_tokens=1, temperature=0.0)
+        await generate_all(engine, f"health-{uuid.uuid4().hex}", [(prompt, params)])
+    else:
+        await engine.encode([prompt])
+
+
+async def load(request: Request) -> Response:
+    """vLLM's /load: requests in flight, for load balancers that route to the least busy."""
+    return json_response({"server_load": server_state(request).in_flight})
 
 
 @functools.cache

@@ -74,7 +74,9 @@ async def test_wrong_key_or_scheme_fails(value: bytes) -> None:
     assert sent[0]["status"] == 401
 
 
-@pytest.mark.parametrize("path", ["/health", "/health/", "/ping", "/version", "/metrics/"])
+@pytest.mark.parametrize(
+    "path", ["/health", "/health/", "/ping", "/version", "/metrics/", "/openapi.json", "/docs"]
+)
 async def test_public_paths_are_open(path: str) -> None:
     reached, _ = await run(KEY, auth_scope(path=path, method="GET"))
     assert reached

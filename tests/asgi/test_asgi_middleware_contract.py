@@ -13,7 +13,10 @@ import anyio
 import pytest
 from asgi_fakes import Collector, http_scope, receive
 
+from asgi.access_log import AccessLogMiddleware
 from asgi.auth import AuthMiddleware
+from asgi.body_limits import BodyLimitMiddleware
+from asgi.draining import DrainingMiddleware
 from asgi.errors import ErrorMiddleware
 from asgi.metrics import MetricsMiddleware
 from asgi.request_id import RequestIdMiddleware
@@ -26,9 +29,12 @@ PATH = "/v1/chat/completions"
 
 MIDDLEWARES: dict[str, Callable[[ASGIApp], ASGIApp]] = {
     "errors": ErrorMiddleware,
+    "access_log": AccessLogMiddleware,
     "request_id": RequestIdMiddleware,
     "metrics": lambda app: MetricsMiddleware(app, known_paths=frozenset({PATH})),
     "auth": lambda app: AuthMiddleware(app, api_key=KEY),
+    "draining": DrainingMiddleware,
+    "body_limits": lambda app: BodyLimitMiddleware(app, max_bytes=1024, timeout_s=5),
 }
 
 

@@ -23,13 +23,21 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+    def __init__(
+        self, env: dict[str, str], log_path: Path, lumen_serve: list[str] | None = None
+    ) -> None:
+        """hypercorn on the app, or with `lumen_serve` (its arguments) the `lumen serve` CLI."""
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
         self._log = log_path.open("wb")
+        if lumen_serve is None:
+            command = [sys.executable, "-m", "hypercorn", "asgi.app:app"]
+            command += ["--bind", f"127.0.0.1:{self.port}"]
+        else:
+            command = [*_lumen(), "serve", *lumen_serve, "--host=127.0.0.1", f"--port={self.port}"]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "hypercorn", "asgi.app:app", "--bind", f"127.0.0.1:{self.port}"],
+            command,
             cwd=REPO,
             env={**_clean_environ(), **env},
             stdout=self._log,
@@ -42,10 +50,14 @@ class Server:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited: {self.log_path.read_text()[-3000:]}")
             try:
-                if httpx.get(self.url + "/health", timeout=2).status_code == 200:
-                    return
+                health = httpx.get(self.url + "/health", timeout=2)
             except httpx.TransportError:
                 pass
+            else:
+                if health.status_code == 200:
+                    return
+                if health.json().get("status") == "failed":  # no point waiting any longer
+                    raise RuntimeError(f"model failed to load: {self.log_path.read_text()[-3000:]}")
             time.sleep(0.5)
         raise TimeoutError(f"server not ready: {self.log_path.read_text()[-3000:]}")
 
@@ -59,6 +71,12 @@ class Server:
         except subprocess.TimeoutExpired:
             self.proc.kill()
         self._log.close()
+
+
+def _lumen() -> list[str]:
+    """The console script installed beside this Python, else the module it runs."""
+    script = Path(sys.executable).with_name("lumen")
+    return [str(script)] if script.is_file() else [sys.executable, "-m", "configs.cli"]
 
 
 def _clean_environ() -> dict[str, str]:

@@ -126,3 +126,28 @@ def test_logprobs_and_prompt_logprobs_reach_the_outputs(small_engine):
         assert entry.token_id == token and entry.rank == 1 and len(entry.top) == 2
         # Greedy: the chosen token is a most likely one (bf16 logits can tie).
         assert entry.top[0][1] == entry.logprob
+
+
+@pytest.mark.anyio
+async def test_requests_past_capacity_are_refused_and_the_count_returns_to_zero(small_engine):
+    import anyio
+
+    from engine.async_engine import AsyncEngine
+    from engine.errors import EngineOverloadedError
+
+    engine = AsyncEngine(
+        small_engine, served_model_name="m", model_path="m", chat_template=None, max_requests=1
+    )
+    params = SamplingParams(max_tokens=4, temperature=0, ignore_eos=True)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(engine.run)
+        first = engine.generate("a", [([5, 6, 7], params)])
+        await first.__anext__()  # admitted and running
+        assert engine.is_full and engine.num_requests == 1
+        with pytest.raises(EngineOverloadedError, match="at capacity"):
+            await engine.generate("b", [([5, 6, 7], params)]).__anext__()
+        await first.aclose()  # the client left: its place frees at once
+        assert engine.num_requests == 0 and not engine.is_full
+        outputs = [out async for _, out in engine.generate("c", [([5, 6, 7], params)])]
+        assert outputs[-1].finished
+        tg.cancel_scope.cancel()

@@ -118,3 +118,31 @@ async def test_a_request_cancelled_while_queued_is_never_run(minilm) -> None:
 
     assert all(marker not in batch for batch in counting.passes)
     assert engine.num_passes == 1
+
+
+async def test_requests_past_capacity_are_refused(minilm) -> None:
+    from engine.errors import EngineOverloadedError
+
+    tokenizer, encoder = minilm
+    engine = PoolingEngine(encoder, max_num_batched_tokens=512, max_requests=2)
+    ids = tokenizer("capacity")["input_ids"]
+    results: list[object] = []
+
+    async def one() -> None:
+        try:
+            results.append(await engine.encode([ids]))
+        except EngineOverloadedError as exc:
+            results.append(exc)
+
+    # The loop is not running yet, so the first two wait in the queue and the third is refused.
+    async with anyio.create_task_group() as tg:
+        for _ in range(3):
+            tg.start_soon(one)
+        await anyio.wait_all_tasks_blocked()
+        assert engine.num_requests == 2 and isinstance(results[0], EngineOverloadedError)
+        tg.start_soon(engine.run)
+        while len(results) < 3:
+            await anyio.sleep(0.01)
+        tg.cancel_scope.cancel()
+    assert [type(r).__name__ for r in results[1:]] == ["Tensor", "Tensor"]
+    assert engine.num_requests == 0

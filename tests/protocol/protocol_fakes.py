@@ -61,6 +61,7 @@ class ScriptedEngine:
         reply: Callable[[int], str] = lambda i: f"ok{i}",
         fail_after: int | None = None,
         stop_reason: str | int | None = None,
+        generation_defaults: dict[str, Any] | None = None,
     ) -> None:
         self.served_model_name = name
         self.task = "generate"
@@ -72,6 +73,9 @@ class ScriptedEngine:
         self.chat_template = chat_template
         self.chat_template_content_format = "auto"
         self.tool_call_parser = tool_call_parser
+        self.generation_defaults = dict(generation_defaults or {})  # as AsyncEngine's
+        self.num_requests = 0
+        self.is_full = False  # admission: tests flip it to see the 429
         self.reply = reply
         self.fail_after = fail_after
         self.stop_reason = stop_reason
@@ -153,6 +157,7 @@ def make_request(
     path: str = "/",
     content_type: str | None = "application/json",
     request_id: str = "req-1",
+    query_string: bytes = b"",
 ) -> Request:
     raw = body if isinstance(body, bytes) else (b"" if body is None else orjson.dumps(body))
     headers = {} if content_type is None else {"content-type": content_type}
@@ -160,7 +165,7 @@ def make_request(
         method=method,
         path=path,
         headers=headers,
-        query_string=b"",
+        query_string=query_string,
         body=raw,
         state={"server": server if server is not None else server_with()},
         request_id=request_id,

@@ -122,8 +122,16 @@ def test_raise_exception_is_a_400_with_its_message() -> None:
 
 @pytest.mark.parametrize(
     "template",
-    ["{% for %}", "{{ messages.pop() }}", "{{ 'a' + none }}", "{{ messages[5]['x'] + 'a' }}"],
-    ids=["syntax", "sandbox", "type-error", "undefined"],
+    [
+        "{% for %}",
+        "{{ messages.pop() }}",
+        "{{ 'a' + none }}",
+        "{{ messages[5]['x'] + 'a' }}",
+        # regressions: these two were 500s
+        "{{ 1 / 0 }}",
+        "{% for i in range(10 ** 12) %}{% endfor %}",
+    ],
+    ids=["syntax", "sandbox", "type-error", "undefined", "zero-division", "sandbox-range"],
 )
 def test_template_failures_are_400s(template: str) -> None:
     assert render_error(template).message.startswith("Chat template error")

@@ -41,6 +41,21 @@ def test_malformed_prompt_is_rejected_at_its_path(prompt: object) -> None:
     assert err.param == "prompt"
 
 
+@pytest.mark.parametrize(
+    ("prompt", "ids"), [([315.0, 2], [315, 2]), ([[7.0], [1, 2.0]], [[7], [1, 2]])]
+)
+def test_integral_floats_are_token_ids_like_any_integer_field(prompt: object, ids: object) -> None:
+    # JSON Schema's "integer" includes 315.0, and so does every other integer field here.
+    req = parse({"prompt": prompt})
+    assert req.prompt == ids
+    assert all(type(t) is int for t in (ids[0] if isinstance(ids[0], list) else ids))
+
+
+@pytest.mark.parametrize("prompt", [[1.5], [[2, 0.5]], [-1.0]])
+def test_fractional_or_negative_token_ids_are_refused(prompt: object) -> None:
+    assert parse_error({"prompt": prompt}).param == "prompt"
+
+
 def test_defaults_match_vllm() -> None:
     req = parse({"prompt": "x"})
     assert req.max_tokens == 16 and req.n == 1 and req.add_special_tokens is True

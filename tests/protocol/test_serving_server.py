@@ -9,7 +9,7 @@ from asgi.http import HTTPError
 from protocol.model_resolution import resolve_engine
 from protocol.routes import build_routes
 from protocol.serving_models import list_models
-from protocol.serving_server import health, metrics, version
+from protocol.serving_server import health, load, metrics, version
 
 pytestmark = pytest.mark.anyio
 
@@ -32,9 +32,9 @@ async def test_health_reports_a_failed_load() -> None:
 
 
 def test_ping_is_health_for_get_and_post() -> None:
-    routes = build_routes()
-    assert routes[("GET", "/ping")] is routes[("GET", "/health")]
-    assert routes[("POST", "/ping")] is routes[("GET", "/health")]
+    routes = {route: handler.__wrapped__ for route, handler in build_routes().items()}
+    assert routes[("GET", "/ping")] is health
+    assert routes[("POST", "/ping")] is health
 
 
 def test_routes_cover_the_protocol_surface() -> None:
@@ -56,8 +56,11 @@ def test_routes_cover_the_protocol_surface() -> None:
         ("GET", "/health"),
         ("GET", "/ping"),
         ("POST", "/ping"),
+        ("GET", "/load"),
         ("GET", "/version"),
         ("GET", "/metrics"),
+        ("GET", "/openapi.json"),
+        ("GET", "/docs"),
     }
 
 
@@ -121,3 +124,56 @@ def test_no_engine_yet_is_a_503(status: str, words: str) -> None:
     with pytest.raises(HTTPError) as info:
         resolve_engine(make_request(server=server_with(status=status, error="boom")), "m")
     assert info.value.status == 503 and words in info.value.message
+
+
+async def test_health_is_503_while_draining() -> None:
+    server = server_with(ScriptedEngine())
+    server.draining = True
+    response = await health(make_request(server=server))
+    assert response.status == 503 and orjson.loads(response.body) == {"status": "draining"}
+
+
+async def test_deep_health_serves_a_real_request_on_every_model() -> None:
+    engine = ScriptedEngine()
+    response = await health(make_request(server=server_with(engine), query_string=b"deep=true"))
+    assert response.status == 200
+    assert orjson.loads(response.body) == {"status": "ready", "models": ["test-model"]}
+    ((_, params),) = engine.calls[0][1]
+    assert params.max_tokens == 1
+    broken = ScriptedEngine(fail_after=0)
+    response = await health(make_request(server=server_with(broken), query_string=b"deep=true"))
+    body = orjson.loads(response.body)
+    assert response.status == 503 and "engine exploded" in body["errors"]["test-model"]
+
+
+async def test_load_reports_requests_in_flight() -> None:
+    server = server_with(ScriptedEngine())
+    server.in_flight = 3
+    response = await load(make_request(server=server))
+    assert orjson.loads(response.body) == {"server_load": 3}
+
+
+async def test_a_model_at_capacity_answers_429_with_retry_after() -> None:
+    engine = ScriptedEngine(max_model_len=512)
+    engine.is_full = True
+    handler = build_routes()[("POST", "/v1/chat/completions")]
+    body = {"messages": [{"role": "user", "content": "Hi"}], "stream": True}
+    with pytest.raises(HTTPError) as info:
+        await handler(make_request(body, server=server_with(engine)))
+    assert info.value.status == 429 and info.value.err_type == "RateLimitError"
+    assert (b"retry-after", b"1") in info.value.to_response().headers
+    assert engine.calls == []  # refused before anything started
+
+
+async def test_engine_refusals_map_to_http_statuses() -> None:
+    from engine.errors import EngineDeadError, EngineOverloadedError
+    from protocol.admission import engine_errors_as_http
+
+    for exc, status in ((EngineOverloadedError("full"), 429), (EngineDeadError("dead"), 503)):
+
+        async def refusing(request, exc=exc):
+            raise exc
+
+        with pytest.raises(HTTPError) as info:
+            await engine_errors_as_http(refusing)(make_request())
+        assert info.value.status == status

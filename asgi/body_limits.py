@@ -1,0 +1,85 @@
+"""Reads the request body under a size limit (413) and a deadline (408), then hands it on.
+
+Without these a client could make the server buffer any amount of memory, or hold a
+connection and its buffers open forever by sending a byte now and then. The body is read
+here, before routing, and replayed to the app as one message; later receives (the router
+watches for the client leaving) go to the server as usual.
+"""
+
+from __future__ import annotations
+
+import anyio
+
+from asgi.http import error_response
+from asgi.router import ASGIApp, Message, Receive, Scope, Send, send_response
+
+
+class BodyLimitMiddleware:
+    def __init__(self, app: ASGIApp, *, max_bytes: int, timeout_s: float) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+        self.timeout_s = timeout_s
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if _declared_length(scope) > self.max_bytes:
+            await self._too_large(send)
+            return
+        parts: list[bytes] = []
+        size = 0
+        with anyio.move_on_after(self.timeout_s) as deadline:
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    return  # the client left: nobody to answer
+                chunk = message.get("body", b"")
+                size += len(chunk)
+                if size > self.max_bytes:
+                    await self._too_large(send)
+                    return
+                parts.append(chunk)
+                if not message.get("more_body", False):
+                    break
+        if deadline.cancelled_caught:
+            response = error_response(
+                408,
+                f"The request body did not arrive within {self.timeout_s:g} s.",
+                "RequestTimeoutError",
+            )
+            response.headers.append((b"connection", b"close"))
+            await send_response(send, response)
+            return
+
+        body = b"".join(parts)
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
+
+    async def _too_large(self, send: Send) -> None:
+        response = error_response(
+            413,
+            f"The request body is larger than the limit of {self.max_bytes} bytes.",
+            "RequestEntityTooLargeError",
+        )
+        # The rest of the body is never read, so the connection cannot be reused.
+        response.headers.append((b"connection", b"close"))
+        await send_response(send, response)
+
+
+def _declared_length(scope: Scope) -> int:
+    for name, value in scope.get("headers", ()):
+        if name.lower() == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return 0  # the server rejects a malformed length itself
+    return 0

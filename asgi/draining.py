@@ -1,0 +1,39 @@
+"""Counts the requests in flight (GET /load) and turns new ones away once shutdown begins.
+
+Operational routes stay open while draining, so /health can say so and scrapers keep
+scraping; they are not counted either: a health probe is not load.
+"""
+
+from __future__ import annotations
+
+from asgi.http import error_response
+from asgi.router import ASGIApp, Receive, Scope, Send, route_path, send_response
+
+OPERATIONAL_PATHS = frozenset({"/health", "/ping", "/load", "/metrics", "/version"})
+
+
+class DrainingMiddleware:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        server = scope.get("state", {}).get("server")
+        if (
+            scope["type"] != "http"
+            or server is None
+            or route_path(scope["path"]) in OPERATIONAL_PATHS
+        ):
+            await self.app(scope, receive, send)
+            return
+        if server.draining:
+            response = error_response(
+                503, "The server is shutting down.", "ServiceUnavailableError"
+            )
+            response.headers.append((b"connection", b"close"))
+            await send_response(send, response)
+            return
+        server.in_flight += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            server.in_flight -= 1

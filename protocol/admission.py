@@ -1,0 +1,43 @@
+"""Engine refusals as HTTP: a model at capacity is a 429 with Retry-After, a dead engine a 503.
+
+Engines count their own requests in flight and refuse past their capacity, which is exact and
+cannot leak. A stream only reaches the engine once its response has started, so the stream
+handlers also check before answering (`check_capacity`): the client then gets a real 429 rather
+than an error event inside a 200. Only a burst racing that check lands in the engine's own
+refusal, which a stream reports in-band with the same code.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+from asgi.http import HTTPError
+from asgi.router import Handler
+from engine.errors import EngineDeadError, EngineOverloadedError, overloaded
+
+# Seconds a refused client should wait: a running batch turns over in about that time.
+RETRY_AFTER_S = 1
+
+
+def as_http_error(exc: EngineOverloadedError | EngineDeadError) -> HTTPError:
+    if isinstance(exc, EngineOverloadedError):
+        retry_after = [(b"retry-after", str(RETRY_AFTER_S).encode())]
+        return HTTPError(429, str(exc), "RateLimitError", headers=retry_after)
+    return HTTPError(503, str(exc), "ServiceUnavailableError")
+
+
+def check_capacity(engine: Any) -> None:
+    if engine.is_full:
+        raise as_http_error(overloaded(engine.served_model_name, engine.num_requests))
+
+
+def engine_errors_as_http(handler: Handler) -> Handler:
+    @functools.wraps(handler)
+    async def handle(request: Any) -> Any:
+        try:
+            return await handler(request)
+        except (EngineOverloadedError, EngineDeadError) as exc:
+            raise as_http_error(exc) from None
+
+    return handle

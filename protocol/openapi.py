@@ -1,0 +1,707 @@
+"""GET /openapi.json (OpenAPI 3.1) generated from the attrs schemas, and GET /docs rendering it.
+
+The attrs classes in protocol/schemas_*.py are what the converter parses requests into and dumps
+responses from, so a document derived from them cannot drift from what the server accepts and
+sends. The walk below maps each field's annotation to JSON Schema (2020-12, the 3.1 dialect).
+What annotations cannot say is added from tables next to it: the union aliases the converter
+decides by hand (Prompt, Stop, MessageContent), the bounds the handlers enforce (n >= 1,
+0 < top_p <= 1, ...; the served model names and max_logprobs from the settings), and the
+routes whose body comes in two forms. Requests and responses differ in what "required" means:
+a request field is required when it has no default, while a response always carries every
+field except those dropped when None (OMIT_IF_NONE).
+"""
+
+from __future__ import annotations
+
+import functools
+import operator
+import types
+import typing
+from typing import Any
+
+import attrs
+import orjson
+
+from asgi.auth import DEFAULT_PUBLIC_PATHS
+from asgi.http import Request, Response
+from protocol.model_resolution import server_state
+from protocol.schemas_chat import (
+    ChatCompletionRequest,
+    ChatCompletionResponse,
+    ChatCompletionStreamResponse,
+    ChatContentPart,
+    ChatMessageParam,
+    ChatTool,
+    MessageContent,
+)
+from protocol.schemas_common import (
+    OMIT_IF_NONE,
+    GenerationRequest,
+    Prompt,
+    ResponseFormat,
+    Stop,
+)
+from protocol.schemas_completion import (
+    CompletionRequest,
+    CompletionResponse,
+    CompletionStreamResponse,
+)
+from protocol.schemas_models import ModelList
+from protocol.schemas_pooling import (
+    COHERE_EMBEDDING_TYPES,
+    COHERE_TRUNCATE,
+    ENCODING_FORMATS,
+    ClassifyRequest,
+    ClassifyResponse,
+    CohereEmbedRequest,
+    CohereEmbedResponse,
+    EmbeddingRequest,
+    EmbeddingResponse,
+    PoolingInputRequest,
+    PoolingRequest,
+    PoolingResponse,
+)
+from protocol.schemas_score import RerankRequest, RerankResponse, ScoreRequest, ScoreResponse
+from protocol.schemas_tokenize import (
+    DetokenizeRequest,
+    DetokenizeResponse,
+    TokenizeChatRequest,
+    TokenizeCompletionRequest,
+    TokenizeResponse,
+)
+
+OPENAPI_VERSION = "3.1.0"
+JSON = "application/json"
+SSE = "text/event-stream"
+_REF = "#/components/schemas/"
+_INT64 = {"minimum": -(2**63), "maximum": 2**63 - 1}
+
+
+def ref(name: str) -> dict[str, Any]:
+    return {"$ref": _REF + name}
+
+
+def nullable(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"anyOf": [schema, {"type": "null"}]}
+
+
+# --- schemas that annotations cannot express ---------------------------------------------------
+
+# Written to match the converter's hooks for these unions (protocol/converter.py); the bounds
+# are the handlers' (an empty prompt or stop string is a 400).
+_TOKEN_ID = {"type": "integer", "minimum": 0}
+_NAMED_SCHEMAS: dict[str, dict[str, Any]] = {
+    "Prompt": {
+        "description": "A string, strings, token ids, or lists of token ids.",
+        "anyOf": [
+            {"type": "string", "minLength": 1},
+            {"type": "array", "items": {"type": "string", "minLength": 1}, "minItems": 1},
+            {"type": "array", "items": _TOKEN_ID, "minItems": 1},
+            {
+                "type": "array",
+                "items": {"type": "array", "items": _TOKEN_ID, "minItems": 1},
+                "minItems": 1,
+            },
+        ],
+    },
+    "Stop": {
+        "anyOf": [
+            {"type": "string", "minLength": 1},
+            {"type": "array", "items": {"type": "string", "minLength": 1}},
+        ]
+    },
+    "MessageContent": {
+        "anyOf": [{"type": "string"}, {"type": "array", "items": ref("ChatContentPart")}]
+    },
+    # A score side: one text or several, none empty.
+    "Texts": {
+        "anyOf": [
+            {"type": "string", "minLength": 1},
+            {"type": "array", "items": {"type": "string", "minLength": 1}, "minItems": 1},
+        ]
+    },
+    "Error": {
+        "type": "object",
+        "required": ["error"],
+        "properties": {
+            "error": {
+                "type": "object",
+                "required": ["message", "type", "param", "code"],
+                "properties": {
+                    "message": {"type": "string"},
+                    "type": {"type": "string"},
+                    "param": {"type": ["string", "null"]},
+                    "code": {"type": "integer"},
+                },
+            }
+        },
+    },
+    "HealthStatus": {
+        "description": "Empty when ready; otherwise the state (loading, failed, draining) and "
+        "what failed. With deep=true, each model has served a request.",
+        "type": "object",
+        "properties": {
+            "status": {"type": "string"},
+            "error": {"type": ["string", "null"]},
+            "errors": {"type": "object", "additionalProperties": {"type": "string"}},
+            "models": {"type": "array", "items": {"type": "string"}},
+        },
+    },
+    "Load": {
+        "type": "object",
+        "required": ["server_load"],
+        "properties": {"server_load": {"type": "integer", "minimum": 0}},
+    },
+    "Version": {
+        "type": "object",
+        "required": ["version"],
+        "properties": {"version": {"type": "string"}},
+    },
+}
+
+# Unions named by an alias → the component that describes them. Looked up by equality, since a
+# resolved annotation is a new union object with the same members.
+# The classes listed are those the hand-written schema refers to.
+_NAMED_UNIONS: list[tuple[Any, str, tuple[type, ...]]] = [
+    (Prompt, "Prompt", ()),
+    (Stop, "Stop", ()),
+    (MessageContent, "MessageContent", (ChatContentPart,)),
+]
+
+_TOOL_CHOICE = {
+    "anyOf": [
+        {"type": "string", "enum": ["none", "auto", "required"]},
+        {
+            "type": "object",
+            "required": ["type", "function"],
+            "properties": {
+                "type": {"const": "function"},
+                "function": {
+                    "type": "object",
+                    "required": ["name"],
+                    "properties": {"name": {"type": "string"}},
+                },
+            },
+        },
+        {"type": "null"},
+    ]
+}
+
+# Request fields whose generated schema is replaced outright.
+_FIELD_SCHEMAS: dict[type, dict[str, dict[str, Any]]] = {
+    ChatCompletionRequest: {"tool_choice": _TOOL_CHOICE},
+    CompletionRequest: {"prompt": ref("Prompt")},
+    # Only text parts are rendered (protocol/chat_template.py), and they need their text.
+    ChatContentPart: {"type": {"type": "string", "enum": ["text"]}, "text": {"type": "string"}},
+    ScoreRequest: {
+        name: nullable(ref("Texts"))
+        for name in ("text_1", "text_2", "queries", "documents", "items", "data_1", "data_2")
+    },
+}
+
+# Bounds the handlers enforce, merged into the generated field schema (JSON Schema applies
+# `minimum` only to numbers, so a nullable ["integer", "null"] keeps its null). Inherited along
+# the class hierarchy. Mostly valid generated examples is the point; a value allowed here may
+# still be refused with a 400 (e.g. a token id past the vocabulary).
+_FIELD_BOUNDS: dict[type, dict[str, dict[str, Any]]] = {
+    GenerationRequest: {
+        "temperature": {"minimum": 0},
+        "top_p": {"exclusiveMinimum": 0, "maximum": 1},
+        "top_k": {"minimum": -1},
+        "min_p": {"minimum": 0, "maximum": 1},
+        "presence_penalty": {"minimum": -2, "maximum": 2},
+        "frequency_penalty": {"minimum": -2, "maximum": 2},
+        "repetition_penalty": {"exclusiveMinimum": 0},
+        "seed": _INT64,
+        "n": {"minimum": 1, "maximum": 16384},
+        "min_tokens": {"minimum": 0},
+        "logit_bias": {"propertyNames": {"pattern": "^[0-9]+$"}},
+        "allowed_token_ids": {"minItems": 1, "items": _TOKEN_ID},
+        "stop_token_ids": {"items": _TOKEN_ID},
+        "truncate_prompt_tokens": {"minimum": -1},
+        "prompt_logprobs": {"minimum": 0},
+    },
+    CompletionRequest: {"max_tokens": {"minimum": 1}, "logprobs": {"minimum": 0}},
+    ChatCompletionRequest: {
+        "max_tokens": {"minimum": 1},
+        "max_completion_tokens": {"minimum": 1},
+        "top_logprobs": {"minimum": 0},
+        "tools": {"minItems": 1},
+    },
+    ResponseFormat: {"type": {"enum": ["text", "json_object", "json_schema"]}},
+    ChatTool: {"type": {"enum": ["function"]}},
+    PoolingInputRequest: {"truncate_prompt_tokens": {"minimum": -1}},
+    EmbeddingRequest: {"encoding_format": {"enum": list(ENCODING_FORMATS)}},
+    CohereEmbedRequest: {
+        "texts": {"minItems": 1, "items": {"type": "string", "minLength": 1}},
+        "embedding_types": {"minItems": 1, "items": {"enum": list(COHERE_EMBEDDING_TYPES)}},
+        "truncate": {"enum": list(COHERE_TRUNCATE)},
+    },
+    ScoreRequest: {"truncate_prompt_tokens": {"minimum": -1}},
+    RerankRequest: {
+        "query": {"minLength": 1},
+        "documents": {"minItems": 1, "items": {"type": "string", "minLength": 1}},
+        "top_n": {"minimum": 0},
+        "truncate_prompt_tokens": {"minimum": -1},
+    },
+    DetokenizeRequest: {"tokens": {"items": _TOKEN_ID}},
+}
+
+# Fields a handler refuses to go without although the class gives them a default.
+_REQUIRED: dict[type, tuple[str, ...]] = {
+    CompletionRequest: ("prompt",),
+    ChatContentPart: ("text",),
+}
+
+
+def _score_sides(first: str, second: str) -> dict[str, Any]:
+    return {"required": [first, second], "properties": {first: ref("Texts"), second: ref("Texts")}}
+
+
+# Keywords added to a whole request object: the score sides come under any of vLLM's names.
+_OBJECT_EXTRAS: dict[type, dict[str, Any]] = {
+    ScoreRequest: {
+        "anyOf": [
+            _score_sides("text_1", "text_2"),
+            _score_sides("queries", "documents"),
+            _score_sides("queries", "items"),
+            _score_sides("data_1", "data_2"),
+        ]
+    },
+}
+
+
+def _lookup(table: dict[type, dict[str, Any]], cls: type, field: str) -> Any:
+    for base in cls.__mro__:
+        found = table.get(base, {}).get(field)
+        if found is not None:
+            return found
+    return None
+
+
+def _json_default(field: attrs.Attribute) -> tuple[bool, Any]:
+    """(has a default worth documenting, the default as JSON data)."""
+    default = field.default
+    if isinstance(default, attrs.Factory):  # type: ignore[arg-type]
+        if default.takes_self:
+            return False, None
+        default = default.factory()
+    if attrs.has(type(default)):
+        return False, None
+    return True, default
+
+
+def _merged(
+    table: dict[type, dict[str, dict[str, Any]]], more: dict[type, dict[str, dict[str, Any]]]
+) -> dict[type, dict[str, dict[str, Any]]]:
+    result = {cls: dict(fields) for cls, fields in table.items()}
+    for cls, fields in more.items():
+        for name, schema in fields.items():
+            result.setdefault(cls, {})[name] = {**result.get(cls, {}).get(name, {}), **schema}
+    return result
+
+
+class SchemaBuilder:
+    """Collects components/schemas while turning types into JSON Schema.
+
+    `models` (the served names) and `max_logprobs` come from the settings: with them the
+    document says what this deployment accepts, not only what the API could."""
+
+    def __init__(self, models: typing.Sequence[str] = (), max_logprobs: int | None = None) -> None:
+        self.schemas: dict[str, dict[str, Any]] = dict(_NAMED_SCHEMAS)
+        self._names: dict[tuple[type, str, str], str] = {}
+        field_schemas: dict[type, dict[str, dict[str, Any]]] = {}
+        if models:
+            # `object` is in every class's MRO: every request's `model` field.
+            model = {"type": ["string", "null"], "enum": [*models, None]}
+            field_schemas[object] = {"model": model}
+        self.field_schemas = _merged(_FIELD_SCHEMAS, field_schemas)
+        bounds: dict[type, dict[str, dict[str, Any]]] = {}
+        if max_logprobs is not None:
+            most = {"maximum": max_logprobs}
+            bounds = {
+                GenerationRequest: {"prompt_logprobs": most},
+                CompletionRequest: {"logprobs": most},
+                ChatCompletionRequest: {"top_logprobs": most},
+            }
+        self.field_bounds = _merged(_FIELD_BOUNDS, bounds)
+
+    def type_schema(self, tp: Any, side: str) -> dict[str, Any]:
+        if tp is Any:
+            return {}
+        if tp is type(None):
+            return {"type": "null"}
+        simple = {str: "string", int: "integer", float: "number", bool: "boolean"}.get(tp)
+        if simple is not None:
+            return {"type": simple}
+        origin = typing.get_origin(tp)
+        if origin in (typing.Union, types.UnionType):
+            return self._union(typing.get_args(tp), side)
+        if origin is list:
+            (item,) = typing.get_args(tp)
+            return {"type": "array", "items": self.type_schema(item, side)}
+        if origin is dict:
+            key, value = typing.get_args(tp)
+            if key is not str:
+                raise TypeError(f"JSON object keys are strings, not {key!r}")
+            if value is Any:
+                return {"type": "object"}
+            return {"type": "object", "additionalProperties": self.type_schema(value, side)}
+        if isinstance(tp, type) and attrs.has(tp):
+            return self.component(tp, side)
+        raise TypeError(f"no JSON Schema for {tp!r}")
+
+    def _union(self, members: tuple[Any, ...], side: str) -> dict[str, Any]:
+        non_null = [m for m in members if m is not type(None)]
+        is_nullable = len(non_null) < len(members)
+        joined = functools.reduce(operator.or_, non_null)
+        for union, name, referenced in _NAMED_UNIONS:
+            if joined == union:
+                for cls in referenced:
+                    self.component(cls, side)
+                return nullable(ref(name)) if is_nullable else ref(name)
+        schemas = [self.type_schema(m, side) for m in members]
+        # Plain types merge into one list ({"type": ["string", "null"]}), and a null joins a
+        # single typed schema the same way; anything else stays an anyOf.
+        if all(set(s) == {"type"} for s in schemas):
+            return {"type": [s["type"] for s in schemas]}
+        if is_nullable and len(schemas) == 2:
+            (typed,) = [s for s in schemas if s != {"type": "null"}]
+            if isinstance(typed.get("type"), str):
+                return {**typed, "type": [typed["type"], "null"]}
+        return {"anyOf": schemas}
+
+    def component(
+        self,
+        cls: type,
+        side: str,
+        *,
+        name: str | None = None,
+        overrides: dict[str, Any] | None = None,
+        required: tuple[str, ...] = (),
+    ) -> dict[str, Any]:
+        """A $ref to the schema of attrs class `cls` as a request or a response (made once).
+        `overrides` replaces field schemas (False forbids the field) and `required` adds
+        required fields: how one class makes the variants of a two-form body."""
+        key = (cls, side, name or "")
+        if key not in self._names:
+            chosen = name or cls.__name__
+            if chosen in self.schemas:  # the same class reached from the other side
+                chosen += "Response" if side == "response" else "Request"
+            self._names[key] = chosen
+            self.schemas[chosen] = {}  # reserved first: a class may refer to itself
+            self.schemas[chosen] = self._object(cls, side, overrides or {}, required)
+        return ref(self._names[key])
+
+    def _object(
+        self, cls: type, side: str, overrides: dict[str, Any], extra_required: tuple[str, ...]
+    ) -> dict[str, Any]:
+        hints = typing.get_type_hints(cls)
+        properties: dict[str, Any] = {}
+        required: list[str] = []
+        for field in attrs.fields(cls):
+            if field.name in overrides:
+                properties[field.name] = overrides[field.name]
+                continue
+            schema = None
+            if side == "request":
+                schema = _lookup(self.field_schemas, cls, field.name)
+            if schema is None:
+                schema = self.type_schema(hints[field.name], side)
+            if side == "request":
+                schema = {**schema, **(_lookup(self.field_bounds, cls, field.name) or {})}
+                if field.default is attrs.NOTHING or field.name in _REQUIRED.get(cls, ()):
+                    required.append(field.name)
+                else:
+                    documented, default = _json_default(field)
+                    if documented:
+                        schema["default"] = default
+            elif not field.metadata.get(OMIT_IF_NONE):
+                required.append(field.name)
+            properties[field.name] = schema
+        for name, schema in overrides.items():  # keys the class does not have
+            properties.setdefault(name, schema)
+        for name in extra_required:
+            if name not in required:
+                required.append(name)
+        result: dict[str, Any] = {"type": "object", "properties": properties}
+        if required:
+            result["required"] = required
+        if side == "response":
+            # Responses are exactly their fields; requests may carry others (ignored).
+            result["additionalProperties"] = False
+        if side == "request":
+            result.update(_OBJECT_EXTRAS.get(cls, {}))
+        doc = (cls.__doc__ or "").strip()
+        if doc:
+            result["description"] = doc
+        return result
+
+
+# --- routes -------------------------------------------------------------------------------------
+
+
+@attrs.frozen
+class Operation:
+    summary: str
+    tag: str
+    request: Any = None  # an attrs class, or a callable making the body schema (forms)
+    response: Any = None  # an attrs class, or a component name
+    stream: type | None = None  # the chunk class when the route streams with `stream: true`
+    media_type: str = JSON
+    query: dict[str, Any] = attrs.field(factory=dict)  # name -> schema of a query parameter
+
+
+def _pooling_forms(cls: type, builder: SchemaBuilder) -> dict[str, Any]:
+    """`input` or chat `messages`, exactly one of them (protocol/pooling_inputs.py)."""
+    base = cls.__name__.removesuffix("Request")
+    with_input = builder.component(
+        cls,
+        "request",
+        name=f"{base}RequestWithInput",
+        overrides={"input": ref("Prompt"), "messages": {"type": "null"}},
+        required=("input",),
+    )
+    with_messages = builder.component(
+        cls,
+        "request",
+        name=f"{base}RequestWithMessages",
+        overrides={
+            "input": {"type": "null"},
+            "messages": {
+                "type": "array",
+                "items": builder.component(ChatMessageParam, "request"),
+                "minItems": 1,
+            },
+        },
+        required=("messages",),
+    )
+    return {"oneOf": [with_input, with_messages]}
+
+
+def _tokenize_forms(builder: SchemaBuilder) -> dict[str, Any]:
+    # The handler picks the chat form whenever the key `messages` is present, even as null.
+    completion = builder.component(
+        TokenizeCompletionRequest, "request", overrides={"messages": False}
+    )
+    return {"oneOf": [completion, builder.component(TokenizeChatRequest, "request")]}
+
+
+def _operations() -> dict[tuple[str, str], Operation]:
+    rerank = Operation("Rerank documents by a query", "pooling", RerankRequest, RerankResponse)
+    score = Operation("Score text pairs", "pooling", ScoreRequest, ScoreResponse)
+    health = Operation(
+        "Readiness: 200 when every model is loaded",
+        "server",
+        None,
+        "HealthStatus",
+        query={"deep": {"type": "boolean"}},
+    )
+    return {
+        ("POST", "/v1/completions"): Operation(
+            "Create a completion",
+            "generation",
+            CompletionRequest,
+            CompletionResponse,
+            CompletionStreamResponse,
+        ),
+        ("POST", "/v1/chat/completions"): Operation(
+            "Create a chat completion",
+            "generation",
+            ChatCompletionRequest,
+            ChatCompletionResponse,
+            ChatCompletionStreamResponse,
+        ),
+        ("POST", "/v1/embeddings"): Operation(
+            "Create embeddings",
+            "pooling",
+            functools.partial(_pooling_forms, EmbeddingRequest),
+            EmbeddingResponse,
+        ),
+        ("POST", "/pooling"): Operation(
+            "The model's pooled output",
+            "pooling",
+            functools.partial(_pooling_forms, PoolingRequest),
+            PoolingResponse,
+        ),
+        ("POST", "/classify"): Operation(
+            "Classify inputs",
+            "pooling",
+            functools.partial(_pooling_forms, ClassifyRequest),
+            ClassifyResponse,
+        ),
+        ("POST", "/score"): score,
+        ("POST", "/v1/score"): score,
+        ("POST", "/rerank"): rerank,
+        ("POST", "/v1/rerank"): rerank,
+        ("POST", "/v2/rerank"): rerank,
+        ("POST", "/v2/embed"): Operation(
+            "Embed texts (Cohere Embed v2)", "pooling", CohereEmbedRequest, CohereEmbedResponse
+        ),
+        ("POST", "/tokenize"): Operation(
+            "Tokenize a prompt or chat messages", "tokenization", _tokenize_forms, TokenizeResponse
+        ),
+        ("POST", "/detokenize"): Operation(
+            "Token ids to text", "tokenization", DetokenizeRequest, DetokenizeResponse
+        ),
+        ("GET", "/v1/models"): Operation("List the served models", "models", None, ModelList),
+        ("GET", "/health"): health,
+        ("GET", "/ping"): health,
+        ("POST", "/ping"): health,
+        ("GET", "/load"): Operation("Requests in flight", "server", None, "Load"),
+        ("GET", "/version"): Operation("Server version", "server", None, "Version"),
+        ("GET", "/metrics"): Operation(
+            "Prometheus metrics", "server", None, None, media_type="text/plain"
+        ),
+        ("GET", "/openapi.json"): Operation("This document", "server", None, None),
+        ("GET", "/docs"): Operation(
+            "This document, rendered", "server", None, None, media_type="text/html"
+        ),
+    }
+
+
+def _body_schema(spec: Any, builder: SchemaBuilder, side: str) -> dict[str, Any]:
+    if spec is None:
+        return {"type": "object"}
+    if isinstance(spec, str):
+        return ref(spec)
+    if isinstance(spec, type) and attrs.has(spec):
+        return builder.component(spec, side)
+    return spec(builder)
+
+
+def _sse_event(chunk: dict[str, Any]) -> dict[str, Any]:
+    """One server-sent event: `data:` is a chunk, an in-band error, or the closing [DONE]."""
+    payload = {"anyOf": [chunk, ref("Error")]}
+    return {
+        "type": "object",
+        "required": ["data"],
+        "properties": {
+            "data": {
+                "anyOf": [
+                    {"const": "[DONE]"},
+                    {
+                        "type": "string",
+                        "contentMediaType": JSON,
+                        "contentSchema": payload,
+                    },
+                ]
+            }
+        },
+    }
+
+
+def _operation(method: str, path: str, op: Operation, builder: SchemaBuilder) -> dict[str, Any]:
+    content: dict[str, Any]
+    if op.media_type == JSON:
+        content = {JSON: {"schema": _body_schema(op.response, builder, "response")}}
+    else:
+        content = {op.media_type: {"schema": {"type": "string"}}}
+    if op.stream is not None:
+        chunk = builder.component(op.stream, "response")
+        content[SSE] = {"schema": _sse_event(chunk)}
+    error = {"description": "OpenAI's error body", "content": {JSON: {"schema": ref("Error")}}}
+    responses: dict[str, Any] = {"200": {"description": "Success", "content": content}}
+    if op.response == "HealthStatus":
+        responses["503"] = {"description": "Not ready", "content": content}
+    responses["4XX"] = error
+    responses["5XX"] = error
+    result: dict[str, Any] = {
+        "operationId": f"{method.lower()}{path.replace('/', '_').replace('.', '_')}",
+        "summary": op.summary,
+        "tags": [op.tag],
+        "responses": responses,
+    }
+    if op.request is not None:
+        result["requestBody"] = {
+            "required": True,
+            "content": {JSON: {"schema": _body_schema(op.request, builder, "request")}},
+        }
+    if op.query:
+        result["parameters"] = [
+            {"name": name, "in": "query", "required": False, "schema": schema}
+            for name, schema in op.query.items()
+        ]
+    if path in DEFAULT_PUBLIC_PATHS:  # open even when the server has an API key
+        result["security"] = []
+    return result
+
+
+def build_openapi(
+    routes: typing.Iterable[tuple[str, str]],
+    version: str,
+    *,
+    models: typing.Sequence[str] = (),
+    max_logprobs: int | None = None,
+) -> dict[str, Any]:
+    """The OpenAPI document of `routes` ((METHOD, path) pairs, as in protocol/routes.py)."""
+    known = _operations()
+    builder = SchemaBuilder(models, max_logprobs)
+    paths: dict[str, dict[str, Any]] = {}
+    for method, path in routes:
+        # A route missing from the table is still listed (its bodies as any object), so a
+        # new route never breaks the document; tests/protocol/test_openapi.py asks for one.
+        op = known.get((method, path)) or Operation(f"{method} {path}", "other")
+        paths.setdefault(path, {})[method.lower()] = _operation(method, path, op, builder)
+    return {
+        "openapi": OPENAPI_VERSION,
+        "jsonSchemaDialect": "https://json-schema.org/draft/2020-12/schema",
+        "info": {
+            "title": "lumen",
+            "version": version,
+            "description": "An OpenAI-compatible inference server with vLLM's HTTP surface.",
+        },
+        "paths": paths,
+        "components": {
+            "schemas": dict(sorted(builder.schemas.items())),
+            # Only enforced when the server has an API key.
+            "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer"}},
+        },
+        "security": [{"bearerAuth": []}, {}],
+    }
+
+
+@functools.lru_cache(maxsize=4)
+def openapi_document(models: tuple[str, ...] = (), max_logprobs: int | None = None) -> bytes:
+    # Imported here: the route table imports this module for its handlers.
+    from protocol.routes import build_routes
+    from protocol.serving_server import lumen_version
+
+    doc = build_openapi(build_routes(), lumen_version(), models=models, max_logprobs=max_logprobs)
+    return orjson.dumps(doc)
+
+
+async def openapi_json(request: Request) -> Response:
+    settings = server_state(request).settings
+    names = tuple(spec.name for spec in settings.served_models())
+    return Response(status=200, body=openapi_document(names, settings.max_logprobs))
+
+
+# Self-contained (no CDN: servers often have no internet): lists each route with its schemas.
+_DOCS_HTML = b"""<!doctype html>
+<html><head><meta charset="utf-8"><title>lumen API</title>
+<style>body{font:14px sans-serif;max-width:60em;margin:2em auto}summary{cursor:pointer}
+pre{background:#f4f4f4;padding:.5em;overflow:auto}code{font-weight:bold}</style></head>
+<body><h1>lumen API</h1><p>The raw document: <a href="/openapi.json">/openapi.json</a></p>
+<div id="ops"></div><script>
+fetch("/openapi.json").then(r => r.json()).then(spec => {
+  const out = document.getElementById("ops");
+  const pre = v => "<pre>" + JSON.stringify(v, null, 2).replace(/</g, "&lt;") + "</pre>";
+  for (const [path, item] of Object.entries(spec.paths))
+    for (const [method, op] of Object.entries(item)) {
+      const d = document.createElement("details");
+      d.innerHTML = "<summary><code>" + method.toUpperCase() + " " + path + "</code> " +
+        op.summary + "</summary>" + (op.requestBody ? "<h4>Request</h4>" +
+        pre(op.requestBody.content) : "") + "<h4>Responses</h4>" + pre(op.responses);
+      out.appendChild(d);
+    }
+  const s = document.createElement("details");
+  s.innerHTML = "<summary><b>Schemas</b></summary>" + pre(spec.components.schemas);
+  out.appendChild(s);
+});
+</script></body></html>
+"""
+
+
+async def docs(request: Request) -> Response:
+    return Response(status=200, body=_DOCS_HTML, media_type="text/html; charset=utf-8")
