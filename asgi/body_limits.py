@@ -25,7 +25,7 @@ class BodyLimitMiddleware:
             await self.app(scope, receive, send)
             return
         if _declared_length(scope) > self.max_bytes:
-            await self._too_large(send)
+            await self._too_large(send, receive, more_body=True)
             return
         parts: list[bytes] = []
         size = 0
@@ -37,7 +37,7 @@ class BodyLimitMiddleware:
                 chunk = message.get("body", b"")
                 size += len(chunk)
                 if size > self.max_bytes:
-                    await self._too_large(send)
+                    await self._too_large(send, receive, message.get("more_body", False))
                     return
                 parts.append(chunk)
                 if not message.get("more_body", False):
@@ -64,15 +64,21 @@ class BodyLimitMiddleware:
 
         await self.app(scope, replay, send)
 
-    async def _too_large(self, send: Send) -> None:
+    async def _too_large(self, send: Send, receive: Receive, more_body: bool) -> None:
         response = error_response(
             413,
             f"The request body is larger than the limit of {self.max_bytes} bytes.",
             "RequestEntityTooLargeError",
         )
-        # The rest of the body is never read, so the connection cannot be reused.
         response.headers.append((b"connection", b"close"))
         await send_response(send, response)
+        # Most clients read the answer only once they have sent their whole body; closing on
+        # them mid-upload resets the connection and they never see the 413. So the rest is
+        # read and dropped (nothing kept), for at most the body timeout.
+        with anyio.move_on_after(self.timeout_s):
+            while more_body:
+                message = await receive()
+                more_body = message["type"] != "http.disconnect" and message.get("more_body", False)
 
 
 def _declared_length(scope: Scope) -> int:

@@ -103,3 +103,22 @@ async def test_after_the_body_receive_reaches_the_server_again() -> None:
 
     await BodyLimitMiddleware(app, max_bytes=10, timeout_s=5)(http_scope(), receive, Collector())
     assert seen == ["http.request", "http.disconnect"]
+
+
+async def test_the_rest_of_a_refused_body_is_read_and_dropped() -> None:
+    # A client uploading a large body reads the answer only after sending it all: the server
+    # must take the rest in, or the 413 is lost to a connection reset.
+    parts = [b"x" * 8, b"x" * 8, b"x" * 8]
+    received: list[bytes] = []
+    source = chunks(*parts)
+
+    async def receive() -> dict[str, Any]:
+        message = await source()
+        received.append(message["body"])
+        return message
+
+    send = Collector()
+    await BodyLimitMiddleware(EchoApp(), max_bytes=10, timeout_s=5)(
+        http_scope(headers=[(b"content-length", b"24")]), receive, send
+    )
+    assert send.start["status"] == 413 and received == parts
