@@ -122,7 +122,10 @@ def apply_logits_processors(
             if not prefix or tuple(outputs[len(outputs) - len(prefix) :]) == prefix:
                 logits[row, words[-1]] = neg_inf
         if seq.num_output_tokens < params.min_tokens:
-            banned = list(params.stop_token_ids) + list(eos_token_ids)
+            # A stop id outside the vocabulary can never be sampled, so there is nothing to ban
+            # (and indexing with it would fail the whole step).
+            vocab = logits.shape[-1]
+            banned = [t for t in (*params.stop_token_ids, *eos_token_ids) if 0 <= t < vocab]
             if banned:
                 logits[row, banned] = neg_inf
         if grammars is not None and seq.seq_id in grammars:

@@ -21,6 +21,7 @@ logger = logging.getLogger(__name__)
 _INT64_MIN = -(2**63)
 _INT64_MAX = 2**63 - 1
 MAX_N = 16384  # vLLM's VLLM_MAX_N_SEQUENCES default
+_INT32_MAX = 2**31 - 1
 _GREEDY_EPS = 1e-5  # below this temperature vLLM samples greedily
 # vLLM raises tiny positive temperatures to this to avoid inf/nan when dividing logits.
 _MIN_TEMPERATURE = 1e-2
@@ -68,7 +69,9 @@ def sampling_params(
     top_k = _or_default(req.top_k, "top_k", defaults, 0)
     if top_k < -1:
         raise _invalid(f"top_k must be 0 (disable), or at least 1, got {top_k}.", "top_k")
-    top_k = max(top_k, 0)  # -1 is the older spelling of "off"
+    # -1 is the older spelling of "off"; so is any k beyond int32 (larger than any vocabulary),
+    # which the sampling kernels could not even hold.
+    top_k = 0 if top_k == -1 or top_k > _INT32_MAX else top_k
 
     min_p = _or_default(req.min_p, "min_p", defaults, 0.0)
     if not 0.0 <= min_p <= 1.0:

@@ -54,6 +54,12 @@ def test_min_tokens_hold_back_eos_and_stop_tokens():
     assert torch.isfinite(done).all()
 
 
+def test_min_tokens_ignore_stop_ids_outside_the_vocabulary():
+    params = SamplingParams(min_tokens=2, stop_token_ids=(6, VOCAB, 2**63))
+    (row,) = _apply([_seq(params, [8])])
+    assert row[0] == NEG_INF and row[6] == NEG_INF and torch.isfinite(row[1:6]).all()
+
+
 @pytest.fixture(scope="module")
 def grammars(smollm2_tokenizer):
     return GrammarMatchers(smollm2_tokenizer)

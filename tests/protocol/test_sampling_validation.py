@@ -116,6 +116,11 @@ def test_top_k_minus_one_means_off() -> None:
     assert params(top_k=-1).top_k == 0
 
 
+def test_a_top_k_beyond_any_vocabulary_means_off() -> None:
+    # Found by fuzzing: 2**63 reached the sampler's int64 tensor and failed the engine's step.
+    assert params(top_k=2**63).top_k == 0 and params(top_k=2**31 - 1).top_k == 2**31 - 1
+
+
 def test_seed_minus_one_means_unseeded() -> None:
     assert params(seed=-1).seed is None
 
