@@ -15,13 +15,14 @@ import os
 from datetime import datetime
 from typing import Any, ClassVar, Literal
 
+import attrs
 import jinja2
 import jinja2.ext
 import jinja2.nodes
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from asgi.http import HTTPError
-from protocol.schemas_chat import ChatContentPart, ChatMessageParam
+from protocol.schemas_chat import ChatContentPart, ChatMessageParam, ChatTool
 
 ContentFormat = Literal["string", "openai"]
 
@@ -255,6 +256,40 @@ def render_chat(
     if continue_final_message:
         return _cut_after_final_message(rendered, messages)
     return rendered
+
+
+def template_tools(tools: list[ChatTool] | None) -> list[dict[str, Any]] | None:
+    """The tools as the chat template sees them: the request's JSON, unset fields left out."""
+    if tools is None:
+        return None
+    return [
+        {
+            "type": tool.type,
+            "function": {
+                key: value
+                for key, value in attrs.asdict(tool.function).items()
+                if value is not None
+            },
+        }
+        for tool in tools
+    ]
+
+
+def render_request(req: Any, engine: Any) -> str:
+    """The prompt text of a request's `messages`, rendered with the model's template and
+    settings. Chat completions, /tokenize and the pooling routes send the same chat fields;
+    the pooling requests have no `tools` or `documents`."""
+    return render_chat(
+        resolve_template(req.chat_template, engine.chat_template),
+        req.messages,
+        add_generation_prompt=req.add_generation_prompt,
+        tokenizer=engine.tokenizer,
+        chat_template_kwargs=req.chat_template_kwargs,
+        continue_final_message=req.continue_final_message,
+        tools=template_tools(getattr(req, "tools", None)),
+        documents=getattr(req, "documents", None),
+        content_format_setting=engine.chat_template_content_format,
+    )
 
 
 def load_chat_template(value: str) -> str:

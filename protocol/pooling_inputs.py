@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from asgi.http import HTTPError
-from protocol.chat_template import render_chat, resolve_template
+from protocol.chat_template import render_request
 from protocol.prompts import check_token_ids
 from protocol.schemas_pooling import PoolingInputRequest
 
@@ -95,15 +95,7 @@ def request_token_ids(engine: Any, req: PoolingInputRequest) -> list[list[int]]:
     if req.messages is not None:
         if not req.messages:
             raise bad_request(EMPTY_INPUT_MESSAGE, "messages")
-        text = render_chat(
-            resolve_template(req.chat_template, engine.chat_template),
-            req.messages,
-            add_generation_prompt=req.add_generation_prompt,
-            tokenizer=engine.tokenizer,
-            chat_template_kwargs=req.chat_template_kwargs,
-            continue_final_message=req.continue_final_message,
-            content_format_setting=engine.chat_template_content_format,
-        )
+        text = render_request(req, engine)
         add_special = bool(req.add_special_tokens)  # default False for chat
         return encode_texts(engine, [text], add_special, keep)
     add_special = req.add_special_tokens is not False  # default True for plain input

@@ -15,7 +15,7 @@ from asgi.http import HTTPError, Request, Response, StreamingResponse
 from engine.sampling_params import SamplingParams
 from protocol import formatting
 from protocol.admission import check_capacity
-from protocol.chat_template import message_text, render_chat, resolve_template
+from protocol.chat_template import message_text, render_request
 from protocol.converter import parse_body
 from protocol.generation import generate_all, open_generation
 from protocol.logprobs import chat_logprobs, prompt_logprobs_json
@@ -42,7 +42,7 @@ from protocol.schemas_chat import (
     DeltaMessage,
 )
 from protocol.structured_outputs import request_grammar
-from protocol.tool_choice import ToolPlan, template_tools, tool_plan
+from protocol.tool_choice import ToolPlan, tool_plan
 from protocol.tool_parsers import ParsedDelta, ToolParser
 
 logger = logging.getLogger(__name__)
@@ -71,17 +71,7 @@ async def create_chat_completion(request: Request) -> Response | StreamingRespon
         requested, requested_param = req.max_tokens, "max_tokens"
     check_max_tokens_limit(requested, requested_param, engine.max_model_len)
 
-    prompt_text = render_chat(
-        resolve_template(req.chat_template, engine.chat_template),
-        req.messages,
-        add_generation_prompt=req.add_generation_prompt,
-        tokenizer=engine.tokenizer,
-        chat_template_kwargs=req.chat_template_kwargs,
-        continue_final_message=req.continue_final_message,
-        tools=template_tools(req.tools),
-        documents=req.documents,
-        content_format_setting=engine.chat_template_content_format,
-    )
+    prompt_text = render_request(req, engine)
     prompt_ids = encode(engine.tokenizer, prompt_text, req.add_special_tokens)
     if not prompt_ids:
         raise HTTPError(400, "The decoder prompt cannot be empty", "BadRequestError", "messages")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from asgi.http import HTTPError, Request, Response
 from protocol import formatting
-from protocol.chat_template import render_chat, resolve_template
+from protocol.chat_template import render_request
 from protocol.converter import parse_body, read_json_object, structure
 from protocol.model_resolution import resolve_engine
 from protocol.prompts import encode
@@ -19,7 +19,6 @@ from protocol.schemas_tokenize import (
     TokenizeCompletionRequest,
     TokenizeResponse,
 )
-from protocol.tool_choice import template_tools
 
 
 async def tokenize(request: Request) -> Response:
@@ -28,17 +27,7 @@ async def tokenize(request: Request) -> Response:
     if "messages" in body:
         req = structure(body, TokenizeChatRequest)
         engine = resolve_engine(request, req.model)
-        text = render_chat(
-            resolve_template(req.chat_template, engine.chat_template),
-            req.messages,
-            add_generation_prompt=req.add_generation_prompt,
-            tokenizer=engine.tokenizer,
-            chat_template_kwargs=req.chat_template_kwargs,
-            continue_final_message=req.continue_final_message,
-            tools=template_tools(req.tools),
-            documents=req.documents,
-            content_format_setting=engine.chat_template_content_format,
-        )
+        text = render_request(req, engine)
     else:
         req = structure(body, TokenizeCompletionRequest)
         engine = resolve_engine(request, req.model)

@@ -151,20 +151,3 @@ def _required_schema(tools: list[ChatTool], parallel: bool) -> dict[str, Any]:
     if defs:
         schema["$defs"] = defs
     return schema
-
-
-def template_tools(tools: list[ChatTool] | None) -> list[dict[str, Any]] | None:
-    """The tools as the chat template sees them: the request's JSON, unset fields left out."""
-    if tools is None:
-        return None
-    return [
-        {
-            "type": tool.type,
-            "function": {
-                key: value
-                for key, value in attrs.asdict(tool.function).items()
-                if value is not None
-            },
-        }
-        for tool in tools
-    ]

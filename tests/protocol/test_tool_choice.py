@@ -9,10 +9,11 @@ import pytest
 
 from asgi.http import HTTPError
 from configs.settings import TOOL_CALL_PARSERS
+from protocol.chat_template import template_tools
 from protocol.converter import structure
 from protocol.schemas_chat import ChatCompletionRequest
 from protocol.tool_choice import TOOL_CALL_PARSERS as PARSER_CLASSES
-from protocol.tool_choice import _required_schema, template_tools, tool_plan
+from protocol.tool_choice import _required_schema, tool_plan
 
 WEATHER = {
     "type": "function",
