@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import anyio
 
-from asgi.http import error_response
-from asgi.router import ASGIApp, Message, Receive, Scope, Send, send_response
+from asgi.router import ASGIApp, Message, Receive, Scope, Send, send_closing_error
 
 
 class BodyLimitMiddleware:
@@ -43,13 +42,12 @@ class BodyLimitMiddleware:
                 if not message.get("more_body", False):
                     break
         if deadline.cancelled_caught:
-            response = error_response(
+            await send_closing_error(
+                send,
                 408,
                 f"The request body did not arrive within {self.timeout_s:g} s.",
                 "RequestTimeoutError",
             )
-            response.headers.append((b"connection", b"close"))
-            await send_response(send, response)
             return
 
         body = b"".join(parts)
@@ -65,13 +63,12 @@ class BodyLimitMiddleware:
         await self.app(scope, replay, send)
 
     async def _too_large(self, send: Send, receive: Receive, more_body: bool) -> None:
-        response = error_response(
+        await send_closing_error(
+            send,
             413,
             f"The request body is larger than the limit of {self.max_bytes} bytes.",
             "RequestEntityTooLargeError",
         )
-        response.headers.append((b"connection", b"close"))
-        await send_response(send, response)
         # Most clients read the answer only once they have sent their whole body; closing on
         # them mid-upload resets the connection and they never see the 413. So the rest is
         # read and dropped (nothing kept), for at most the body timeout.

@@ -6,8 +6,7 @@ scraping; they are not counted either: a health probe is not load.
 
 from __future__ import annotations
 
-from asgi.http import error_response
-from asgi.router import ASGIApp, Receive, Scope, Send, route_path, send_response
+from asgi.router import ASGIApp, Receive, Scope, Send, route_path, send_closing_error
 
 OPERATIONAL_PATHS = frozenset({"/health", "/ping", "/load", "/metrics", "/version"})
 
@@ -26,11 +25,9 @@ class DrainingMiddleware:
             await self.app(scope, receive, send)
             return
         if server.draining:
-            response = error_response(
-                503, "The server is shutting down.", "ServiceUnavailableError"
+            await send_closing_error(
+                send, 503, "The server is shutting down.", "ServiceUnavailableError"
             )
-            response.headers.append((b"connection", b"close"))
-            await send_response(send, response)
             return
         server.in_flight += 1
         try:

@@ -121,6 +121,14 @@ async def send_response(send: Send, response: Response) -> None:
     await send({"type": "http.response.body", "body": response.body, "more_body": False})
 
 
+async def send_closing_error(send: Send, status: int, message: str, err_type: str) -> None:
+    """An error answer after which the client must not reuse the connection: its body was
+    not (all) read, or the server is going away."""
+    response = error_response(status, message, err_type)
+    response.headers.append((b"connection", b"close"))
+    await send_response(send, response)
+
+
 async def _stream(send: Send, response: StreamingResponse) -> None:
     chunks = response.chunks
     try:
