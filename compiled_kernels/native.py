@@ -4,10 +4,13 @@ They exist to cut per-op overhead, which dominates this small model on the CPU: 
 several torch ops (and their dispatch and temporaries) with one call. Each has a torch twin
 beside its Python wrapper, used under torch.compile, on the GPU, and as the tests' reference.
 
-The shared library is cached under ~/.cache/lumen/kernels, keyed by the source, the compiler
-flags and the CPU's instruction-set flags (it is built with -march=native), so later starts
-load it at once. Without a compiler, or with LUMEN_NATIVE_KERNELS=0, `load()` returns None and
-callers use their torch twins.
+The library is built for an instruction-set level, not for the machine at hand (no
+-march=native): on x86-64 the highest of x86-64-v4 (AVX-512), -v3 (AVX2 + FMA), -v2 and the
+baseline that the CPU's flags allow, chosen when the library is loaded, so a build runs on every
+CPU of its level. LUMEN_KERNEL_ISA names a lower level to use instead (the tests build each
+level the machine can run). The library is cached under ~/.cache/lumen/kernels, keyed by the
+sources, the compiler and its flags, so later starts load it at once. Without a compiler, or with
+LUMEN_NATIVE_KERNELS=0, `load()` returns None and callers use their torch twins.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import functools
 import hashlib
 import logging
 import os
+import platform
 import shutil
 import subprocess
 import tempfile
@@ -27,7 +31,14 @@ import torch
 logger = logging.getLogger(__name__)
 
 CSRC = Path(__file__).with_name("csrc")
-CFLAGS = ("-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=c11")
+CFLAGS = ("-O3", "-fopenmp", "-shared", "-fPIC", "-std=c11")
+# x86-64 levels, best first, with the CPU flags each needs (those of /proc/cpuinfo).
+X86_LEVELS = {
+    "x86-64-v4": {"avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl"},
+    "x86-64-v3": {"avx", "avx2", "bmi1", "bmi2", "f16c", "fma", "movbe", "xsave"},
+    "x86-64-v2": {"cx16", "lahf_lm", "popcnt", "sse4_1", "sse4_2", "ssse3"},
+    "x86-64": set(),
+}
 CACHE_DIR = Path.home() / ".cache" / "lumen" / "kernels"
 
 _i64, _ptr, _f32, _int = ctypes.c_int64, ctypes.c_void_p, ctypes.c_float, ctypes.c_int
@@ -47,6 +58,8 @@ SIGNATURES = {
         + [_f32, _int, _int],  # scale, is_bf16, num_threads
         _int,
     ),
+    # x, x_stride, w, scales, mins, bias, out, rows, in, out, kind, is_bf16, threads
+    "linear": ([_ptr, _i64] + [_ptr] * 5 + [_i64] * 3 + [_int] * 3, _int),
     # x, x_stride, residual, residual_out, weight, out, rows, hidden, eps, is_bf16, threads
     "rms_norm": ([_ptr, _i64, _ptr, _ptr, _ptr, _ptr, _i64, _i64, _f32, _int, _int], None),
     # x, x_stride, cos, sin, out, tokens, heads, head_dim, is_bf16, threads
@@ -59,36 +72,57 @@ SIGNATURES = {
 }
 
 
-def _cpu_flags() -> str:
+def cpu_flags() -> set[str]:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("flags"):
-                return line
+                return set(line.partition(":")[2].split())
     except OSError:
         pass
-    return ""
+    return set()
+
+
+def supported_levels() -> list[str]:
+    """The instruction-set levels this CPU runs, best first ([""]: not x86-64, built plain)."""
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return [""]
+    flags = cpu_flags()
+    return [level for level, needs in X86_LEVELS.items() if needs <= flags]
+
+
+def isa_level() -> str:
+    """The level the library is built for: the best this CPU runs, or LUMEN_KERNEL_ISA."""
+    levels = supported_levels()
+    wanted = os.environ.get("LUMEN_KERNEL_ISA", "")
+    if wanted and wanted not in levels:
+        raise ValueError(f"LUMEN_KERNEL_ISA={wanted!r}: this CPU runs {levels}")
+    return wanted or levels[0]
 
 
 def _sources() -> list[Path]:
     return sorted(CSRC.glob("*.c"))
 
 
-def _library_path(compiler: str) -> Path:
+def _cflags(level: str) -> tuple[str, ...]:
+    return (*CFLAGS, f"-march={level}") if level else CFLAGS
+
+
+def _library_path(compiler: str, level: str) -> Path:
     key = hashlib.sha256()
     for file in sorted(CSRC.iterdir()):
         key.update(file.name.encode() + file.read_bytes())
-    for part in (" ".join(CFLAGS), compiler, _cpu_flags()):
+    for part in (" ".join(_cflags(level)), compiler):
         key.update(part.encode())
     return CACHE_DIR / f"lumen-kernels-{key.hexdigest()[:16]}.so"
 
 
-def _build(compiler: str, target: Path) -> None:
+def _build(compiler: str, level: str, target: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     # Build beside the target and rename: concurrent starts never load a half-written file.
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
         built = Path(tmp) / target.name
         subprocess.run(
-            [compiler, *CFLAGS, *map(str, _sources()), "-o", str(built), "-lm"],
+            [compiler, *_cflags(level), *map(str, _sources()), "-o", str(built), "-lm"],
             check=True,
             capture_output=True,
             text=True,
@@ -101,15 +135,21 @@ def load() -> ctypes.CDLL | None:
     """The kernels' library, or None when native kernels are off or cannot be built."""
     if os.environ.get("LUMEN_NATIVE_KERNELS", "1").lower() in ("0", "false", "no", "off"):
         return None
+    return load_level(isa_level())
+
+
+@functools.cache
+def load_level(level: str) -> ctypes.CDLL | None:
+    """The library built for one instruction-set level (which this CPU must run)."""
     compiler = shutil.which(os.environ.get("CC", "gcc")) or shutil.which("cc")
     if compiler is None:
-        logger.warning("no C compiler found: attention runs on the torch reference kernels")
+        logger.warning("no C compiler found: the model runs on the torch reference kernels")
         return None
-    path = _library_path(compiler)
+    path = _library_path(compiler, level)
     try:
         if not path.exists():
-            logger.info("building %s", path.name)
-            _build(compiler, path)
+            logger.info("building %s for %s", path.name, level or platform.machine())
+            _build(compiler, level, path)
         lib = ctypes.CDLL(str(path))
     except (OSError, subprocess.CalledProcessError) as exc:
         detail = getattr(exc, "stderr", "") or exc

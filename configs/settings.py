@@ -83,6 +83,13 @@ class Settings:
     quantization: str = attrs.field(
         default="none", validator=attrs.validators.in_(("none", "int8", "int4"))
     )
+    # Which GEMM runs the float linear layers on the CPU: "kernel" (our fixed-order C kernel),
+    # "library" (oneDNN/MKL in fixed tiles of 64 rows) or "auto" (library for bf16 on CPUs
+    # with native bf16 math, AVX-512 BF16 or AMX, where it is several times faster). Both keep
+    # greedy output independent of the batch.
+    matmul: str = attrs.field(
+        default="auto", validator=attrs.validators.in_(("auto", "kernel", "library"))
+    )
     # Where the converted embedded model is cached (an HF folder with safetensors).
     model_cache_dir: str = str(Path.home() / ".cache" / "lumen" / "models")
     max_model_len: int | None = attrs.field(default=None, validator=_positive)  # None: model's

@@ -39,6 +39,7 @@ class LLMEngine:
             block_size=settings.block_size,
             kv_cache_bytes=_kv_cache_bytes(settings),
             quantization=settings.quantization,
+            matmul=settings.matmul,
             compile_cache_dir=Path(settings.torch_compile_cache_dir)
             if settings.torch_compile
             else None,

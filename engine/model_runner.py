@@ -7,6 +7,7 @@ known tokens are now all in the cache (a decode, or the last chunk of a prefill)
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -17,18 +18,20 @@ import torch
 
 from compiled_kernels import native, triton_attention
 from compiled_kernels.attention import AttentionInputs, DecodeGroup, PrefillInputs
-from compiled_kernels.linear import MIN_ROWS
 from compiled_kernels.sampling import SamplingTensors, sample, sampling_logprobs
 from engine.cuda_graphs import CudaGraphDecoder
 from engine.logits_processors import GrammarMatchers, apply_logits_processors
 from engine.models.attention import attention_context
-from engine.models.linear import quantize_linears
+from engine.models.linear import NO_POSITIONS, LibraryPlan, library_matmul, quantize_linears
 from engine.models.llama import LlamaConfig, LlamaModel
 from engine.outputs import TokenLogprobs
 from engine.scheduler import SchedulerOutput
 from engine.sequence import Sequence
 
 logger = logging.getLogger(__name__)
+
+# Compiled graphs run at least this many rows (see ModelRunner.forward).
+COMPILED_MIN_ROWS = 4
 
 
 @attrs.frozen
@@ -79,12 +82,13 @@ class ModelRunner:
         kv_cache_bytes: int,
         quantization: str = "none",
         compile_cache_dir: Path | None = None,
+        matmul: str = "auto",
     ) -> None:
         """compile_cache_dir: compile the model with torch.compile, caching the compiled code
-        there (None: run eagerly)."""
+        there (None: run eagerly). matmul: see Settings.matmul."""
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         if self.device.type == "cuda" and quantization != "none":
-            # torch's packed int4/int8 matmuls used here are CPU kernels.
+            # The int8/int4 weights are multiplied by the C linear kernel, a CPU kernel.
             raise ValueError(f"quantization {quantization!r} runs on the CPU only; use bf16")
         self.dtype = dtype
         self.block_size = block_size
@@ -158,6 +162,13 @@ class ModelRunner:
             os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(compile_cache_dir)
             self._model_forward = torch.compile(self.model, dynamic=True, fullgraph=True)
         self.cuda_graphs: CudaGraphDecoder | None = None
+        # Float layers through the library GEMM in fixed tiles (engine/models/linear.py);
+        # eager CPU only: compiled graphs and the GPU take their own.
+        if matmul == "auto":
+            matmul = "library" if dtype is torch.bfloat16 and _cpu_has_bf16() else "kernel"
+        on_eager_cpu = self.device.type == "cpu" and not self.compiled
+        self.library_matmul = matmul == "library" and on_eager_cpu
+        logger.info("linear layers: %s", "library tiles" if self.library_matmul else "kernel")
 
     @torch.inference_mode()
     def capture_cuda_graphs(self, max_batch: int, max_model_len: int) -> None:
@@ -186,21 +197,54 @@ class ModelRunner:
         )
 
     def forward(
-        self, input_ids: torch.Tensor, positions: torch.Tensor, attn: AttentionInputs
+        self,
+        input_ids: torch.Tensor,
+        positions: torch.Tensor,
+        attn: AttentionInputs,
+        plan: LibraryPlan | None = None,
     ) -> torch.Tensor:
-        """The model over one step's flat tokens: [num_tokens] -> hidden [num_tokens, hidden]."""
+        """The model over one step's flat tokens: [num_tokens] -> hidden [num_tokens, hidden].
+        plan: the step's rows for the library GEMM (`library_plan`); None: all to the kernel."""
         num_tokens = input_ids.shape[0]
         if self.cuda_graphs is not None and self.cuda_graphs.can_run(num_tokens, attn):
             return self.cuda_graphs.run(input_ids, positions, attn)
-        if self.compiled and num_tokens < MIN_ROWS:
-            # One compiled graph serves every size from MIN_ROWS up; smaller steps are padded
-            # (the extra rows never reach the KV cache) instead of compiling graphs for 1..3
-            # rows, whose kernels could also round differently.
-            pad = MIN_ROWS - num_tokens
+        if self.compiled and num_tokens < COMPILED_MIN_ROWS:
+            # One compiled graph serves every size from COMPILED_MIN_ROWS up (dynamic shapes
+            # specialize sizes 0 and 1); smaller steps are padded (the extra rows never reach
+            # the KV cache) instead of compiling more graphs.
+            pad = COMPILED_MIN_ROWS - num_tokens
             input_ids = torch.cat([input_ids, input_ids.new_zeros(pad)])
             positions = torch.cat([positions, positions.new_zeros(pad)])
-        with attention_context(attn, self.kv_caches):
+        tiles = library_matmul(plan) if plan is not None else contextlib.nullcontext()
+        with attention_context(attn, self.kv_caches), tiles:
             return self._model_forward(input_ids, positions)[:num_tokens]
+
+    def library_plan(self, out: SchedulerOutput) -> LibraryPlan | None:
+        """With library matmuls, the step's prompt tokens go in position-aligned tiles and the
+        rest packed. By token, not by chunk: a prompt token is aligned whether its chunk has
+        one row or many, a generated token packed even when a preempted sequence recomputes it,
+        so each token's rows never depend on how the scheduler cut the work."""
+        if not self.library_matmul:
+            return None
+        chunks: list[tuple[int, int, int]] = []
+        in_chunks = torch.zeros(sum(out.num_new_tokens), dtype=torch.bool)
+        row = 0
+        for seq, num_new in zip(out.seqs, out.num_new_tokens, strict=True):
+            start = seq.num_computed_tokens
+            num_prompt = max(0, min(num_new, seq.num_prompt_tokens - start))
+            if num_prompt:
+                chunks.append((row, row + num_prompt, start))
+                in_chunks[row : row + num_prompt] = True
+            row += num_new
+        other_rows = (~in_chunks).nonzero().flatten()
+        return LibraryPlan(row, tuple(chunks), other_rows if other_rows.numel() else None)
+
+    def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """hidden: [n, hidden_size] -> float32 logits [n, vocab] (rows packed under library)."""
+        if not self.library_matmul:
+            return self.model.compute_logits(hidden)
+        with library_matmul(NO_POSITIONS):
+            return self.model.compute_logits(hidden)
 
     @torch.inference_mode()
     def run(self, out: SchedulerOutput) -> StepOutput:
@@ -210,11 +254,11 @@ class ModelRunner:
         if self.grammars is not None:
             # Structured-output masks are computed while the model runs.
             self.grammars.prefetch([s.seq_id for s in sample_seqs])
-        hidden = self.forward(input_ids, positions, attn)
+        hidden = self.forward(input_ids, positions, attn, self.library_plan(out))
         prompt_logprobs = self._prompt_logprobs(out, hidden)
         if not sample_seqs:
             return StepOutput({}, {}, prompt_logprobs)
-        logits = self.model.compute_logits(hidden[sample_rows])  # [num_sample, vocab]
+        logits = self.compute_logits(hidden[sample_rows])  # [num_sample, vocab]
         apply_logits_processors(logits, sample_seqs, self.eos_token_ids, self.grammars)
         tensors = self._sampling_tensors(sample_seqs)
         tokens = sample(logits, tensors, [self._generator(s) for s in sample_seqs])
@@ -245,7 +289,7 @@ class ModelRunner:
             start, k = seq.num_computed_tokens, seq.params.prompt_logprobs
             end = min(start + num_new, seq.num_prompt_tokens - 1)
             if k is not None and end > start:
-                logits = self.model.compute_logits(hidden[row : row + end - start])
+                logits = self.compute_logits(hidden[row : row + end - start])
                 targets = torch.tensor(seq.token_ids[start + 1 : end + 1], device=logits.device)
                 entries = token_logprobs(logits.log_softmax(dim=-1), targets, [k] * (end - start))
                 result[seq.seq_id] = (start + 1, entries)

@@ -1,19 +1,62 @@
-"""Linear layers of our models: plain (batch-invariant) and weight-only quantized.
+"""Linear layers of our models: float and weight-only quantized, all batch-invariant.
 
 The model is built with `Linear` and loads its checkpoint into it; `quantize_linears` then swaps
 each one for an int8 or int4 version, the way gpt-fast does, so the model code never changes.
+Every row goes through compiled_kernels/linear.py's fixed-order kernel, except where the
+runner asks for the library GEMM (`library_matmul`): then float layers send prompt tokens to it
+in position-aligned tiles and the other rows in packed tiles where the library allows
+(`linear_by_tiles`, `library_rows`). Every path keeps a row's result independent of the rest
+of the batch.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+from collections.abc import Iterator
+
+import attrs
 import torch
 from torch import nn
 
-from compiled_kernels.linear import linear
-from compiled_kernels.quantized_linear import int4_linear, int8_linear, quantize_int4, quantize_int8
+from compiled_kernels.linear import (
+    int4_linear,
+    int8_linear,
+    linear,
+    library_rows,
+    linear_by_tiles,
+    quantize_int4,
+    quantize_int8,
+)
 
 QUANTIZATIONS = ("none", "int8", "int4")
 INT4_GROUP_SIZE = 32  # GGUF Q4_1's block size
+
+
+@attrs.frozen
+class LibraryPlan:
+    """Which rows of a step are prompt tokens, for compiled_kernels.linear_by_tiles."""
+
+    num_rows: int  # rows in the step; an input of another row count is all packed rows
+    chunks: tuple[tuple[int, int, int], ...]  # (start row, end row, first position)
+    other_rows: torch.Tensor | None  # [n] int64 indices of the remaining rows, None if none
+
+
+# For inputs whose rows have no positions (the LM head's): every row packed.
+NO_POSITIONS = LibraryPlan(0, (), None)
+
+# The plan while the runner has library matmuls on; a context variable because engines of
+# different models step in different threads.
+_plan: contextvars.ContextVar[LibraryPlan | None] = contextvars.ContextVar("library_plan")
+
+
+@contextlib.contextmanager
+def library_matmul(plan: LibraryPlan) -> Iterator[None]:
+    token = _plan.set(plan)
+    try:
+        yield
+    finally:
+        _plan.reset(token)
 
 
 class Linear(nn.Module):
@@ -24,7 +67,14 @@ class Linear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # x: [num_tokens, in_features] -> [num_tokens, out_features]
-        return linear(x, self.weight, self.bias)
+        if torch.compiler.is_compiling():  # compiled graphs never take the library
+            return linear(x, self.weight, self.bias)
+        plan = _plan.get(None)
+        if plan is None:
+            return linear(x, self.weight, self.bias)
+        if plan.num_rows == x.shape[0]:
+            return linear_by_tiles(x, self.weight, self.bias, plan.chunks, plan.other_rows)
+        return library_rows(x, self.weight, self.bias)
 
 
 class Int8Linear(nn.Module):
@@ -32,26 +82,24 @@ class Int8Linear(nn.Module):
         super().__init__()
         q, scales = quantize_int8(source.weight.detach())
         self.register_buffer("q", q)  # [out, in] int8
-        self.register_buffer("scales", scales)  # [out]
+        self.register_buffer("scales", scales)  # [out] float32
         self.bias = source.bias
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = int8_linear(x, self.q, self.scales)
-        return y if self.bias is None else y + self.bias
+        return int8_linear(x, self.q, self.scales, self.bias)
 
 
 class Int4Linear(nn.Module):
-    def __init__(self, source: Linear, group_size: int = INT4_GROUP_SIZE) -> None:
+    def __init__(self, source: Linear) -> None:
         super().__init__()
-        self.group_size = group_size
-        packed, scales_and_zeros = quantize_int4(source.weight.detach(), group_size)
-        self.register_buffer("packed", packed)
-        self.register_buffer("scales_and_zeros", scales_and_zeros)  # [in // group, out, 2]
+        packed, scales, mins = quantize_int4(source.weight.detach())
+        self.register_buffer("packed", packed)  # [out, in // 2] uint8
+        self.register_buffer("scales", scales)  # [out, in // 32] float32
+        self.register_buffer("mins", mins)  # [out, in // 32] float32
         self.bias = source.bias
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = int4_linear(x, self.packed, self.group_size, self.scales_and_zeros)
-        return y if self.bias is None else y + self.bias
+        return int4_linear(x, self.packed, self.scales, self.mins, self.bias)
 
 
 def quantize_linears(

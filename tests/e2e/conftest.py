@@ -33,6 +33,24 @@ def auth_server(tmp_path_factory, smollm2_dir):
     s.stop()
 
 
+@pytest.fixture(scope="session")
+def library_matmul_server(tmp_path_factory, smollm2_dir):
+    """Linear layers through the library GEMM (prompt tokens in position-aligned tiles, the
+    other rows packed), with a step budget small enough that concurrent prompts get cut into
+    chunks at other places than when they come alone."""
+    s = _start(
+        tmp_path_factory,
+        "library",
+        {
+            "LUMEN_DTYPE": "float32",
+            "LUMEN_MATMUL": "library",
+            "LUMEN_MAX_NUM_BATCHED_TOKENS": "100",
+        },
+    )
+    yield s
+    s.stop()
+
+
 @pytest.fixture
 def client(server) -> openai.OpenAI:
     return openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0)

@@ -37,8 +37,13 @@ def test_greedy_equals_transformers_generate(client, smollm2_dir, smollm2_tokeni
         assert resp.choices[0].text == expected_text, prompt
 
 
-def test_batch_of_32_gives_the_same_text_as_one_at_a_time(auth_server):
-    """In the default configuration (bf16 on this CPU)."""
+@pytest.mark.parametrize("configuration", ["auth_server", "library_matmul_server"])
+def test_batch_of_32_gives_the_same_text_as_one_at_a_time(configuration, request):
+    """In the default configuration (bf16 where the CPU has it, else float32; prompt tokens
+    through the library GEMM where auto picks it), and with prompt tokens through the library
+    GEMM and prompts cut into chunks differently when they come together."""
+    chosen = request.getfixturevalue(configuration)
+    api_key = "token-abc123" if configuration == "auth_server" else "unused"
     prompts = [f"Write one sentence about the number {i}." for i in range(32)]
 
     async def ask(client: openai.AsyncOpenAI, prompt: str) -> str:
@@ -52,7 +57,7 @@ def test_batch_of_32_gives_the_same_text_as_one_at_a_time(auth_server):
 
     async def main() -> tuple[list[str], list[str]]:
         client = openai.AsyncOpenAI(
-            base_url=auth_server.url + "/v1", api_key="token-abc123", max_retries=0
+            base_url=chosen.url + "/v1", api_key=api_key, max_retries=0
         )
         alone = [await ask(client, p) for p in prompts]
         together = await asyncio.gather(*(ask(client, p) for p in prompts))

@@ -1,6 +1,6 @@
-"""RMSNorm, rotary embeddings, the gated activation and the batch-invariant linear, against
-the formulas of the HF reference (the C kernels where they are built; test_kernel_native.py
-compares them with their torch twins)."""
+"""RMSNorm, rotary embeddings and the gated activation, against the formulas of the HF
+reference (the C kernels where they are built; test_kernel_native.py compares them with their
+torch twins). The linear layers have test_kernel_linear.py."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import torch
 import torch.nn.functional as F
 
 from compiled_kernels.activation import silu_and_mul
-from compiled_kernels.linear import linear
 from compiled_kernels.norm import add_rms_norm, rms_norm
 from compiled_kernels.rotary import apply_rotary, rope_cos_sin, rotary_for_positions
 
@@ -129,54 +128,3 @@ def test_silu_and_mul_is_silu_gate_times_up(dtype: torch.dtype) -> None:
 
     assert out.shape == (7, 24) and out.dtype == dtype
     torch.testing.assert_close(out, F.silu(gate) * up, **_same_rounding(dtype))
-
-
-@DTYPES
-@pytest.mark.parametrize("with_bias", [False, True], ids=["no_bias", "bias"])
-def test_linear_row_is_bitwise_independent_of_batch_size(
-    dtype: torch.dtype, with_bias: bool
-) -> None:
-    """A request must compute the same logits alone as in a batch of 32 (greedy determinism)."""
-    gen = torch.Generator().manual_seed(0)
-    weight = (torch.randn(1536, 576, generator=gen) / 24).to(dtype)
-    bias = torch.randn(1536, generator=gen).to(dtype) if with_bias else None
-    x = torch.randn(32, 576, generator=gen).to(dtype)
-
-    alone = linear(x[:1], weight, bias)
-    batched = linear(x, weight, bias)
-
-    assert alone.shape == (1, 1536) and batched.shape == (32, 1536)
-    assert alone.dtype == dtype
-    assert torch.equal(alone[0], batched[0]), (
-        f"max |diff| = {(alone[0].float() - batched[0].float()).abs().max().item():.3g}"
-    )
-
-
-@DTYPES
-@pytest.mark.parametrize("rows", [2, 3, 4, 8])
-def test_linear_row_is_bitwise_independent_of_small_batches(dtype: torch.dtype, rows: int) -> None:
-    """Same invariance for the other small batch sizes a decode step sees."""
-    gen = torch.Generator().manual_seed(0)
-    weight = (torch.randn(1536, 576, generator=gen) / 24).to(dtype)
-    x = torch.randn(32, 576, generator=gen).to(dtype)
-
-    small = linear(x[:rows], weight)
-    batched = linear(x, weight)
-
-    assert torch.equal(small[0], batched[0]), (
-        f"max |diff| = {(small[0].float() - batched[0].float()).abs().max().item():.3g}"
-    )
-
-
-@DTYPES
-def test_linear_matches_f_linear(dtype: torch.dtype) -> None:
-    gen = torch.Generator().manual_seed(1)
-    weight = (torch.randn(1536, 576, generator=gen) / 24).to(dtype)
-    bias = torch.randn(1536, generator=gen).to(dtype)
-    x = torch.randn(32, 576, generator=gen).to(dtype)
-    tol = dict(atol=1e-4, rtol=1e-4) if dtype == torch.float32 else dict(atol=3e-2, rtol=2e-2)
-    for rows in (1, 2, 5, 32):
-        torch.testing.assert_close(
-            linear(x[:rows], weight, bias), F.linear(x[:rows], weight, bias), **tol
-        )
-        torch.testing.assert_close(linear(x[:rows], weight), F.linear(x[:rows], weight), **tol)

@@ -1,11 +1,12 @@
-"""Weight-only int8/int4 linears against their dequantized eager twins."""
+"""Weight-only int8/int4 layers: the quantizers and the model's quantized modules (the kernel's
+invariance and accuracy are in test_kernel_linear.py)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from compiled_kernels.quantized_linear import int4_linear, int8_linear, quantize_int4, quantize_int8
+from compiled_kernels.linear import int4_linear, int8_linear, quantize_int4, quantize_int8
 from engine.models.linear import Int4Linear, Int8Linear, Linear, quantize_linears
 
 
@@ -15,11 +16,12 @@ def test_int8_linear_equals_matmul_with_dequantized_weight(dtype):
     weight = (torch.randn(96, 64, generator=gen) * 0.05).to(dtype)
     x = torch.randn(5, 64, generator=gen).to(dtype)
     q, scales = quantize_int8(weight)
-    dequantized = q.float() * scales.float()[:, None]
+    assert q.dtype == torch.int8 and scales.dtype == torch.float32
+    dequantized = q.float() * scales[:, None]
     expected = x.float() @ dequantized.t()
     torch.testing.assert_close(int8_linear(x, q, scales).float(), expected, atol=2e-2, rtol=2e-2)
     # Per-channel int8 stays within half a step of the original weight.
-    assert ((dequantized - weight.float()).abs() <= scales.float()[:, None] / 2 + 1e-3).all()
+    assert ((dequantized - weight.float()).abs() <= scales[:, None] / 2 + 1e-3).all()
 
 
 def test_int4_is_exact_for_weights_already_on_a_4_bit_grid():
@@ -33,22 +35,28 @@ def test_int4_is_exact_for_weights_already_on_a_4_bit_grid():
     m = torch.randn(out_features, in_features // group, 1, generator=gen) * 0.05
     weight = (d * q + m).view(out_features, in_features)
     x = torch.randn(3, in_features, generator=gen)
-    packed, scales_and_zeros = quantize_int4(weight, group)
+    packed, scales, mins = quantize_int4(weight)
+    assert packed.shape == (out_features, in_features // 2) and packed.dtype == torch.uint8
+    assert scales.shape == mins.shape == (out_features, in_features // group)
     torch.testing.assert_close(
-        int4_linear(x, packed, group, scales_and_zeros), x @ weight.t(), atol=1e-4, rtol=1e-4
+        int4_linear(x, packed, scales, mins), x @ weight.t(), atol=1e-4, rtol=1e-4
     )
 
 
 @pytest.mark.parametrize("mode", ["int8", "int4"])
-def test_quantized_rows_do_not_depend_on_batch_size(mode):
+def test_quantized_modules_keep_the_bias_and_rows_do_not_depend_on_batch_size(mode):
     gen = torch.Generator().manual_seed(0)
-    layer = Linear(64, 96)
+    layer = Linear(64, 96, bias=True)
     layer.weight.data = (torch.randn(96, 64, generator=gen) * 0.05).bfloat16()
+    layer.bias.data = torch.randn(96, generator=gen).bfloat16()
     quantized = Int8Linear(layer) if mode == "int8" else Int4Linear(layer)
     x = torch.randn(33, 64, generator=gen).bfloat16()
     full = quantized(x)
+    torch.testing.assert_close(
+        full.float(), x.float() @ layer.weight.float().t() + layer.bias.float(), atol=0.1, rtol=0.05
+    )
     for rows in (1, 2, 3, 4, 17):
-        assert torch.equal(quantized(x[:rows])[0], full[0])
+        assert torch.equal(quantized(x[:rows]), full[:rows])
 
 
 def test_quantize_linears_swaps_every_linear_and_keeps_the_head_at_int8():

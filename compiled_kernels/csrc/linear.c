@@ -1,0 +1,238 @@
+// Linear layers, y = x W^T (+ bias), where every output is computed in one fixed order that
+// depends on nothing but its own row of x and column of W: not the number of rows, not the
+// row's position, not the thread count. So a sequence's logits are bitwise the same alone or
+// in any batch, prefill chunk or decode step, by construction.
+//
+// The order: output (r, n) keeps 8 float32 partial sums, lane l taking inputs k = l, l + 8,
+// l + 16, ... in increasing k with one multiply-add each; the 8 lanes are then added in a
+// fixed tree. Inputs past in_features count as zero. Blocks of up to 4 rows x 3 columns share
+// their loads, but each output keeps its own accumulators, so blocking changes only speed.
+// The multiply-add is fused where the build has FMA (x86-64-v3 and up) and nothing else is
+// contracted (-std=c11 turns contraction off), so every v3 or v4 CPU gives the same bits.
+//
+// x:    [rows, in], rows x_stride elements apart; bfloat16 when is_bf16, else float32
+// out:  [rows, out], contiguous, x's element type
+// bias: [out] in x's element type, or NULL
+// Weights by `kind`:
+//   WEIGHT_F32:  w [out, in] float32
+//   WEIGHT_BF16: w [out, in] bfloat16
+//   WEIGHT_INT8: w [out, in] int8, scales [out] float32; y = scale * sum(x * q)
+//   WEIGHT_INT4: w [out, in / 2] uint8, scales and mins [out, in / 32] float32. Each 16 inputs
+//                are 8 bytes: low nibbles inputs 0-7, high nibbles inputs 8-15; an input's
+//                weight is q * scale + min of its group of 32 (in % 32 == 0).
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#if defined(__AVX2__) || defined(__FMA__)
+#include <immintrin.h>
+#endif
+
+#include "bf16.h"
+
+enum { WEIGHT_F32 = 0, WEIGHT_BF16 = 1, WEIGHT_INT8 = 2, WEIGHT_INT4 = 3 };
+enum { LANES = 8, MR = 4, NR = 3, ROW_CHUNK = 64 };
+
+typedef float vf __attribute__((vector_size(32)));  // 8 float32 lanes
+typedef int32_t vi __attribute__((vector_size(32)));
+typedef uint16_t vu16 __attribute__((vector_size(16)));
+typedef int8_t vi8 __attribute__((vector_size(8)));
+typedef uint8_t vu8 __attribute__((vector_size(8)));
+
+// 8 consecutive narrow integers widened to int32 lanes. GCC compiles __builtin_convertvector
+// from 8-byte vectors into scalar code, so AVX2 builds use the widening loads directly.
+static inline vi widen_i8(const int8_t *p) {
+#ifdef __AVX2__
+    return (vi)_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)p));
+#else
+    vi8 q;
+    memcpy(&q, p, sizeof q);
+    return __builtin_convertvector(q, vi);
+#endif
+}
+
+static inline vi widen_u8(const uint8_t *p) {
+#ifdef __AVX2__
+    return (vi)_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)p));
+#else
+    vu8 q;
+    memcpy(&q, p, sizeof q);
+    return __builtin_convertvector(q, vi);
+#endif
+}
+
+static inline vi widen_u16(const uint16_t *p) {
+#ifdef __AVX2__
+    return (vi)_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p));
+#else
+    vu16 h;
+    memcpy(&h, p, sizeof h);
+    return __builtin_convertvector(h, vi);
+#endif
+}
+
+// acc + x * w, fused where the build's instruction set has FMA: written out, not left to the
+// compiler's contraction, so every row and block computes it the same way.
+static inline vf multiply_add(vf acc, vf x, vf w) {
+#ifdef __FMA__
+    return (vf)_mm256_fmadd_ps((__m256)x, (__m256)w, (__m256)acc);
+#else
+    return acc + x * w;
+#endif
+}
+
+typedef struct {
+    const void *w;
+    const float *scales, *mins;
+    int64_t in, k_chunks;  // k_chunks: ceil(in / 8)
+    int kind;
+} Weights;
+
+// Inputs 8c .. 8c + 7 of column n's float, bfloat16 or int8 weights as float32 (inside `in`).
+static inline __attribute__((always_inline)) vf load_w(const Weights *W, int kind, int64_t n,
+                                                       int64_t c) {
+    const int64_t in = W->in;
+    if (kind == WEIGHT_F32) {
+        vf v;
+        memcpy(&v, (const float *)W->w + n * in + c * LANES, sizeof v);
+        return v;
+    }
+    if (kind == WEIGHT_BF16) {
+        const vi bits = widen_u16((const uint16_t *)W->w + n * in + c * LANES) << 16;
+        vf v;
+        memcpy(&v, &bits, sizeof v);
+        return v;
+    }
+    // WEIGHT_INT8 (int4 is unpacked a group at a time in `block`)
+    return __builtin_convertvector(widen_i8((const int8_t *)W->w + n * in + c * LANES), vf);
+}
+
+// The last, partial chunk (in % 8 != 0; never int4), zero past `in`.
+static vf load_w_tail(const Weights *W, int64_t n, int64_t c) {
+    float tail[LANES] = {0};
+    for (int64_t i = c * LANES; i < W->in; i++) {
+        const int64_t at = n * W->in + i;
+        tail[i - c * LANES] = W->kind == WEIGHT_F32    ? ((const float *)W->w)[at]
+                              : W->kind == WEIGHT_BF16 ? bf16_to_float(((const uint16_t *)W->w)[at])
+                                                       : (float)((const int8_t *)W->w)[at];
+    }
+    vf v;
+    memcpy(&v, tail, sizeof v);
+    return v;
+}
+
+static inline float reduce_lanes(vf v) {
+    const float a = v[0] + v[4], b = v[1] + v[5], c = v[2] + v[6], d = v[3] + v[7];
+    return (a + c) + (b + d);
+}
+
+// Outputs [r0, r0 + mr) x [n0, n0 + NR) into result[mr][NR] (columns past `out` are computed
+// on the last column and dropped). xf: float32 rows, k_chunks * 8 wide, zero-padded.
+static inline __attribute__((always_inline)) void block(const float *xf, int64_t r0, int mr,
+                                                        const Weights *W, int kind, int64_t n0,
+                                                        int64_t out_features, float *result) {
+    int64_t cols[NR];
+    for (int j = 0; j < NR; j++) cols[j] = n0 + j < out_features ? n0 + j : out_features - 1;
+    const int64_t width = W->k_chunks * LANES;
+    vf acc[MR][NR];
+    for (int i = 0; i < mr; i++)
+        for (int j = 0; j < NR; j++) acc[i][j] = (vf){0};
+#define ACCUMULATE(c, w)                                                           \
+    for (int i = 0; i < mr; i++) {                                                 \
+        vf x;                                                                      \
+        memcpy(&x, xf + (r0 + i) * width + (c) * LANES, sizeof x);                 \
+        for (int j = 0; j < NR; j++) acc[i][j] = multiply_add(acc[i][j], x, w[j]); \
+    }
+    if (kind == WEIGHT_INT4) {
+        // A group of 32 inputs at a time: 16 bytes, one scale and one minimum per column.
+        const int64_t groups = W->in / 32;
+        for (int64_t g = 0; g < groups; g++) {
+            for (int h = 0; h < 4; h++) {  // chunks 4g .. 4g + 3, in order
+                vf w[NR];
+                for (int j = 0; j < NR; j++) {
+                    const uint8_t *bytes = (const uint8_t *)W->w + cols[j] * (W->in / 2) + g * 16;
+                    const vi q = widen_u8(bytes + (h >> 1) * 8);
+                    const vf level = __builtin_convertvector((h & 1) ? (q >> 4) : (q & 15), vf);
+                    w[j] = level * W->scales[cols[j] * groups + g] + W->mins[cols[j] * groups + g];
+                }
+                ACCUMULATE(g * 4 + h, w)
+            }
+        }
+    } else {
+        const int64_t full_chunks = W->in / LANES;
+        for (int64_t c = 0; c < full_chunks; c++) {
+            vf w[NR];
+            for (int j = 0; j < NR; j++) w[j] = load_w(W, kind, cols[j], c);
+            ACCUMULATE(c, w)
+        }
+        if (full_chunks < W->k_chunks) {
+            vf w[NR];
+            for (int j = 0; j < NR; j++) w[j] = load_w_tail(W, cols[j], full_chunks);
+            ACCUMULATE(full_chunks, w)
+        }
+    }
+#undef ACCUMULATE
+    for (int i = 0; i < mr; i++)
+        for (int j = 0; j < NR; j++) result[i * NR + j] = reduce_lanes(acc[i][j]);
+}
+
+// The row-count and weight-kind switches give each (mr, kind) its own unrolled loop.
+static void block_any(const float *xf, int64_t r0, int mr, const Weights *W, int64_t n0,
+                      int64_t out_features, float *result) {
+#define BLOCK_ROWS(kind)                                                      \
+    switch (mr) {                                                             \
+        case 1: block(xf, r0, 1, W, kind, n0, out_features, result); break;  \
+        case 2: block(xf, r0, 2, W, kind, n0, out_features, result); break;  \
+        case 3: block(xf, r0, 3, W, kind, n0, out_features, result); break;  \
+        default: block(xf, r0, 4, W, kind, n0, out_features, result); break; \
+    }
+    switch (W->kind) {
+        case WEIGHT_F32: BLOCK_ROWS(WEIGHT_F32); break;
+        case WEIGHT_BF16: BLOCK_ROWS(WEIGHT_BF16); break;
+        case WEIGHT_INT8: BLOCK_ROWS(WEIGHT_INT8); break;
+        default: BLOCK_ROWS(WEIGHT_INT4); break;
+    }
+#undef BLOCK_ROWS
+}
+
+int linear(const void *x, int64_t x_stride, const void *w, const float *scales,
+           const float *mins, const void *bias, void *out, int64_t rows, int64_t in,
+           int64_t out_features, int kind, int is_bf16, int num_threads) {
+    const Weights W = {w, scales, mins, in, (in + LANES - 1) / LANES, kind};
+    const int64_t width = W.k_chunks * LANES;
+    float *xf = aligned_alloc(64, ((size_t)(rows * width) * sizeof(float) + 63) & ~(size_t)63);
+    if (xf == NULL) return -1;
+    for (int64_t r = 0; r < rows; r++) {
+        const int64_t src = r * x_stride;
+        for (int64_t k = 0; k < in; k++) xf[r * width + k] = load_elem(x, src + k, is_bf16);
+        for (int64_t k = in; k < width; k++) xf[r * width + k] = 0.0f;
+    }
+    const int64_t col_blocks = (out_features + NR - 1) / NR;
+    // Threads split the columns; small problems stay on one thread (a fork costs ~10 us).
+    const int threads = rows * in * out_features >= (1 << 18) ? num_threads : 1;
+    // Row chunks keep the float32 rows a thread reads for every column block in its cache.
+    for (int64_t r_chunk = 0; r_chunk < rows; r_chunk += ROW_CHUNK) {
+        const int64_t r_end = r_chunk + ROW_CHUNK < rows ? r_chunk + ROW_CHUNK : rows;
+#pragma omp parallel for num_threads(threads) schedule(static)
+        for (int64_t cb = 0; cb < col_blocks; cb++) {
+            const int64_t n0 = cb * NR;
+            for (int64_t r0 = r_chunk; r0 < r_end; r0 += MR) {
+                const int mr = r_end - r0 < MR ? (int)(r_end - r0) : MR;
+                float result[MR * NR];
+                block_any(xf, r0, mr, &W, n0, out_features, result);
+                for (int i = 0; i < mr; i++) {
+                    for (int j = 0; j < NR && n0 + j < out_features; j++) {
+                        const int64_t n = n0 + j;
+                        float y = result[i * NR + j];
+                        if (kind == WEIGHT_INT8) y *= scales[n];
+                        if (bias != NULL) y += load_elem(bias, n, is_bf16);
+                        store_elem(out, (r0 + i) * out_features + n, y, is_bf16);
+                    }
+                }
+            }
+        }
+    }
+    free(xf);
+    return 0;
+}
