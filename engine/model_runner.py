@@ -55,11 +55,8 @@ def resolve_dtype(name: str) -> torch.dtype:
 
 
 def _cpu_has_bf16() -> bool:
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return any(f in flags.split() for f in ("avx512_bf16", "amx_bf16"))
+    """Native bf16 arithmetic (AVX-512 BF16 or AMX): without it bf16 matmuls are emulated."""
+    return bool({"avx512_bf16", "amx_bf16"} & native.cpu_flags())
 
 
 def free_memory_bytes() -> int:
