@@ -21,9 +21,9 @@ from asgi.errors import ErrorMiddleware
 from asgi.metrics import MetricsMiddleware
 from asgi.request_id import RequestIdMiddleware
 from asgi.router import ASGIApp, Receive, Router, Scope, Send
-from asgi.state import ServerState
 from configs.settings import ModelSpec, Settings, load_settings
 from protocol.routes import build_routes
+from protocol.server_state import ServerState
 
 logger = logging.getLogger("lumen")
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 
-from asgi.http import error_body
 from asgi.router import ASGIApp, Receive, Scope, Send, route_path
+from protocol.http import error_body
 
 # The API description is open, as in vLLM: it tells nothing a client could not try.
 DEFAULT_PUBLIC_PATHS = frozenset(

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import logging
 
-from asgi.http import error_body
 from asgi.router import ASGIApp, Message, Receive, Scope, Send
+from protocol.http import error_body
 
 log = logging.getLogger(__name__)
 

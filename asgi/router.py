@@ -13,7 +13,14 @@ from typing import Any
 
 import anyio
 
-from asgi.http import HTTPError, Request, Response, StreamingResponse, error_response
+from protocol.http import (
+    Handler,
+    HTTPError,
+    Request,
+    Response,
+    StreamingResponse,
+    error_response,
+)
 
 # The ASGI vocabulary, shared by the middlewares so every layer names it the same way.
 Scope = MutableMapping[str, Any]
@@ -21,8 +28,6 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
-
-Handler = Callable[[Request], Awaitable[Response | StreamingResponse]]
 
 
 def route_path(path: str) -> str:

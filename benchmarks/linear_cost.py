@@ -96,7 +96,8 @@ def measure(rows: list[int], min_time_s: float) -> list[str]:
                 t_own += seconds(lambda x=x, w=w: linear(x, w), min_time_s)
                 chunk = ((0, m, 0),)
                 t_tiles += seconds(
-                    lambda x=x, w=w: linear_by_tiles(x, w, None, chunk, None), min_time_s
+                    lambda x=x, w=w, chunk=chunk: linear_by_tiles(x, w, None, chunk, None),
+                    min_time_s,
                 )
                 t_packed += seconds(lambda x=x, w=w: library_rows(x, w, None), min_time_s)
             name = "fp32" if dtype is torch.float32 else "bf16"

@@ -12,9 +12,8 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from asgi.http import HTTPError
-from asgi.router import Handler
 from engine.errors import EngineDeadError, EngineOverloadedError, overloaded
+from protocol.http import Handler, HTTPError
 
 # Seconds a refused client should wait: a running batch turns over in about that time.
 RETRY_AFTER_S = 1

@@ -21,7 +21,7 @@ import jinja2.ext
 import jinja2.nodes
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from asgi.http import HTTPError
+from protocol.http import HTTPError
 from protocol.schemas_chat import ChatContentPart, ChatMessageParam, ChatTool
 
 ContentFormat = Literal["string", "openai"]

@@ -7,10 +7,10 @@ import time
 import uuid
 from typing import Any
 
-from asgi.http import HTTPError, Request, Response, error_body
 from engine.errors import EngineDeadError, EngineOverloadedError
 from protocol.admission import as_http_error
 from protocol.converter import dumps
+from protocol.http import HTTPError, Request, Response, error_body
 from protocol.schemas_common import UsageInfo
 
 logger = logging.getLogger(__name__)

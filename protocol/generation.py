@@ -13,9 +13,9 @@ from typing import Any
 import anyio
 import attrs
 
-from asgi.http import HTTPError
 from engine.outputs import RequestOutput, TokenLogprobs
 from engine.sampling_params import SamplingParams
+from protocol.http import HTTPError
 
 Outputs = AsyncIterator[tuple[int, RequestOutput]]
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from asgi.http import HTTPError, Request
-from asgi.state import ServerState
+from protocol.http import HTTPError, Request
+from protocol.server_state import ServerState
 
 COMPLETIONS = "Completions API"
 CHAT = "Chat Completions API"

@@ -23,7 +23,7 @@ import attrs
 import orjson
 
 from asgi.auth import DEFAULT_PUBLIC_PATHS
-from asgi.http import Request, Response
+from protocol.http import Request, Response
 from protocol.model_resolution import server_state
 from protocol.schemas_chat import (
     ChatCompletionRequest,

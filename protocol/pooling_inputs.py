@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from asgi.http import HTTPError
 from protocol.chat_template import render_request
+from protocol.http import HTTPError
 from protocol.prompts import check_token_ids
 from protocol.schemas_pooling import PoolingInputRequest
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from asgi.http import HTTPError
+from protocol.http import HTTPError
 
 EMPTY_PROMPT_MESSAGE = "Either prompt or prompt_embeds must be provided and non-empty."
 

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-
-from asgi.http import Request, Response, StreamingResponse
 from protocol.admission import engine_errors_as_http
+from protocol.http import Handler
 from protocol.openapi import docs, openapi_json
 from protocol.serving_chat import create_chat_completion
 from protocol.serving_classify import classify
@@ -15,8 +13,6 @@ from protocol.serving_models import list_models
 from protocol.serving_score import create_rerank, create_score
 from protocol.serving_server import health, load, metrics, version
 from protocol.serving_tokenize import detokenize, tokenize
-
-Handler = Callable[[Request], Awaitable[Response | StreamingResponse]]
 
 
 def build_routes() -> dict[tuple[str, str], Handler]:

@@ -12,8 +12,8 @@ from typing import Any
 
 import attrs
 
-from asgi.http import HTTPError
 from engine.sampling_params import SamplingParams
+from protocol.http import HTTPError
 from protocol.schemas_common import GenerationRequest
 
 logger = logging.getLogger(__name__)

@@ -11,13 +11,13 @@ from typing import Any
 
 import attrs
 
-from asgi.http import HTTPError, Request, Response, StreamingResponse
 from engine.sampling_params import SamplingParams
 from protocol import formatting
 from protocol.admission import check_capacity
 from protocol.chat_template import message_text, render_request
 from protocol.converter import parse_body
 from protocol.generation import generate_all, open_generation
+from protocol.http import HTTPError, Request, Response, StreamingResponse
 from protocol.logprobs import chat_logprobs, prompt_logprobs_json
 from protocol.model_resolution import CHAT, resolve_engine, server_state
 from protocol.prompts import check_token_ids, encode

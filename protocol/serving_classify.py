@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from asgi.http import Request, Response
 from protocol import formatting
 from protocol.converter import parse_body
+from protocol.http import Request, Response
 from protocol.model_resolution import CLASSIFY, resolve_engine
 from protocol.pooling_inputs import request_token_ids
 from protocol.schemas_pooling import ClassifyData, ClassifyRequest, ClassifyResponse

@@ -12,12 +12,12 @@ from typing import Any
 
 import attrs
 
-from asgi.http import HTTPError, Request, Response, StreamingResponse
 from engine.sampling_params import SamplingParams
 from protocol import formatting
 from protocol.admission import check_capacity
 from protocol.converter import parse_body
 from protocol.generation import FinishedChoice, generate_all, open_generation
+from protocol.http import HTTPError, Request, Response, StreamingResponse
 from protocol.logprobs import (
     completion_logprobs,
     merge_completion_logprobs,

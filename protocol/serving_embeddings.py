@@ -7,9 +7,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from asgi.http import Request, Response
 from protocol import formatting
 from protocol.converter import parse_body
+from protocol.http import Request, Response
 from protocol.model_resolution import EMBEDDINGS, POOLING, resolve_engine
 from protocol.pooling_inputs import bad_request, check_choice, encode_texts, request_token_ids
 from protocol.schemas_common import UsageInfo

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from asgi.http import Request, Response
 from protocol import formatting
+from protocol.http import Request, Response
 from protocol.model_resolution import server_state
 from protocol.schemas_models import ModelCard, ModelList, ModelPermission
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from asgi.http import Request, Response
 from protocol import formatting
 from protocol.converter import parse_body
+from protocol.http import Request, Response
 from protocol.model_resolution import RERANK, SCORE, resolve_engine
 from protocol.pooling_inputs import (
     EMPTY_INPUT_MESSAGE,

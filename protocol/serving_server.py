@@ -17,11 +17,11 @@ from typing import Any
 import anyio
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from asgi.http import Request, Response, json_response
 from engine.sampling_params import SamplingParams
 from observability import event_loop  # noqa: F401 - registers its gauge with REGISTRY
 from observability.metrics import REGISTRY
 from protocol.generation import generate_all
+from protocol.http import Request, Response, json_response
 from protocol.model_resolution import server_state
 
 FALLBACK_VERSION = "0.1.0"

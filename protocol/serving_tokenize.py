@@ -6,10 +6,10 @@ as in vLLM, does not enforce max_model_len.
 
 from __future__ import annotations
 
-from asgi.http import HTTPError, Request, Response
 from protocol import formatting
 from protocol.chat_template import render_request
 from protocol.converter import parse_body, read_json_object, structure
+from protocol.http import HTTPError, Request, Response
 from protocol.model_resolution import resolve_engine
 from protocol.prompts import encode
 from protocol.schemas_tokenize import (

@@ -15,7 +15,7 @@ from typing import Any
 import llguidance
 import orjson
 
-from asgi.http import HTTPError
+from protocol.http import HTTPError
 from protocol.schemas_common import GenerationRequest
 
 # Compact JSON (no free whitespace between tokens): a small model cannot wander off into

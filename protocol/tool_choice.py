@@ -15,7 +15,7 @@ from typing import Any
 
 import attrs
 
-from asgi.http import HTTPError
+from protocol.http import HTTPError
 from protocol.schemas_chat import ChatCompletionRequest, ChatTool
 from protocol.structured_outputs import json_schema_grammar
 from protocol.tool_parsers import (

@@ -22,8 +22,8 @@ from torch import nn
 from compiled_kernels.linear import (
     int4_linear,
     int8_linear,
-    linear,
     library_rows,
+    linear,
     linear_by_tiles,
     quantize_int4,
     quantize_int8,

@@ -14,9 +14,9 @@ from asgi.access_log import AccessLogMiddleware
 from asgi.app import build_app
 from asgi.errors import ErrorMiddleware
 from asgi.request_id import RequestIdMiddleware
-from asgi.state import ServerState
 from configs.settings import Settings
 from observability.request_log import current_record
+from protocol.server_state import ServerState
 
 pytestmark = pytest.mark.anyio
 

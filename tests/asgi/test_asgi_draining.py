@@ -7,8 +7,8 @@ import pytest
 from asgi_fakes import Collector, http_scope, json_response_parts, receive
 
 from asgi.draining import DrainingMiddleware
-from asgi.state import ServerState
 from configs.settings import Settings
+from protocol.server_state import ServerState
 
 pytestmark = pytest.mark.anyio
 

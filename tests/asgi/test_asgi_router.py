@@ -9,8 +9,8 @@ import orjson
 import pytest
 from asgi_fakes import Collector, http_scope
 
-from asgi.http import HTTPError, Request, Response, StreamingResponse, json_response
 from asgi.router import Router
+from protocol.http import HTTPError, Request, Response, StreamingResponse, json_response
 
 pytestmark = pytest.mark.anyio
 

@@ -56,9 +56,7 @@ def test_batch_of_32_gives_the_same_text_as_one_at_a_time(configuration, request
         return resp.choices[0].message.content
 
     async def main() -> tuple[list[str], list[str]]:
-        client = openai.AsyncOpenAI(
-            base_url=chosen.url + "/v1", api_key=api_key, max_retries=0
-        )
+        client = openai.AsyncOpenAI(base_url=chosen.url + "/v1", api_key=api_key, max_retries=0)
         alone = [await ask(client, p) for p in prompts]
         together = await asyncio.gather(*(ask(client, p) for p in prompts))
         return alone, list(together)

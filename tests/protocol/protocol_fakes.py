@@ -12,11 +12,11 @@ from typing import Any
 import anyio.lowlevel
 import orjson
 
-from asgi.http import Request, StreamingResponse
-from asgi.state import ServerState
 from configs.settings import Settings
 from engine.outputs import RequestOutput
 from engine.sampling_params import SamplingParams
+from protocol.http import Request, StreamingResponse
+from protocol.server_state import ServerState
 
 CHATML = (
     "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"

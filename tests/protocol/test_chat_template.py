@@ -5,7 +5,6 @@ from pathlib import Path
 import pytest
 from protocol_fakes import CHATML, CharTokenizer
 
-from asgi.http import HTTPError
 from protocol.chat_template import (
     compile_template,
     content_format,
@@ -14,6 +13,7 @@ from protocol.chat_template import (
     resolve_template,
 )
 from protocol.converter import structure
+from protocol.http import HTTPError
 from protocol.schemas_chat import ChatMessageParam
 
 SYSTEM = (

@@ -6,8 +6,8 @@ import orjson
 import pytest
 from protocol_fakes import make_request
 
-from asgi.http import HTTPError
 from protocol import formatting
+from protocol.http import HTTPError
 from protocol.schemas_chat import (
     ChatCompletionResponseStreamChoice,
     ChatCompletionStreamResponse,

@@ -11,9 +11,9 @@ import pytest
 from openapi_spec_validator import validate
 from protocol_fakes import make_request
 
-from asgi.http import error_body
 from protocol import openapi
 from protocol.converter import converter
+from protocol.http import error_body
 from protocol.routes import build_routes
 from protocol.schemas_chat import (
     ChatCompletionResponse,

@@ -5,7 +5,7 @@ from typing import Any
 
 import pytest
 
-from asgi.http import HTTPError
+from protocol.http import HTTPError
 from protocol.pooling_inputs import EMPTY_INPUT_MESSAGE, encode_texts
 
 

@@ -5,8 +5,8 @@ import logging
 import pytest
 from protocol_fakes import make_request
 
-from asgi.http import HTTPError
 from protocol.converter import parse_body
+from protocol.http import HTTPError
 from protocol.schemas_chat import ChatCompletionRequest, ChatContentPart
 from protocol.schemas_completion import CompletionRequest
 from protocol.schemas_tokenize import DetokenizeRequest

@@ -2,9 +2,9 @@ from __future__ import annotations
 
 import pytest
 
-from asgi.http import HTTPError
 from engine.sampling_params import SamplingParams
 from protocol.converter import structure
+from protocol.http import HTTPError
 from protocol.sampling import (
     check_max_tokens_limit,
     check_stream_options,

@@ -4,7 +4,7 @@ import orjson
 import pytest
 from protocol_fakes import ScriptedEngine, make_request, read_events, server_with
 
-from asgi.http import HTTPError, Response, StreamingResponse
+from protocol.http import HTTPError, Response, StreamingResponse
 from protocol.serving_chat import create_chat_completion
 
 pytestmark = pytest.mark.anyio

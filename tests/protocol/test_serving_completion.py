@@ -4,7 +4,7 @@ import orjson
 import pytest
 from protocol_fakes import BOS, ScriptedEngine, make_request, read_events, server_with
 
-from asgi.http import HTTPError, Response, StreamingResponse
+from protocol.http import HTTPError, Response, StreamingResponse
 from protocol.serving_completion import create_completion
 
 pytestmark = pytest.mark.anyio

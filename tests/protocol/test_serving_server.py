@@ -5,7 +5,7 @@ import pytest
 from prometheus_client import CONTENT_TYPE_LATEST
 from protocol_fakes import ScriptedEngine, make_request, server_with
 
-from asgi.http import HTTPError
+from protocol.http import HTTPError
 from protocol.model_resolution import resolve_engine
 from protocol.routes import build_routes
 from protocol.serving_models import list_models

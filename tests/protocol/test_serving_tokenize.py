@@ -4,7 +4,7 @@ import orjson
 import pytest
 from protocol_fakes import BOS, ScriptedEngine, make_request, server_with
 
-from asgi.http import HTTPError
+from protocol.http import HTTPError
 from protocol.serving_tokenize import detokenize, tokenize
 
 pytestmark = pytest.mark.anyio

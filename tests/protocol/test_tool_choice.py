@@ -7,10 +7,10 @@ import llguidance
 import orjson
 import pytest
 
-from asgi.http import HTTPError
 from configs.settings import TOOL_CALL_PARSERS
 from protocol.chat_template import template_tools
 from protocol.converter import structure
+from protocol.http import HTTPError
 from protocol.schemas_chat import ChatCompletionRequest
 from protocol.tool_choice import TOOL_CALL_PARSERS as PARSER_CLASSES
 from protocol.tool_choice import _required_schema, tool_plan

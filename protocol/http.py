@@ -1,13 +1,13 @@
-"""The small request/response vocabulary shared by the router and the protocol handlers.
+"""The handler contract: the request/response vocabulary of every protocol handler.
 
 Handlers receive a `Request` (body already read) and return a `Response` or a
-`StreamingResponse`; the router turns those into ASGI messages. Handlers never touch
-`send`/`receive`, so they stay testable without a server.
+`StreamingResponse`; asgi/router.py turns ASGI messages into the one and those into ASGI
+messages. Handlers never touch `send`/`receive`, so they stay testable without a server.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import attrs
@@ -41,6 +41,9 @@ class StreamingResponse:
     status: int = 200
     media_type: str = "text/event-stream"
     headers: list[tuple[bytes, bytes]] = attrs.field(factory=list)
+
+
+Handler = Callable[[Request], Awaitable[Response | StreamingResponse]]
 
 
 def json_response(obj: Any, status: int = 200) -> Response:
