@@ -22,6 +22,7 @@ from asgi.metrics import MetricsMiddleware
 from asgi.request_id import RequestIdMiddleware
 from asgi.router import ASGIApp, Receive, Router, Scope, Send
 from configs.settings import ModelSpec, Settings, load_settings
+from protocol.route import paths_where
 from protocol.routes import build_routes
 from protocol.server_state import ServerState
 
@@ -100,16 +101,18 @@ def _describe(settings: Settings) -> str:
 
 def build_app(settings: Settings) -> ASGIApp:
     routes = build_routes()
-    known_paths = frozenset(path for _, path in routes)
-    app: ASGIApp = Router(routes)
+    app: ASGIApp = Router({(route.method, route.path): route.handler for route in routes})
     # Outermost first (each wraps the ones after it): the request id sits outside the error
     # handler so even a 500 carries it; metrics sit outside auth so 401s are counted.
     stack: list[tuple[type, dict[str, Any]]] = [
         (RequestIdMiddleware, {}),
         (ErrorMiddleware, {}),
-        (MetricsMiddleware, {"known_paths": known_paths}),
-        (DrainingMiddleware, {}),
-        (AuthMiddleware, {"api_key": settings.api_key}),
+        (MetricsMiddleware, {"known_paths": frozenset(route.path for route in routes)}),
+        (DrainingMiddleware, {"operational_paths": paths_where(routes, "operational")}),
+        (
+            AuthMiddleware,
+            {"api_key": settings.api_key, "public_paths": paths_where(routes, "public")},
+        ),
         # After auth: a client without the key never gets us to buffer its body.
         (
             BodyLimitMiddleware,

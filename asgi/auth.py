@@ -1,4 +1,4 @@
-"""Bearer API-key check. Deny by default: every route not listed public needs the key."""
+"""Bearer API-key check. Deny by default: every route not marked public needs the key."""
 
 from __future__ import annotations
 
@@ -7,11 +7,6 @@ import hmac
 
 from asgi.router import ASGIApp, Receive, Scope, Send, route_path
 from protocol.http import error_body
-
-# The API description is open, as in vLLM: it tells nothing a client could not try.
-DEFAULT_PUBLIC_PATHS = frozenset(
-    {"/health", "/ping", "/version", "/metrics", "/openapi.json", "/docs"}
-)
 
 _UNAUTHORIZED_BODY = error_body(
     401,
@@ -31,8 +26,9 @@ class AuthMiddleware:
         app: ASGIApp,
         *,
         api_key: str | None,
-        public_paths: frozenset[str] = DEFAULT_PUBLIC_PATHS,
+        public_paths: frozenset[str],
     ) -> None:
+        """public_paths: the routes open without the key (the route table's `public`)."""
         self.app = app
         self.public_paths = public_paths
         # Digests have a fixed length, so compare_digest leaks neither the key nor its length.

@@ -1,26 +1,26 @@
 """Counts the requests in flight (GET /load) and turns new ones away once shutdown begins.
 
-Operational routes stay open while draining, so /health can say so and scrapers keep
-scraping; they are not counted either: a health probe is not load.
+Operational routes (the route table's `operational`: health, load, metrics) stay open while
+draining, so /health can say so and scrapers keep scraping; they are not counted either: a
+health probe is not load.
 """
 
 from __future__ import annotations
 
 from asgi.router import ASGIApp, Receive, Scope, Send, route_path, send_closing_error
 
-OPERATIONAL_PATHS = frozenset({"/health", "/ping", "/load", "/metrics", "/version"})
-
 
 class DrainingMiddleware:
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, *, operational_paths: frozenset[str]) -> None:
         self.app = app
+        self.operational_paths = operational_paths
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         server = scope.get("state", {}).get("server")
         if (
             scope["type"] != "http"
             or server is None
-            or route_path(scope["path"]) in OPERATIONAL_PATHS
+            or route_path(scope["path"]) in self.operational_paths
         ):
             await self.app(scope, receive, send)
             return

@@ -22,13 +22,11 @@ from typing import Any
 import attrs
 import orjson
 
-from asgi.auth import DEFAULT_PUBLIC_PATHS
 from protocol.http import Request, Response
 from protocol.model_resolution import server_state
+from protocol.route import JSON, Route
 from protocol.schemas_chat import (
     ChatCompletionRequest,
-    ChatCompletionResponse,
-    ChatCompletionStreamResponse,
     ChatContentPart,
     ChatMessageParam,
     ChatTool,
@@ -43,35 +41,24 @@ from protocol.schemas_common import (
 )
 from protocol.schemas_completion import (
     CompletionRequest,
-    CompletionResponse,
-    CompletionStreamResponse,
 )
-from protocol.schemas_models import ModelList
 from protocol.schemas_pooling import (
     COHERE_EMBEDDING_TYPES,
     COHERE_TRUNCATE,
     ENCODING_FORMATS,
-    ClassifyRequest,
-    ClassifyResponse,
     CohereEmbedRequest,
-    CohereEmbedResponse,
     EmbeddingRequest,
-    EmbeddingResponse,
     PoolingInputRequest,
-    PoolingRequest,
-    PoolingResponse,
 )
-from protocol.schemas_score import RerankRequest, RerankResponse, ScoreRequest, ScoreResponse
+from protocol.schemas_score import RerankRequest, ScoreRequest
 from protocol.schemas_tokenize import (
     DetokenizeRequest,
-    DetokenizeResponse,
     TokenizeChatRequest,
     TokenizeCompletionRequest,
-    TokenizeResponse,
 )
+from protocol.serving_server import lumen_version
 
 OPENAPI_VERSION = "3.1.0"
-JSON = "application/json"
 SSE = "text/event-stream"
 _REF = "#/components/schemas/"
 _INT64 = {"minimum": -(2**63), "maximum": 2**63 - 1}
@@ -441,18 +428,7 @@ class SchemaBuilder:
 # --- routes -------------------------------------------------------------------------------------
 
 
-@attrs.frozen
-class Operation:
-    summary: str
-    tag: str
-    request: Any = None  # an attrs class, or a callable making the body schema (forms)
-    response: Any = None  # an attrs class, or a component name
-    stream: type | None = None  # the chunk class when the route streams with `stream: true`
-    media_type: str = JSON
-    query: dict[str, Any] = attrs.field(factory=dict)  # name -> schema of a query parameter
-
-
-def _pooling_forms(cls: type, builder: SchemaBuilder) -> dict[str, Any]:
+def pooling_forms(cls: type, builder: SchemaBuilder) -> dict[str, Any]:
     """`input` or chat `messages`, exactly one of them (protocol/pooling_inputs.py)."""
     base = cls.__name__.removesuffix("Request")
     with_input = builder.component(
@@ -479,85 +455,12 @@ def _pooling_forms(cls: type, builder: SchemaBuilder) -> dict[str, Any]:
     return {"oneOf": [with_input, with_messages]}
 
 
-def _tokenize_forms(builder: SchemaBuilder) -> dict[str, Any]:
+def tokenize_forms(builder: SchemaBuilder) -> dict[str, Any]:
     # The handler picks the chat form whenever the key `messages` is present, even as null.
     completion = builder.component(
         TokenizeCompletionRequest, "request", overrides={"messages": False}
     )
     return {"oneOf": [completion, builder.component(TokenizeChatRequest, "request")]}
-
-
-def _operations() -> dict[tuple[str, str], Operation]:
-    rerank = Operation("Rerank documents by a query", "pooling", RerankRequest, RerankResponse)
-    score = Operation("Score text pairs", "pooling", ScoreRequest, ScoreResponse)
-    health = Operation(
-        "Readiness: 200 when every model is loaded",
-        "server",
-        None,
-        "HealthStatus",
-        query={"deep": {"type": "boolean"}},
-    )
-    return {
-        ("POST", "/v1/completions"): Operation(
-            "Create a completion",
-            "generation",
-            CompletionRequest,
-            CompletionResponse,
-            CompletionStreamResponse,
-        ),
-        ("POST", "/v1/chat/completions"): Operation(
-            "Create a chat completion",
-            "generation",
-            ChatCompletionRequest,
-            ChatCompletionResponse,
-            ChatCompletionStreamResponse,
-        ),
-        ("POST", "/v1/embeddings"): Operation(
-            "Create embeddings",
-            "pooling",
-            functools.partial(_pooling_forms, EmbeddingRequest),
-            EmbeddingResponse,
-        ),
-        ("POST", "/pooling"): Operation(
-            "The model's pooled output",
-            "pooling",
-            functools.partial(_pooling_forms, PoolingRequest),
-            PoolingResponse,
-        ),
-        ("POST", "/classify"): Operation(
-            "Classify inputs",
-            "pooling",
-            functools.partial(_pooling_forms, ClassifyRequest),
-            ClassifyResponse,
-        ),
-        ("POST", "/score"): score,
-        ("POST", "/v1/score"): score,
-        ("POST", "/rerank"): rerank,
-        ("POST", "/v1/rerank"): rerank,
-        ("POST", "/v2/rerank"): rerank,
-        ("POST", "/v2/embed"): Operation(
-            "Embed texts (Cohere Embed v2)", "pooling", CohereEmbedRequest, CohereEmbedResponse
-        ),
-        ("POST", "/tokenize"): Operation(
-            "Tokenize a prompt or chat messages", "tokenization", _tokenize_forms, TokenizeResponse
-        ),
-        ("POST", "/detokenize"): Operation(
-            "Token ids to text", "tokenization", DetokenizeRequest, DetokenizeResponse
-        ),
-        ("GET", "/v1/models"): Operation("List the served models", "models", None, ModelList),
-        ("GET", "/health"): health,
-        ("GET", "/ping"): health,
-        ("POST", "/ping"): health,
-        ("GET", "/load"): Operation("Requests in flight", "server", None, "Load"),
-        ("GET", "/version"): Operation("Server version", "server", None, "Version"),
-        ("GET", "/metrics"): Operation(
-            "Prometheus metrics", "server", None, None, media_type="text/plain"
-        ),
-        ("GET", "/openapi.json"): Operation("This document", "server", None, None),
-        ("GET", "/docs"): Operation(
-            "This document, rendered", "server", None, None, media_type="text/html"
-        ),
-    }
 
 
 def _body_schema(spec: Any, builder: SchemaBuilder, side: str) -> dict[str, Any]:
@@ -591,7 +494,7 @@ def _sse_event(chunk: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _operation(method: str, path: str, op: Operation, builder: SchemaBuilder) -> dict[str, Any]:
+def _operation(op: Route, builder: SchemaBuilder) -> dict[str, Any]:
     content: dict[str, Any]
     if op.media_type == JSON:
         content = {JSON: {"schema": _body_schema(op.response, builder, "response")}}
@@ -607,7 +510,7 @@ def _operation(method: str, path: str, op: Operation, builder: SchemaBuilder) ->
     responses["4XX"] = error
     responses["5XX"] = error
     result: dict[str, Any] = {
-        "operationId": f"{method.lower()}{path.replace('/', '_').replace('.', '_')}",
+        "operationId": f"{op.method.lower()}{op.path.replace('/', '_').replace('.', '_')}",
         "summary": op.summary,
         "tags": [op.tag],
         "responses": responses,
@@ -622,27 +525,23 @@ def _operation(method: str, path: str, op: Operation, builder: SchemaBuilder) ->
             {"name": name, "in": "query", "required": False, "schema": schema}
             for name, schema in op.query.items()
         ]
-    if path in DEFAULT_PUBLIC_PATHS:  # open even when the server has an API key
+    if op.public:  # open even when the server has an API key
         result["security"] = []
     return result
 
 
 def build_openapi(
-    routes: typing.Iterable[tuple[str, str]],
+    routes: typing.Iterable[Route],
     version: str,
     *,
     models: typing.Sequence[str] = (),
     max_logprobs: int | None = None,
 ) -> dict[str, Any]:
-    """The OpenAPI document of `routes` ((METHOD, path) pairs, as in protocol/routes.py)."""
-    known = _operations()
+    """The OpenAPI document of `routes` (protocol/routes.py's table)."""
     builder = SchemaBuilder(models, max_logprobs)
     paths: dict[str, dict[str, Any]] = {}
-    for method, path in routes:
-        # A route missing from the table is still listed (its bodies as any object), so a
-        # new route never breaks the document; tests/protocol/test_openapi.py asks for one.
-        op = known.get((method, path)) or Operation(f"{method} {path}", "other")
-        paths.setdefault(path, {})[method.lower()] = _operation(method, path, op, builder)
+    for route in routes:
+        paths.setdefault(route.path, {})[route.method.lower()] = _operation(route, builder)
     return {
         "openapi": OPENAPI_VERSION,
         "jsonSchemaDialect": "https://json-schema.org/draft/2020-12/schema",
@@ -661,20 +560,37 @@ def build_openapi(
     }
 
 
-@functools.lru_cache(maxsize=4)
-def openapi_document(models: tuple[str, ...] = (), max_logprobs: int | None = None) -> bytes:
-    # Imported here: the route table imports this module for its handlers.
-    from protocol.routes import build_routes
-    from protocol.serving_server import lumen_version
+def document_routes(served: list[Route]) -> list[Route]:
+    """GET /openapi.json and GET /docs, documenting `served` and themselves."""
+    table: list[Route] = []
 
-    doc = build_openapi(build_routes(), lumen_version(), models=models, max_logprobs=max_logprobs)
-    return orjson.dumps(doc)
+    @functools.lru_cache(maxsize=4)
+    def document(models: tuple[str, ...], max_logprobs: int | None) -> bytes:
+        doc = build_openapi(table, lumen_version(), models=models, max_logprobs=max_logprobs)
+        return orjson.dumps(doc)
 
+    async def openapi_json(request: Request) -> Response:
+        settings = server_state(request).settings
+        names = tuple(spec.name for spec in settings.served_models())
+        return Response(status=200, body=document(names, settings.max_logprobs))
 
-async def openapi_json(request: Request) -> Response:
-    settings = server_state(request).settings
-    names = tuple(spec.name for spec in settings.served_models())
-    return Response(status=200, body=openapi_document(names, settings.max_logprobs))
+    async def docs(request: Request) -> Response:
+        return Response(status=200, body=_DOCS_HTML, media_type="text/html; charset=utf-8")
+
+    own = [
+        Route("GET", "/openapi.json", openapi_json, "This document", "server", public=True),
+        Route(
+            "GET",
+            "/docs",
+            docs,
+            "This document, rendered",
+            "server",
+            media_type="text/html",
+            public=True,
+        ),
+    ]
+    table.extend([*served, *own])
+    return own
 
 
 # Self-contained (no CDN: servers often have no internet): lists each route with its schemas.
@@ -701,7 +617,3 @@ fetch("/openapi.json").then(r => r.json()).then(spec => {
 });
 </script></body></html>
 """
-
-
-async def docs(request: Request) -> Response:
-    return Response(status=200, body=_DOCS_HTML, media_type="text/html; charset=utf-8")

@@ -6,10 +6,13 @@ import pytest
 from asgi_fakes import Collector, discard, http_scope, json_response_parts, receive
 
 from asgi.auth import AuthMiddleware
+from protocol.route import paths_where
+from protocol.routes import build_routes
 
 pytestmark = pytest.mark.anyio
 
 KEY = "sk-test-key"
+PUBLIC = paths_where(build_routes(), "public")  # what the app passes
 
 
 def auth_scope(
@@ -31,7 +34,7 @@ async def run(middleware_key: str | None, scope: dict[str, Any]) -> tuple[bool, 
         await snd({"type": "http.response.body", "body": b"ok", "more_body": False})
 
     send = Collector()
-    await AuthMiddleware(app, api_key=middleware_key)(scope, receive, send)
+    await AuthMiddleware(app, api_key=middleware_key, public_paths=PUBLIC)(scope, receive, send)
     return bool(reached), send.messages
 
 

@@ -32,8 +32,8 @@ MIDDLEWARES: dict[str, Callable[[ASGIApp], ASGIApp]] = {
     "access_log": AccessLogMiddleware,
     "request_id": RequestIdMiddleware,
     "metrics": lambda app: MetricsMiddleware(app, known_paths=frozenset({PATH})),
-    "auth": lambda app: AuthMiddleware(app, api_key=KEY),
-    "draining": DrainingMiddleware,
+    "auth": lambda app: AuthMiddleware(app, api_key=KEY, public_paths=frozenset()),
+    "draining": lambda app: DrainingMiddleware(app, operational_paths=frozenset()),
     "body_limits": lambda app: BodyLimitMiddleware(app, max_bytes=1024, timeout_s=5),
 }
 

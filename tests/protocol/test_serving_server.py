@@ -32,13 +32,13 @@ async def test_health_reports_a_failed_load() -> None:
 
 
 def test_ping_is_health_for_get_and_post() -> None:
-    routes = {route: handler.__wrapped__ for route, handler in build_routes().items()}
+    routes = {(r.method, r.path): r.handler.__wrapped__ for r in build_routes()}
     assert routes[("GET", "/ping")] is health
     assert routes[("POST", "/ping")] is health
 
 
 def test_routes_cover_the_protocol_surface() -> None:
-    assert set(build_routes()) == {
+    assert {(route.method, route.path) for route in build_routes()} == {
         ("POST", "/v1/completions"),
         ("POST", "/v1/chat/completions"),
         ("POST", "/v1/embeddings"),
@@ -156,7 +156,7 @@ async def test_load_reports_requests_in_flight() -> None:
 async def test_a_model_at_capacity_answers_429_with_retry_after() -> None:
     engine = ScriptedEngine(max_model_len=512)
     engine.is_full = True
-    handler = build_routes()[("POST", "/v1/chat/completions")]
+    (handler,) = [r.handler for r in build_routes() if r.path == "/v1/chat/completions"]
     body = {"messages": [{"role": "user", "content": "Hi"}], "stream": True}
     with pytest.raises(HTTPError) as info:
         await handler(make_request(body, server=server_with(engine)))
