@@ -33,7 +33,7 @@ DTYPES = ("auto", "float32", "bfloat16")
 # of {"type": "text", "text"} parts) or "auto" (detected from the template).
 CONTENT_FORMATS = ("auto", "string", "openai")
 # Which format a model writes tool calls in, read when tool_choice is "auto" ("none": "auto" is
-# refused). protocol/tool_choice.py maps each name to its parser.
+# refused). protocol/generation/tool_choice.py maps each name to its parser.
 TOOL_CALL_PARSERS = ("hermes", "none")
 
 

@@ -19,7 +19,7 @@ from engine.loader import generation_defaults, resolve_model_dir, resolve_task
 from engine.models.classifier import ClassifierModel
 from engine.models.encoder import EncoderModel
 from engine.pooling_engine import PoolingEngine
-from protocol.chat_template import load_chat_template
+from protocol.generation.chat_template import load_chat_template
 
 logger = logging.getLogger(__name__)
 

@@ -23,9 +23,9 @@ from cattrs.cols import is_mapping, is_sequence, list_structure_factory, mapping
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 from cattrs.preconf.orjson import make_converter
 
+from protocol.generation.request_schemas import OMIT_IF_NONE, Prompt, Stop
 from protocol.http import HTTPError, Request
-from protocol.schemas_chat import ChatContentPart, MessageContent
-from protocol.schemas_common import OMIT_IF_NONE, Prompt, Stop
+from protocol.openai.chat_schemas import ChatContentPart, MessageContent
 
 logger = logging.getLogger(__name__)
 

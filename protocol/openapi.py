@@ -1,14 +1,14 @@
 """GET /openapi.json (OpenAPI 3.1) generated from the attrs schemas, and GET /docs rendering it.
 
-The attrs classes in protocol/schemas_*.py are what the converter parses requests into and dumps
-responses from, so a document derived from them cannot drift from what the server accepts and
-sends. The walk below maps each field's annotation to JSON Schema (2020-12, the 3.1 dialect).
-What annotations cannot say is added from tables next to it: the union aliases the converter
-decides by hand (Prompt, Stop, MessageContent), the bounds the handlers enforce (n >= 1,
-0 < top_p <= 1, ...; the served model names and max_logprobs from the settings), and the
-routes whose body comes in two forms. Requests and responses differ in what "required" means:
-a request field is required when it has no default, while a response always carries every
-field except those dropped when None (OMIT_IF_NONE).
+The attrs classes in the API packages' schema modules are what the converter parses requests
+into and dumps responses from, so a document derived from them cannot drift from what the
+server accepts and sends. The walk below maps each field's annotation to JSON Schema (2020-12,
+the 3.1 dialect). What annotations cannot say is added from tables next to it: the union
+aliases the converter decides by hand (Prompt, Stop, MessageContent), the bounds the handlers
+enforce (n >= 1, 0 < top_p <= 1, ...; the served model names and max_logprobs from the
+settings), and the routes whose body comes in two forms. Requests and responses differ in what
+"required" means: a request field is required when it has no default, while a response always
+carries every field except those dropped when None (OMIT_IF_NONE).
 """
 
 from __future__ import annotations
@@ -22,27 +22,27 @@ from typing import Any
 import attrs
 import orjson
 
-from protocol.http import Request, Response
-from protocol.model_resolution import server_state
-from protocol.route import JSON, Route
-from protocol.schemas_chat import (
-    ChatCompletionRequest,
-    ChatContentPart,
-    ChatMessageParam,
-    ChatTool,
-    MessageContent,
-)
-from protocol.schemas_common import (
+from protocol.generation.request_schemas import (
     OMIT_IF_NONE,
     GenerationRequest,
     Prompt,
     ResponseFormat,
     Stop,
 )
-from protocol.schemas_completion import (
+from protocol.http import Request, Response
+from protocol.model_resolution import server_state
+from protocol.openai.chat_schemas import (
+    ChatCompletionRequest,
+    ChatContentPart,
+    ChatMessageParam,
+    ChatTool,
+    MessageContent,
+)
+from protocol.openai.completion_schemas import (
     CompletionRequest,
 )
-from protocol.schemas_pooling import (
+from protocol.operations.handlers import lumen_version
+from protocol.pooling.schemas import (
     COHERE_EMBEDDING_TYPES,
     COHERE_TRUNCATE,
     ENCODING_FORMATS,
@@ -50,13 +50,13 @@ from protocol.schemas_pooling import (
     EmbeddingRequest,
     PoolingInputRequest,
 )
-from protocol.schemas_score import RerankRequest, ScoreRequest
-from protocol.schemas_tokenize import (
+from protocol.pooling.score_schemas import RerankRequest, ScoreRequest
+from protocol.route import JSON, Route
+from protocol.tokenize.schemas import (
     DetokenizeRequest,
     TokenizeChatRequest,
     TokenizeCompletionRequest,
 )
-from protocol.serving_server import lumen_version
 
 OPENAPI_VERSION = "3.1.0"
 SSE = "text/event-stream"
@@ -178,7 +178,7 @@ _TOOL_CHOICE = {
 _FIELD_SCHEMAS: dict[type, dict[str, dict[str, Any]]] = {
     ChatCompletionRequest: {"tool_choice": _TOOL_CHOICE},
     CompletionRequest: {"prompt": ref("Prompt")},
-    # Only text parts are rendered (protocol/chat_template.py), and they need their text.
+    # Only text parts are rendered (protocol/generation/chat_template.py), and they need their text.
     ChatContentPart: {"type": {"type": "string", "enum": ["text"]}, "text": {"type": "string"}},
     ScoreRequest: {
         name: nullable(ref("Texts"))
@@ -429,7 +429,7 @@ class SchemaBuilder:
 
 
 def pooling_forms(cls: type, builder: SchemaBuilder) -> dict[str, Any]:
-    """`input` or chat `messages`, exactly one of them (protocol/pooling_inputs.py)."""
+    """`input` or chat `messages`, exactly one of them (protocol/pooling/inputs.py)."""
     base = cls.__name__.removesuffix("Request")
     with_input = builder.component(
         cls,

@@ -7,20 +7,25 @@ import functools
 import attrs
 
 from protocol.admission import engine_errors_as_http
-from protocol.openapi import document_routes, pooling_forms, tokenize_forms
-from protocol.route import Route
-from protocol.schemas_chat import (
+from protocol.openai.chat import create_chat_completion
+from protocol.openai.chat_schemas import (
     ChatCompletionRequest,
     ChatCompletionResponse,
     ChatCompletionStreamResponse,
 )
-from protocol.schemas_completion import (
+from protocol.openai.completion_schemas import (
     CompletionRequest,
     CompletionResponse,
     CompletionStreamResponse,
 )
-from protocol.schemas_models import ModelList
-from protocol.schemas_pooling import (
+from protocol.openai.completions import create_completion
+from protocol.openai.model_schemas import ModelList
+from protocol.openai.models import list_models
+from protocol.openapi import document_routes, pooling_forms, tokenize_forms
+from protocol.operations.handlers import health, load, metrics, version
+from protocol.pooling.classify import classify
+from protocol.pooling.embeddings import create_cohere_embed, create_embedding, create_pooling
+from protocol.pooling.schemas import (
     ClassifyRequest,
     ClassifyResponse,
     CohereEmbedRequest,
@@ -30,16 +35,16 @@ from protocol.schemas_pooling import (
     PoolingRequest,
     PoolingResponse,
 )
-from protocol.schemas_score import RerankRequest, RerankResponse, ScoreRequest, ScoreResponse
-from protocol.schemas_tokenize import DetokenizeRequest, DetokenizeResponse, TokenizeResponse
-from protocol.serving_chat import create_chat_completion
-from protocol.serving_classify import classify
-from protocol.serving_completion import create_completion
-from protocol.serving_embeddings import create_cohere_embed, create_embedding, create_pooling
-from protocol.serving_models import list_models
-from protocol.serving_score import create_rerank, create_score
-from protocol.serving_server import health, load, metrics, version
-from protocol.serving_tokenize import detokenize, tokenize
+from protocol.pooling.score import create_rerank, create_score
+from protocol.pooling.score_schemas import (
+    RerankRequest,
+    RerankResponse,
+    ScoreRequest,
+    ScoreResponse,
+)
+from protocol.route import Route
+from protocol.tokenize.handlers import detokenize, tokenize
+from protocol.tokenize.schemas import DetokenizeRequest, DetokenizeResponse, TokenizeResponse
 
 
 def build_routes() -> list[Route]:

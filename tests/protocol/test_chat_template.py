@@ -5,16 +5,16 @@ from pathlib import Path
 import pytest
 from protocol_fakes import CHATML, CharTokenizer
 
-from protocol.chat_template import (
+from protocol.converter import structure
+from protocol.generation.chat_template import (
     compile_template,
     content_format,
     load_chat_template,
     render_chat,
     resolve_template,
 )
-from protocol.converter import structure
 from protocol.http import HTTPError
-from protocol.schemas_chat import ChatMessageParam
+from protocol.openai.chat_schemas import ChatMessageParam
 
 SYSTEM = (
     "<|im_start|>system\n"

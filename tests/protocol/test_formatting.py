@@ -6,9 +6,9 @@ import orjson
 import pytest
 from protocol_fakes import make_request
 
-from protocol import formatting
+from protocol import response_bodies
 from protocol.http import HTTPError
-from protocol.schemas_chat import (
+from protocol.openai.chat_schemas import (
     ChatCompletionResponseStreamChoice,
     ChatCompletionStreamResponse,
     DeltaMessage,
@@ -22,26 +22,28 @@ def decode_event(event: bytes) -> object:
 
 def test_response_ids_use_the_request_id_as_base() -> None:
     request = make_request(request_id="abc")
-    assert formatting.completion_id(request) == "cmpl-abc"
-    assert formatting.chat_completion_id(request) == "chatcmpl-abc"
+    assert response_bodies.completion_id(request) == "cmpl-abc"
+    assert response_bodies.chat_completion_id(request) == "chatcmpl-abc"
 
 
 def test_random_uuid_is_16_hex_digits() -> None:
-    assert re.fullmatch(r"[0-9a-f]{16}", formatting.random_uuid())
+    assert re.fullmatch(r"[0-9a-f]{16}", response_bodies.random_uuid())
 
 
 def test_usage_totals_prompt_and_completion() -> None:
-    usage = formatting.usage(5, 3)
+    usage = response_bodies.usage(5, 3)
     assert (usage.prompt_tokens, usage.completion_tokens, usage.total_tokens) == (5, 3, 8)
     assert usage.prompt_tokens_details == {"cached_tokens": 0}
 
 
 def test_usage_reports_cached_prompt_tokens() -> None:
-    assert formatting.usage(40, 3, cached_tokens=32).prompt_tokens_details == {"cached_tokens": 32}
+    assert response_bodies.usage(40, 3, cached_tokens=32).prompt_tokens_details == {
+        "cached_tokens": 32
+    }
 
 
 def test_sse_event_frames_one_json_object() -> None:
-    event = formatting.sse_event(formatting.usage(1, 2))
+    event = response_bodies.sse_event(response_bodies.usage(1, 2))
     assert event == (
         b'data: {"prompt_tokens":1,"total_tokens":3,"completion_tokens":2,'
         b'"prompt_tokens_details":{"cached_tokens":0}}\n\n'
@@ -49,7 +51,7 @@ def test_sse_event_frames_one_json_object() -> None:
 
 
 def test_done_terminator() -> None:
-    assert formatting.SSE_DONE == b"data: [DONE]\n\n"
+    assert response_bodies.SSE_DONE == b"data: [DONE]\n\n"
 
 
 def test_stream_chunks_omit_unset_usage_and_delta_fields() -> None:
@@ -59,7 +61,7 @@ def test_stream_chunks_omit_unset_usage_and_delta_fields() -> None:
         model="m",
         choices=[ChatCompletionResponseStreamChoice(index=0, delta=DeltaMessage(content="hi"))],
     )
-    assert decode_event(formatting.sse_event(chunk)) == {
+    assert decode_event(response_bodies.sse_event(chunk)) == {
         "id": "chatcmpl-x",
         "object": "chat.completion.chunk",
         "created": 1,
@@ -75,9 +77,9 @@ def test_stream_chunks_omit_unset_usage_and_delta_fields() -> None:
         ],
     }
     with_usage = ChatCompletionStreamResponse(
-        id="x", created=1, model="m", choices=[], usage=formatting.usage(1, 1)
+        id="x", created=1, model="m", choices=[], usage=response_bodies.usage(1, 1)
     )
-    assert decode_event(formatting.sse_event(with_usage))["usage"]["total_tokens"] == 2
+    assert decode_event(response_bodies.sse_event(with_usage))["usage"]["total_tokens"] == 2
 
 
 @pytest.mark.parametrize(
@@ -91,11 +93,11 @@ def test_stream_chunks_omit_unset_usage_and_delta_fields() -> None:
 def test_in_band_error_event_has_openai_error_shape(
     exc: Exception, code: int, err_type: str, param: str | None
 ) -> None:
-    body = decode_event(formatting.sse_error_event(exc))
+    body = decode_event(response_bodies.sse_error_event(exc))
     assert body == {"error": {"message": str(exc), "type": err_type, "param": param, "code": code}}
 
 
 def test_json_body_serialises_schema_objects() -> None:
-    response = formatting.json_body(formatting.usage(1, 1), status=201)
+    response = response_bodies.json_body(response_bodies.usage(1, 1), status=201)
     assert response.status == 201 and response.media_type == "application/json"
     assert orjson.loads(response.body)["total_tokens"] == 2

@@ -8,10 +8,10 @@ from protocol_fakes import ScriptedEngine, make_request, server_with
 
 from engine.sampling_params import SamplingParams
 from protocol.converter import structure
-from protocol.sampling import resolve_max_tokens, sampling_params
-from protocol.schemas_completion import CompletionRequest
-from protocol.serving_chat import create_chat_completion
-from protocol.serving_completion import create_completion
+from protocol.generation.sampling import resolve_max_tokens, sampling_params
+from protocol.openai.chat import create_chat_completion
+from protocol.openai.completion_schemas import CompletionRequest
+from protocol.openai.completions import create_completion
 
 DEFAULTS = {"temperature": 0.6, "top_p": 0.9, "top_k": 20, "min_p": 0.05, "repetition_penalty": 1.1}
 

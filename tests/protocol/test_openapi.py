@@ -13,9 +13,9 @@ from protocol_fakes import make_request
 
 from protocol import openapi
 from protocol.converter import converter
+from protocol.generation.request_schemas import UsageInfo
 from protocol.http import error_body
-from protocol.routes import build_routes
-from protocol.schemas_chat import (
+from protocol.openai.chat_schemas import (
     ChatCompletionResponse,
     ChatCompletionResponseChoice,
     ChatCompletionResponseStreamChoice,
@@ -23,10 +23,10 @@ from protocol.schemas_chat import (
     ChatMessage,
     DeltaMessage,
 )
-from protocol.schemas_common import UsageInfo
-from protocol.schemas_completion import CompletionResponse, CompletionResponseChoice
-from protocol.schemas_score import RerankResponse, RerankResult, RerankUsage
-from protocol.schemas_tokenize import TokenizeResponse
+from protocol.openai.completion_schemas import CompletionResponse, CompletionResponseChoice
+from protocol.pooling.score_schemas import RerankResponse, RerankResult, RerankUsage
+from protocol.routes import build_routes
+from protocol.tokenize.schemas import TokenizeResponse
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ from typing import Any
 import pytest
 
 from protocol.http import HTTPError
-from protocol.pooling_inputs import EMPTY_INPUT_MESSAGE, encode_texts
+from protocol.pooling.inputs import EMPTY_INPUT_MESSAGE, encode_texts
 
 
 class WhitespaceTokenizer:

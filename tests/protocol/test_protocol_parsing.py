@@ -7,9 +7,9 @@ from protocol_fakes import make_request
 
 from protocol.converter import parse_body
 from protocol.http import HTTPError
-from protocol.schemas_chat import ChatCompletionRequest, ChatContentPart
-from protocol.schemas_completion import CompletionRequest
-from protocol.schemas_tokenize import DetokenizeRequest
+from protocol.openai.chat_schemas import ChatCompletionRequest, ChatContentPart
+from protocol.openai.completion_schemas import CompletionRequest
+from protocol.tokenize.schemas import DetokenizeRequest
 
 
 def parse(body: object, cls: type = CompletionRequest, **kwargs: object) -> object:

@@ -4,8 +4,7 @@ import pytest
 
 from engine.sampling_params import SamplingParams
 from protocol.converter import structure
-from protocol.http import HTTPError
-from protocol.sampling import (
+from protocol.generation.sampling import (
     check_max_tokens_limit,
     check_stream_options,
     choice_params,
@@ -13,7 +12,8 @@ from protocol.sampling import (
     sampling_params,
     usage_flags,
 )
-from protocol.schemas_completion import CompletionRequest
+from protocol.http import HTTPError
+from protocol.openai.completion_schemas import CompletionRequest
 
 
 def request(**fields: object) -> CompletionRequest:

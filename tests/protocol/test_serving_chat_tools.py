@@ -11,7 +11,7 @@ import pytest
 from protocol_fakes import ScriptedEngine, make_request, read_events, server_with
 
 from protocol.http import HTTPError, Response
-from protocol.serving_chat import create_chat_completion
+from protocol.openai.chat import create_chat_completion
 
 pytestmark = pytest.mark.anyio
 

@@ -5,7 +5,7 @@ import pytest
 from protocol_fakes import BOS, ScriptedEngine, make_request, read_events, server_with
 
 from protocol.http import HTTPError, Response, StreamingResponse
-from protocol.serving_completion import create_completion
+from protocol.openai.completions import create_completion
 
 pytestmark = pytest.mark.anyio
 

@@ -7,9 +7,9 @@ from protocol_fakes import ScriptedEngine, make_request, server_with
 
 from protocol.http import HTTPError
 from protocol.model_resolution import resolve_engine
+from protocol.openai.models import list_models
+from protocol.operations.handlers import health, load, metrics, version
 from protocol.routes import build_routes
-from protocol.serving_models import list_models
-from protocol.serving_server import health, load, metrics, version
 
 pytestmark = pytest.mark.anyio
 

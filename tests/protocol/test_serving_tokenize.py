@@ -5,7 +5,7 @@ import pytest
 from protocol_fakes import BOS, ScriptedEngine, make_request, server_with
 
 from protocol.http import HTTPError
-from protocol.serving_tokenize import detokenize, tokenize
+from protocol.tokenize.handlers import detokenize, tokenize
 
 pytestmark = pytest.mark.anyio
 

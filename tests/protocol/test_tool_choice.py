@@ -8,12 +8,12 @@ import orjson
 import pytest
 
 from configs.settings import TOOL_CALL_PARSERS
-from protocol.chat_template import template_tools
 from protocol.converter import structure
+from protocol.generation.chat_template import template_tools
+from protocol.generation.tool_choice import TOOL_CALL_PARSERS as PARSER_CLASSES
+from protocol.generation.tool_choice import _required_schema, tool_plan
 from protocol.http import HTTPError
-from protocol.schemas_chat import ChatCompletionRequest
-from protocol.tool_choice import TOOL_CALL_PARSERS as PARSER_CLASSES
-from protocol.tool_choice import _required_schema, tool_plan
+from protocol.openai.chat_schemas import ChatCompletionRequest
 
 WEATHER = {
     "type": "function",

@@ -9,8 +9,8 @@ import random
 
 import pytest
 
-from protocol.tool_call_scanner import ToolCallScanner
-from protocol.tool_parsers import (
+from protocol.generation.tool_call_scanner import ToolCallScanner
+from protocol.generation.tool_parsers import (
     HermesToolParser,
     NamedToolParser,
     RequiredToolParser,

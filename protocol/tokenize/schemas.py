@@ -6,7 +6,7 @@ from typing import Any
 
 import attrs
 
-from protocol.schemas_chat import ChatMessageParam, ChatTool
+from protocol.openai.chat_schemas import ChatMessageParam, ChatTool
 
 
 @attrs.frozen(kw_only=True)

@@ -11,8 +11,8 @@ from typing import Any
 
 import attrs
 
-from protocol.schemas_chat import ChatMessageParam
-from protocol.schemas_common import Prompt, UsageInfo
+from protocol.generation.request_schemas import Prompt, UsageInfo
+from protocol.openai.chat_schemas import ChatMessageParam
 
 ENCODING_FORMATS = ("float", "base64")
 

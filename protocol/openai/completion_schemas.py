@@ -6,7 +6,12 @@ from typing import Any
 
 import attrs
 
-from protocol.schemas_common import OMITTED_IF_NONE, GenerationRequest, Prompt, UsageInfo
+from protocol.generation.request_schemas import (
+    OMITTED_IF_NONE,
+    GenerationRequest,
+    Prompt,
+    UsageInfo,
+)
 
 
 @attrs.frozen(kw_only=True)

@@ -10,8 +10,8 @@ from typing import Any
 from engine.errors import EngineDeadError, EngineOverloadedError
 from protocol.admission import as_http_error
 from protocol.converter import dumps
+from protocol.generation.request_schemas import UsageInfo
 from protocol.http import HTTPError, Request, Response, error_body
-from protocol.schemas_common import UsageInfo
 
 logger = logging.getLogger(__name__)
 

@@ -2,22 +2,24 @@
 
 from __future__ import annotations
 
-from protocol import formatting
+from protocol import response_bodies
 from protocol.http import Request, Response
 from protocol.model_resolution import server_state
-from protocol.schemas_models import ModelCard, ModelList, ModelPermission
+from protocol.openai.model_schemas import ModelCard, ModelList, ModelPermission
 
 
 async def list_models(request: Request) -> Response:
-    now = formatting.created_now()
+    now = response_bodies.created_now()
     cards = [
         ModelCard(
             id=name,
             created=engine.created,
             root=engine.model_path,
             max_model_len=engine.max_model_len,
-            permission=[ModelPermission(id=f"modelperm-{formatting.random_uuid()}", created=now)],
+            permission=[
+                ModelPermission(id=f"modelperm-{response_bodies.random_uuid()}", created=now)
+            ],
         )
         for name, engine in server_state(request).engines.items()
     ]
-    return formatting.json_body(ModelList(data=cards))
+    return response_bodies.json_body(ModelList(data=cards))

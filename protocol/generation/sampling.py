@@ -13,8 +13,8 @@ from typing import Any
 import attrs
 
 from engine.sampling_params import SamplingParams
+from protocol.generation.request_schemas import GenerationRequest
 from protocol.http import HTTPError
-from protocol.schemas_common import GenerationRequest
 
 logger = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import attrs
 
-from protocol.schemas_common import OMITTED_IF_NONE, UsageInfo
+from protocol.generation.request_schemas import OMITTED_IF_NONE, UsageInfo
 
 Texts = str | list[str]
 

@@ -20,7 +20,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from engine.sampling_params import SamplingParams
 from observability import event_loop  # noqa: F401 - registers its gauge with REGISTRY
 from observability.metrics import REGISTRY
-from protocol.generation import generate_all
+from protocol.generation.engine_calls import generate_all
 from protocol.http import Request, Response, json_response
 from protocol.model_resolution import server_state
 

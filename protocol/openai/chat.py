@@ -12,16 +12,14 @@ from typing import Any
 import attrs
 
 from engine.sampling_params import SamplingParams
-from protocol import formatting
+from protocol import response_bodies
 from protocol.admission import check_capacity
-from protocol.chat_template import message_text, render_request
 from protocol.converter import parse_body
-from protocol.generation import generate_all, open_generation
-from protocol.http import HTTPError, Request, Response, StreamingResponse
-from protocol.logprobs import chat_logprobs, prompt_logprobs_json
-from protocol.model_resolution import CHAT, resolve_engine, server_state
-from protocol.prompts import check_token_ids, encode
-from protocol.sampling import (
+from protocol.generation.chat_template import message_text, render_request
+from protocol.generation.engine_calls import generate_all, open_generation
+from protocol.generation.logprobs import chat_logprobs, prompt_logprobs_json
+from protocol.generation.prompts import check_token_ids, encode
+from protocol.generation.sampling import (
     check_logprobs,
     check_max_tokens_limit,
     check_stream_options,
@@ -32,7 +30,12 @@ from protocol.sampling import (
     truncate_prompt,
     usage_flags,
 )
-from protocol.schemas_chat import (
+from protocol.generation.structured_outputs import request_grammar
+from protocol.generation.tool_choice import ToolPlan, tool_plan
+from protocol.generation.tool_parsers import ParsedDelta, ToolParser
+from protocol.http import HTTPError, Request, Response, StreamingResponse
+from protocol.model_resolution import CHAT, resolve_engine, server_state
+from protocol.openai.chat_schemas import (
     ChatCompletionRequest,
     ChatCompletionResponse,
     ChatCompletionResponseChoice,
@@ -41,9 +44,6 @@ from protocol.schemas_chat import (
     ChatMessage,
     DeltaMessage,
 )
-from protocol.structured_outputs import request_grammar
-from protocol.tool_choice import ToolPlan, tool_plan
-from protocol.tool_parsers import ParsedDelta, ToolParser
 
 logger = logging.getLogger(__name__)
 
@@ -94,7 +94,7 @@ async def create_chat_completion(request: Request) -> Response | StreamingRespon
         params = attrs.evolve(params, skip_special_tokens=False)
     prompts = [(prompt_ids, p) for p in choice_params(params, req.num_choices)]
 
-    response_id = formatting.chat_completion_id(request)
+    response_id = response_bodies.chat_completion_id(request)
     role = _response_role(req)
     echo = _echo_text(req, role)
     if req.stream:
@@ -113,7 +113,7 @@ async def create_chat_completion(request: Request) -> Response | StreamingRespon
         )
         return StreamingResponse(chunks)
 
-    created = formatting.created_now()
+    created = response_bodies.created_now()
     finished = await generate_all(engine, response_id, prompts)
     tokenizer = engine.tokenizer
     choices = []
@@ -135,13 +135,13 @@ async def create_chat_completion(request: Request) -> Response | StreamingRespon
             )
         )
     num_output_tokens = sum(c.num_output_tokens for c in finished)
-    return formatting.json_body(
+    return response_bodies.json_body(
         ChatCompletionResponse(
             id=response_id,
             created=created,
             model=engine.served_model_name,
             choices=choices,
-            usage=formatting.usage(
+            usage=response_bodies.usage(
                 len(prompt_ids), num_output_tokens, finished[0].num_cached_tokens
             ),
             prompt_logprobs=prompt_logprobs_json(finished[0].prompt_logprobs, tokenizer),
@@ -212,7 +212,7 @@ async def _stream(
     include_usage: bool,
     continuous: bool,
 ) -> AsyncIterator[bytes]:
-    created = formatting.created_now()
+    created = response_bodies.created_now()
     num_prompt_tokens = len(prompts[0][0])
     num_output_tokens = [0] * len(prompts)
     num_cached_tokens = 0  # every choice shares the prompt; the first one's count stands
@@ -235,7 +235,7 @@ async def _stream(
             pending[index] = []
         chunk_usage = None
         if continuous:
-            chunk_usage = formatting.usage(
+            chunk_usage = response_bodies.usage(
                 num_prompt_tokens, num_output_tokens[index], num_cached_tokens
             )
         choice = ChatCompletionResponseStreamChoice(
@@ -245,7 +245,7 @@ async def _stream(
             finish_reason=finish_reason,
             stop_reason=stop_reason,
         )
-        return formatting.sse_event(
+        return response_bodies.sse_event(
             ChatCompletionStreamResponse(
                 id=response_id, created=created, model=model, choices=[choice], usage=chunk_usage
             )
@@ -282,18 +282,18 @@ async def _stream(
                 elif delta.content is not None or delta.tool_calls is not None:
                     yield chunk(index, delta)
         if include_usage:
-            yield formatting.sse_event(
+            yield response_bodies.sse_event(
                 ChatCompletionStreamResponse(
                     id=response_id,
                     created=created,
                     model=model,
                     choices=[],
-                    usage=formatting.usage(
+                    usage=response_bodies.usage(
                         num_prompt_tokens, sum(num_output_tokens), num_cached_tokens
                     ),
                 )
             )
     except Exception as exc:
         logger.exception("chat completion stream %s failed", response_id)
-        yield formatting.sse_error_event(exc)
-    yield formatting.SSE_DONE
+        yield response_bodies.sse_error_event(exc)
+    yield response_bodies.SSE_DONE

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from protocol import formatting
+from protocol import response_bodies
 from protocol.converter import parse_body
 from protocol.http import Request, Response
 from protocol.model_resolution import CLASSIFY, resolve_engine
-from protocol.pooling_inputs import request_token_ids
-from protocol.schemas_pooling import ClassifyData, ClassifyRequest, ClassifyResponse
-from protocol.serving_embeddings import pooling_usage
+from protocol.pooling.embeddings import pooling_usage
+from protocol.pooling.inputs import request_token_ids
+from protocol.pooling.schemas import ClassifyData, ClassifyRequest, ClassifyResponse
 
 
 async def classify(request: Request) -> Response:
@@ -26,10 +26,10 @@ async def classify(request: Request) -> Response:
         )
         for i, row in enumerate(probs)
     ]
-    return formatting.json_body(
+    return response_bodies.json_body(
         ClassifyResponse(
             id=f"classify-{request.request_id}",
-            created=formatting.created_now(),
+            created=response_bodies.created_now(),
             model=engine.served_model_name,
             data=data,
             usage=pooling_usage(token_ids),

@@ -9,19 +9,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from protocol import formatting
+from protocol import response_bodies
 from protocol.converter import parse_body
+from protocol.generation.request_schemas import UsageInfo
 from protocol.http import Request, Response
 from protocol.model_resolution import RERANK, SCORE, resolve_engine
-from protocol.pooling_inputs import (
+from protocol.pooling.inputs import (
     EMPTY_INPUT_MESSAGE,
     bad_request,
     check_length,
     encode_texts,
     truncation_length,
 )
-from protocol.schemas_common import UsageInfo
-from protocol.schemas_score import (
+from protocol.pooling.score_schemas import (
     RerankDocument,
     RerankRequest,
     RerankResponse,
@@ -102,10 +102,10 @@ async def create_score(request: Request) -> Response:
     queries, documents, _, _ = _sides(req)
     keep = truncation_length(req.truncate_prompt_tokens, engine.max_model_len)
     scores, tokens = await score_pairs(engine, queries, documents, keep)
-    return formatting.json_body(
+    return response_bodies.json_body(
         ScoreResponse(
             id=f"score-{request.request_id}",
-            created=formatting.created_now(),
+            created=response_bodies.created_now(),
             model=engine.served_model_name,
             data=[ScoreData(index=i, score=s) for i, s in enumerate(scores)],
             usage=UsageInfo(prompt_tokens=tokens, total_tokens=tokens),
@@ -133,7 +133,7 @@ async def create_rerank(request: Request) -> Response:
         )
         for i in ranked
     ]
-    return formatting.json_body(
+    return response_bodies.json_body(
         RerankResponse(
             id=f"score-{request.request_id}",
             model=engine.served_model_name,

@@ -7,13 +7,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from protocol import formatting
+from protocol import response_bodies
 from protocol.converter import parse_body
+from protocol.generation.request_schemas import UsageInfo
 from protocol.http import Request, Response
 from protocol.model_resolution import EMBEDDINGS, POOLING, resolve_engine
-from protocol.pooling_inputs import bad_request, check_choice, encode_texts, request_token_ids
-from protocol.schemas_common import UsageInfo
-from protocol.schemas_pooling import (
+from protocol.pooling.inputs import bad_request, check_choice, encode_texts, request_token_ids
+from protocol.pooling.schemas import (
     COHERE_EMBEDDING_TYPES,
     COHERE_TRUNCATE,
     ENCODING_FORMATS,
@@ -69,10 +69,10 @@ async def create_embedding(request: Request) -> Response:
         EmbeddingData(index=i, embedding=encode_vector(v, req.encoding_format))
         for i, v in enumerate(vectors)
     ]
-    return formatting.json_body(
+    return response_bodies.json_body(
         EmbeddingResponse(
             id=f"embd-{request.request_id}",
-            created=formatting.created_now(),
+            created=response_bodies.created_now(),
             model=engine.served_model_name,
             data=data,
             usage=pooling_usage(token_ids),
@@ -96,10 +96,10 @@ async def create_pooling(request: Request) -> Response:
     check_dimensions(req.dimensions, engine)
     token_ids = request_token_ids(engine, req)
     outputs = (await engine.encode(token_ids)).cpu()
-    return formatting.json_body(
+    return response_bodies.json_body(
         PoolingResponse(
             id=f"pooling-{request.request_id}",
-            created=formatting.created_now(),
+            created=response_bodies.created_now(),
             model=engine.served_model_name,
             data=[
                 PoolingData(index=i, data=encode_vector(v, req.encoding_format))
@@ -132,9 +132,9 @@ async def create_cohere_embed(request: Request) -> Response:
         token_ids = encode_texts(engine, req.texts, True, keep)
     vectors = (await engine.encode(token_ids)).cpu()
     embeddings = {kind: _cohere_embeddings(vectors, kind) for kind in req.embedding_types}
-    return formatting.json_body(
+    return response_bodies.json_body(
         CohereEmbedResponse(
-            id=formatting.random_uuid(),
+            id=response_bodies.random_uuid(),
             embeddings=embeddings,
             texts=req.texts,
             meta=CohereMeta(

@@ -6,7 +6,7 @@ from typing import Any
 
 import attrs
 
-from protocol.schemas_common import OMITTED_IF_NONE, GenerationRequest, UsageInfo
+from protocol.generation.request_schemas import OMITTED_IF_NONE, GenerationRequest, UsageInfo
 
 
 @attrs.frozen
@@ -49,9 +49,9 @@ class ChatTool:
 class ChatCompletionRequest(GenerationRequest):
     messages: list[ChatMessageParam]
     tools: list[ChatTool] | None = None
-    # "none" | "auto" | "required" | {"type": "function", "function": {"name": ...}}; checked in
-    # protocol/tool_choice.py, whose messages are clearer than a union's. Unset: "auto" when
-    # tools are given, else "none".
+    # "none" | "auto" | "required" | {"type": "function", "function": {"name": ...}}; checked
+    # in protocol/generation/tool_choice.py, whose messages are clearer than a union's. Unset:
+    # "auto" when tools are given, else "none".
     tool_choice: Any = None
     parallel_tool_calls: bool = True
     # Deprecated by OpenAI in favour of max_completion_tokens, which wins when both are set.

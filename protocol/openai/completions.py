@@ -13,20 +13,18 @@ from typing import Any
 import attrs
 
 from engine.sampling_params import SamplingParams
-from protocol import formatting
+from protocol import response_bodies
 from protocol.admission import check_capacity
 from protocol.converter import parse_body
-from protocol.generation import FinishedChoice, generate_all, open_generation
-from protocol.http import HTTPError, Request, Response, StreamingResponse
-from protocol.logprobs import (
+from protocol.generation.engine_calls import FinishedChoice, generate_all, open_generation
+from protocol.generation.logprobs import (
     completion_logprobs,
     merge_completion_logprobs,
     prompt_logprobs_json,
     with_first_prompt_token,
 )
-from protocol.model_resolution import COMPLETIONS, resolve_engine, server_state
-from protocol.prompts import completion_prompts
-from protocol.sampling import (
+from protocol.generation.prompts import completion_prompts
+from protocol.generation.sampling import (
     check_logprobs,
     check_max_tokens_limit,
     check_stream_options,
@@ -37,14 +35,16 @@ from protocol.sampling import (
     truncate_prompt,
     usage_flags,
 )
-from protocol.schemas_completion import (
+from protocol.generation.structured_outputs import request_grammar
+from protocol.http import HTTPError, Request, Response, StreamingResponse
+from protocol.model_resolution import COMPLETIONS, resolve_engine, server_state
+from protocol.openai.completion_schemas import (
     CompletionRequest,
     CompletionResponse,
     CompletionResponseChoice,
     CompletionResponseStreamChoice,
     CompletionStreamResponse,
 )
-from protocol.structured_outputs import request_grammar
 
 logger = logging.getLogger(__name__)
 
@@ -97,7 +97,7 @@ async def create_completion(request: Request) -> Response | StreamingResponse:
             for ids, text in zip(prompt_ids, prompt_texts, strict=True)
         ]
 
-    response_id = formatting.completion_id(request)
+    response_id = response_bodies.completion_id(request)
     if req.stream:
         check_capacity(engine)  # a real 429, before the stream's 200 goes out
         include_usage, continuous = usage_flags(req)
@@ -114,7 +114,7 @@ async def create_completion(request: Request) -> Response | StreamingResponse:
         )
         return StreamingResponse(chunks)
 
-    created = formatting.created_now()
+    created = response_bodies.created_now()
     finished = await generate_all(engine, response_id, prompts)
     choices = [
         CompletionResponseChoice(
@@ -136,13 +136,13 @@ async def create_completion(request: Request) -> Response | StreamingResponse:
     num_output_tokens = sum(c.num_output_tokens for c in finished)
     # Samples of one prompt share its cache hits: count the first sample of each prompt.
     num_cached_tokens = sum(c.num_cached_tokens for c in finished[:: req.num_choices])
-    return formatting.json_body(
+    return response_bodies.json_body(
         CompletionResponse(
             id=response_id,
             created=created,
             model=engine.served_model_name,
             choices=choices,
-            usage=formatting.usage(num_prompt_tokens, num_output_tokens, num_cached_tokens),
+            usage=response_bodies.usage(num_prompt_tokens, num_output_tokens, num_cached_tokens),
         )
     )
 
@@ -170,7 +170,7 @@ async def _stream(
     include_usage: bool,
     continuous: bool,
 ) -> AsyncIterator[bytes]:
-    created = formatting.created_now()
+    created = response_bodies.created_now()
     num_output_tokens = [0] * len(prompts)
     num_cached_tokens = [0] * len(prompts)
     echoed = [False] * len(prompts)
@@ -205,7 +205,7 @@ async def _stream(
                     continue
                 chunk_usage = None
                 if continuous:
-                    chunk_usage = formatting.usage(
+                    chunk_usage = response_bodies.usage(
                         len(prompt_ids[index // n]),
                         num_output_tokens[index],
                         num_cached_tokens[index],
@@ -217,7 +217,7 @@ async def _stream(
                     if chunk_logprobs["tokens"]:
                         last = chunk_logprobs["text_offset"][-1]
                         text_offsets[index] = last + len(chunk_logprobs["tokens"][-1])
-                yield formatting.sse_event(
+                yield response_bodies.sse_event(
                     CompletionStreamResponse(
                         id=response_id,
                         created=created,
@@ -235,13 +235,13 @@ async def _stream(
                     )
                 )
         if include_usage:
-            yield formatting.sse_event(
+            yield response_bodies.sse_event(
                 CompletionStreamResponse(
                     id=response_id,
                     created=created,
                     model=model,
                     choices=[],
-                    usage=formatting.usage(
+                    usage=response_bodies.usage(
                         sum(len(ids) for ids in prompt_ids),
                         sum(num_output_tokens),
                         sum(num_cached_tokens[::n]),
@@ -250,8 +250,8 @@ async def _stream(
             )
     except Exception as exc:
         logger.exception("completion stream %s failed", response_id)
-        yield formatting.sse_error_event(exc)
-    yield formatting.SSE_DONE
+        yield response_bodies.sse_error_event(exc)
+    yield response_bodies.SSE_DONE
 
 
 def _join_logprobs(parts: list[dict[str, Any]], offset: int) -> dict[str, Any]:

@@ -22,7 +22,7 @@ import jinja2.nodes
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from protocol.http import HTTPError
-from protocol.schemas_chat import ChatContentPart, ChatMessageParam, ChatTool
+from protocol.openai.chat_schemas import ChatContentPart, ChatMessageParam, ChatTool
 
 ContentFormat = Literal["string", "openai"]
 

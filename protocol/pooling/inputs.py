@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from protocol.chat_template import render_request
+from protocol.generation.chat_template import render_request
+from protocol.generation.prompts import check_token_ids
 from protocol.http import HTTPError
-from protocol.prompts import check_token_ids
-from protocol.schemas_pooling import PoolingInputRequest
+from protocol.pooling.schemas import PoolingInputRequest
 
 EMPTY_INPUT_MESSAGE = "Input cannot be empty."
 

@@ -15,8 +15,8 @@ from typing import Any
 import llguidance
 import orjson
 
+from protocol.generation.request_schemas import GenerationRequest
 from protocol.http import HTTPError
-from protocol.schemas_common import GenerationRequest
 
 # Compact JSON (no free whitespace between tokens): a small model cannot wander off into
 # endless spaces and newlines, and the output parses the same.

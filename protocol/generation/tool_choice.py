@@ -15,15 +15,15 @@ from typing import Any
 
 import attrs
 
-from protocol.http import HTTPError
-from protocol.schemas_chat import ChatCompletionRequest, ChatTool
-from protocol.structured_outputs import json_schema_grammar
-from protocol.tool_parsers import (
+from protocol.generation.structured_outputs import json_schema_grammar
+from protocol.generation.tool_parsers import (
     HermesToolParser,
     NamedToolParser,
     RequiredToolParser,
     ToolParser,
 )
+from protocol.http import HTTPError
+from protocol.openai.chat_schemas import ChatCompletionRequest, ChatTool
 
 # tool_call_parser setting (configs/settings.py) → the parser of "auto" output.
 TOOL_CALL_PARSERS: dict[str, type[ToolParser]] = {"hermes": HermesToolParser}

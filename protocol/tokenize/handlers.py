@@ -6,13 +6,13 @@ as in vLLM, does not enforce max_model_len.
 
 from __future__ import annotations
 
-from protocol import formatting
-from protocol.chat_template import render_request
+from protocol import response_bodies
 from protocol.converter import parse_body, read_json_object, structure
+from protocol.generation.chat_template import render_request
+from protocol.generation.prompts import encode
 from protocol.http import HTTPError, Request, Response
 from protocol.model_resolution import resolve_engine
-from protocol.prompts import encode
-from protocol.schemas_tokenize import (
+from protocol.tokenize.schemas import (
     DetokenizeRequest,
     DetokenizeResponse,
     TokenizeChatRequest,
@@ -36,7 +36,7 @@ async def tokenize(request: Request) -> Response:
     token_strs = None
     if req.return_token_strs:
         token_strs = list(engine.tokenizer.convert_ids_to_tokens(tokens))
-    return formatting.json_body(
+    return response_bodies.json_body(
         TokenizeResponse(
             count=len(tokens),
             max_model_len=engine.max_model_len,
@@ -57,4 +57,4 @@ async def detokenize(request: Request) -> Response:
                 "BadRequestError",
                 f"tokens[{i}]",
             )
-    return formatting.json_body(DetokenizeResponse(prompt=engine.tokenizer.decode(req.tokens)))
+    return response_bodies.json_body(DetokenizeResponse(prompt=engine.tokenizer.decode(req.tokens)))

@@ -5,7 +5,7 @@ what can be sent now (content, tool-call deltas); `finish()` returns what was he
 non-streaming response feeds the whole text at once and reads `result()`, so both paths see the
 very same parse.
 
-Parsers, picked by the request's tool_choice (see protocol/tool_choice.py):
+Parsers, picked by the request's tool_choice (see protocol/generation/tool_choice.py):
 - HermesToolParser ("auto" with the hermes parser setting): free text, in which each
   `<tool_call>{"name": ..., "arguments": {...}}</tool_call>` is a call.
 - RequiredToolParser ("required"): the output is a JSON array of {"name", "parameters"}
@@ -22,9 +22,9 @@ from typing import Protocol
 
 import attrs
 
-from protocol.formatting import random_uuid
-from protocol.schemas_chat import DeltaFunctionCall, DeltaToolCall, FunctionCall, ToolCall
-from protocol.tool_call_scanner import ToolCallScanner
+from protocol.generation.tool_call_scanner import ToolCallScanner
+from protocol.openai.chat_schemas import DeltaFunctionCall, DeltaToolCall, FunctionCall, ToolCall
+from protocol.response_bodies import random_uuid
 
 
 @attrs.define
