@@ -34,7 +34,6 @@ from protocol.model_resolution import server_state
 from protocol.openai.chat_schemas import (
     ChatCompletionRequest,
     ChatContentPart,
-    ChatMessageParam,
     ChatTool,
     MessageContent,
 )
@@ -54,8 +53,6 @@ from protocol.pooling.score_schemas import RerankRequest, ScoreRequest
 from protocol.route import JSON, Route
 from protocol.tokenize.schemas import (
     DetokenizeRequest,
-    TokenizeChatRequest,
-    TokenizeCompletionRequest,
 )
 
 OPENAPI_VERSION = "3.1.0"
@@ -426,41 +423,6 @@ class SchemaBuilder:
 
 
 # --- routes -------------------------------------------------------------------------------------
-
-
-def pooling_forms(cls: type, builder: SchemaBuilder) -> dict[str, Any]:
-    """`input` or chat `messages`, exactly one of them (protocol/pooling/inputs.py)."""
-    base = cls.__name__.removesuffix("Request")
-    with_input = builder.component(
-        cls,
-        "request",
-        name=f"{base}RequestWithInput",
-        overrides={"input": ref("Prompt"), "messages": {"type": "null"}},
-        required=("input",),
-    )
-    with_messages = builder.component(
-        cls,
-        "request",
-        name=f"{base}RequestWithMessages",
-        overrides={
-            "input": {"type": "null"},
-            "messages": {
-                "type": "array",
-                "items": builder.component(ChatMessageParam, "request"),
-                "minItems": 1,
-            },
-        },
-        required=("messages",),
-    )
-    return {"oneOf": [with_input, with_messages]}
-
-
-def tokenize_forms(builder: SchemaBuilder) -> dict[str, Any]:
-    # The handler picks the chat form whenever the key `messages` is present, even as null.
-    completion = builder.component(
-        TokenizeCompletionRequest, "request", overrides={"messages": False}
-    )
-    return {"oneOf": [completion, builder.component(TokenizeChatRequest, "request")]}
 
 
 def _body_schema(spec: Any, builder: SchemaBuilder, side: str) -> dict[str, Any]:
