@@ -26,6 +26,7 @@ from engine.loader import resolve_model_dir  # noqa: E402
 from engine.sampling_params import SamplingParams  # noqa: E402
 from engine.scheduler import SchedulerOutput  # noqa: E402
 from engine.sequence import Sequence  # noqa: E402
+from engine.step_inputs import prepare_inputs  # noqa: E402
 
 TEXT = (
     "The history of the printing press begins in the fifteenth century, when Johannes "
@@ -59,8 +60,8 @@ def perplexity(engine: LLMEngine, token_ids: list[int]) -> float:
     blocks.allocate(seq, len(token_ids))
     out = SchedulerOutput(seqs=[seq], num_new_tokens=[len(token_ids)])
     with torch.inference_mode():
-        input_ids, positions, attn, _, _ = runner._prepare(out)
-        hidden = runner.forward(input_ids, positions, attn)
+        inputs = prepare_inputs(out, runner.block_size, runner.device, runner.one_decode_group)
+        hidden = runner.forward(inputs.input_ids, inputs.positions, inputs.attn)
         logits = runner.model.compute_logits(hidden[:-1])  # [n - 1, vocab]
     nll = torch.nn.functional.cross_entropy(logits, torch.tensor(token_ids[1:]))
     return math.exp(nll.item())

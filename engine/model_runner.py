@@ -1,8 +1,9 @@
 """Owns the model weights and the KV cache; turns a scheduled batch into sampled tokens.
 
-`run()` prepares flat inputs (token ids, positions, slot mapping, block tables, context lengths),
-runs the model once over every scheduled token, and samples one token for each sequence whose
-known tokens are now all in the cache (a decode, or the last chunk of a prefill).
+`run()` takes flat inputs (token ids, positions, slot mapping, block tables, context lengths;
+engine/step_inputs.py), runs the model once over every scheduled token, and samples one token
+for each sequence whose known tokens are now all in the cache (a decode, or the last chunk of a
+prefill). The model class comes from the registry (engine/models/registry.py).
 """
 
 from __future__ import annotations
@@ -17,16 +18,17 @@ import attrs
 import torch
 
 from compiled_kernels import native, triton_attention
-from compiled_kernels.attention import AttentionInputs, DecodeGroup, PrefillInputs
-from compiled_kernels.sampling import SamplingTensors, sample, sampling_logprobs
+from compiled_kernels.attention import AttentionInputs
+from compiled_kernels.sampling import sample, sampling_logprobs
 from engine.cuda_graphs import CudaGraphDecoder
 from engine.logits_processors import GrammarMatchers, apply_logits_processors
 from engine.models.attention import attention_context
 from engine.models.linear import NO_POSITIONS, LibraryPlan, library_matmul, quantize_linears
-from engine.models.llama import LlamaConfig, LlamaModel
+from engine.models.registry import model_class
 from engine.outputs import TokenLogprobs
 from engine.scheduler import SchedulerOutput
 from engine.sequence import Sequence
+from engine.step_inputs import library_plan, prepare_inputs, sampling_tensors
 
 logger = logging.getLogger(__name__)
 
@@ -89,13 +91,14 @@ class ModelRunner:
             raise ValueError(f"quantization {quantization!r} runs on the CPU only; use bf16")
         self.dtype = dtype
         self.block_size = block_size
-        self.config = LlamaConfig.from_dir(model_dir)
+        model_cls = model_class(model_dir)
+        self.config = model_cls.config_class.from_dir(model_dir)
         cfg = self.config
         # Built on the meta device (no random init), then filled from the checkpoint.
         torch.set_default_dtype(dtype)
         try:
             with torch.device("meta"):
-                model = LlamaModel(cfg)
+                model = model_cls(cfg)
         finally:
             torch.set_default_dtype(torch.float32)
         model = model.to_empty(device=self.device)
@@ -201,7 +204,8 @@ class ModelRunner:
         plan: LibraryPlan | None = None,
     ) -> torch.Tensor:
         """The model over one step's flat tokens: [num_tokens] -> hidden [num_tokens, hidden].
-        plan: the step's rows for the library GEMM (`library_plan`); None: all to the kernel."""
+        plan: the step's rows for the library GEMM (step_inputs.library_plan); None: all to the
+        kernel."""
         num_tokens = input_ids.shape[0]
         if self.cuda_graphs is not None and self.cuda_graphs.can_run(num_tokens, attn):
             return self.cuda_graphs.run(input_ids, positions, attn)
@@ -216,26 +220,6 @@ class ModelRunner:
         with attention_context(attn, self.kv_caches), tiles:
             return self._model_forward(input_ids, positions)[:num_tokens]
 
-    def library_plan(self, out: SchedulerOutput) -> LibraryPlan | None:
-        """With library matmuls, the step's prompt tokens go in position-aligned tiles and the
-        rest packed. By token, not by chunk: a prompt token is aligned whether its chunk has
-        one row or many, a generated token packed even when a preempted sequence recomputes it,
-        so each token's rows never depend on how the scheduler cut the work."""
-        if not self.library_matmul:
-            return None
-        chunks: list[tuple[int, int, int]] = []
-        in_chunks = torch.zeros(sum(out.num_new_tokens), dtype=torch.bool)
-        row = 0
-        for seq, num_new in zip(out.seqs, out.num_new_tokens, strict=True):
-            start = seq.num_computed_tokens
-            num_prompt = max(0, min(num_new, seq.num_prompt_tokens - start))
-            if num_prompt:
-                chunks.append((row, row + num_prompt, start))
-                in_chunks[row : row + num_prompt] = True
-            row += num_new
-        other_rows = (~in_chunks).nonzero().flatten()
-        return LibraryPlan(row, tuple(chunks), other_rows if other_rows.numel() else None)
-
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """hidden: [n, hidden_size] -> float32 logits [n, vocab] (rows packed under library)."""
         if not self.library_matmul:
@@ -247,17 +231,19 @@ class ModelRunner:
     def run(self, out: SchedulerOutput) -> StepOutput:
         """One step: the sampled tokens (and logprobs where asked) of the sequences that reached
         their last known token."""
-        input_ids, positions, attn, sample_rows, sample_seqs = self._prepare(out)
+        inputs = prepare_inputs(out, self.block_size, self.device, self.one_decode_group)
+        sample_seqs = inputs.sample_seqs
         if self.grammars is not None:
             # Structured-output masks are computed while the model runs.
             self.grammars.prefetch([s.seq_id for s in sample_seqs])
-        hidden = self.forward(input_ids, positions, attn, self.library_plan(out))
+        plan = library_plan(out) if self.library_matmul else None
+        hidden = self.forward(inputs.input_ids, inputs.positions, inputs.attn, plan)
         prompt_logprobs = self._prompt_logprobs(out, hidden)
         if not sample_seqs:
             return StepOutput({}, {}, prompt_logprobs)
-        logits = self.compute_logits(hidden[sample_rows])  # [num_sample, vocab]
+        logits = self.compute_logits(hidden[inputs.sample_rows])  # [num_sample, vocab]
         apply_logits_processors(logits, sample_seqs, self.eos_token_ids, self.grammars)
-        tensors = self._sampling_tensors(sample_seqs)
+        tensors = sampling_tensors(sample_seqs, self.config.vocab_size, self.device)
         tokens = sample(logits, tensors, [self._generator(s) for s in sample_seqs])
         logprobs: dict[int, TokenLogprobs] = {}
         wanted = [i for i, s in enumerate(sample_seqs) if s.params.logprobs is not None]
@@ -298,112 +284,6 @@ class ModelRunner:
         self._generators.pop(seq.seq_id, None)
         if self.grammars is not None:
             self.grammars.remove(seq.seq_id)
-
-    def _prepare(
-        self, out: SchedulerOutput
-    ) -> tuple[torch.Tensor, torch.Tensor, AttentionInputs, torch.Tensor, list[Sequence]]:
-        """Flat inputs for every scheduled token, plus which rows are sampled."""
-        bs, dev = self.block_size, self.device
-        input_ids: list[int] = []
-        positions: list[int] = []
-        slots: list[int] = []
-        sample_rows: list[int] = []
-        sample_seqs: list[Sequence] = []
-        decodes: list[tuple[int, Sequence]] = []  # (row, seq)
-        prefills: list[PrefillInputs] = []
-        for seq, num_new in zip(out.seqs, out.num_new_tokens, strict=True):
-            row, start, end = (
-                len(input_ids),
-                seq.num_computed_tokens,
-                seq.num_computed_tokens + num_new,
-            )
-            input_ids += seq.token_ids[start:end]
-            positions += range(start, end)
-            slots += [seq.block_table[p // bs] * bs + p % bs for p in range(start, end)]
-            if num_new == 1:
-                decodes.append((row, seq))
-            else:
-                prefills.append(self._prepare_prefill(seq, row, num_new))
-            if end == seq.num_tokens:
-                sample_rows.append(len(input_ids) - 1)
-                sample_seqs.append(seq)
-        attn = AttentionInputs(
-            slot_mapping=torch.tensor(slots, dtype=torch.int64, device=dev),
-            decodes=self._prepare_decodes(decodes),
-            prefills=tuple(prefills),
-        )
-        return (
-            torch.tensor(input_ids, dtype=torch.int64, device=dev),
-            torch.tensor(positions, dtype=torch.int64, device=dev),
-            attn,
-            torch.tensor(sample_rows, dtype=torch.int64, device=dev),
-            sample_seqs,
-        )
-
-    def _prepare_decodes(self, decodes: list[tuple[int, Sequence]]) -> tuple[DecodeGroup, ...]:
-        """One group for the C or Triton kernel; groups by block count for the torch twin (see
-        compiled_kernels/attention.py)."""
-        if not decodes:
-            return ()
-        if self.one_decode_group:
-            return (self._decode_group(decodes),)
-        groups: dict[int, list[tuple[int, Sequence]]] = {}
-        for row, seq in decodes:
-            groups.setdefault(len(seq.block_table), []).append((row, seq))
-        return tuple(self._decode_group(members) for members in groups.values())
-
-    def _decode_group(self, members: list[tuple[int, Sequence]]) -> DecodeGroup:
-        num_blocks = max(len(seq.block_table) for _, seq in members)
-        tables = [seq.block_table + [0] * (num_blocks - len(seq.block_table)) for _, seq in members]
-        dev = self.device
-        return DecodeGroup(
-            rows=torch.tensor([row for row, _ in members], dtype=torch.int64, device=dev),
-            block_tables=torch.tensor(tables, dtype=torch.int64, device=dev),
-            # The one new token attends to everything before it and itself. (A decode's context
-            # is all its tokens; a 1-token prefill chunk's is its computed prefix plus one.)
-            context_lens=torch.tensor(
-                [seq.num_computed_tokens + 1 for _, seq in members], dtype=torch.int64, device=dev
-            ),
-        )
-
-    def _prepare_prefill(self, seq: Sequence, row: int, num_new: int) -> PrefillInputs:
-        """A prefill (or prefill chunk) attends to its cached prefix and causally to itself."""
-        return PrefillInputs(
-            start=row,
-            end=row + num_new,
-            block_table=torch.tensor(seq.block_table, dtype=torch.int64, device=self.device),
-            context_len=seq.num_computed_tokens + num_new,
-        )
-
-    def _sampling_tensors(self, seqs: list[Sequence]) -> SamplingTensors:
-        dev = self.device
-        params = [s.params for s in seqs]
-
-        def floats(values: list[float]) -> torch.Tensor:
-            return torch.tensor(values, dtype=torch.float32, device=dev)
-
-        tensors = dict(
-            temperature=floats([p.temperature for p in params]),
-            top_p=floats([p.top_p for p in params]),
-            top_k=torch.tensor([max(p.top_k, 0) for p in params], dtype=torch.int64, device=dev),
-            min_p=floats([p.min_p for p in params]),
-        )
-        if any(p.has_penalties for p in params):
-            vocab = self.config.vocab_size
-            counts = torch.zeros((len(seqs), vocab), dtype=torch.float32, device=dev)
-            seen = torch.zeros((len(seqs), vocab), dtype=torch.bool, device=dev)
-            for row, seq in enumerate(seqs):
-                out_ids = torch.tensor(seq.output_token_ids, dtype=torch.int64, device=dev)
-                counts[row].index_add_(0, out_ids, torch.ones_like(out_ids, dtype=torch.float32))
-                seen[row, torch.tensor(seq.token_ids, dtype=torch.int64, device=dev)] = True
-            tensors.update(
-                presence_penalty=floats([p.presence_penalty for p in params]),
-                frequency_penalty=floats([p.frequency_penalty for p in params]),
-                repetition_penalty=floats([p.repetition_penalty for p in params]),
-                output_counts=counts,
-                seen_mask=seen,
-            )
-        return SamplingTensors(**tensors)
 
     def _generator(self, seq: Sequence) -> torch.Generator | None:
         if seq.params.seed is None:

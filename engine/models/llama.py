@@ -1,4 +1,4 @@
-"""Our Llama-family decoder (Llama, SmolLM, Mistral; Qwen2 adds a qkv bias).
+"""Our Llama-family decoder (Llama, SmolLM, Mistral; qwen2.py adds Qwen2's qkv bias).
 
 It reads HF checkpoints (safetensors) and runs on flat token batches: every forward takes the
 new tokens of all scheduled sequences concatenated, their positions, and the paged KV cache.
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import attrs
 import torch
@@ -20,8 +21,6 @@ from compiled_kernels.norm import add_rms_norm, rms_norm
 from compiled_kernels.rotary import apply_rotary, rope_cos_sin, rotary_for_positions
 from engine.models.attention import attention
 from engine.models.linear import Linear
-
-SUPPORTED_ARCHITECTURES = ("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM")
 
 
 @attrs.frozen
@@ -41,12 +40,11 @@ class LlamaConfig:
 
     @classmethod
     def from_dir(cls, model_dir: Path) -> LlamaConfig:
-        raw = json.loads((model_dir / "config.json").read_text())
-        archs = raw.get("architectures") or ["LlamaForCausalLM"]
-        if archs[0] not in SUPPORTED_ARCHITECTURES:
-            raise ValueError(
-                f"unsupported architecture {archs[0]}; supported: {SUPPORTED_ARCHITECTURES}"
-            )
+        return cls.from_hf(json.loads((model_dir / "config.json").read_text()))
+
+    @classmethod
+    def from_hf(cls, raw: dict[str, Any]) -> LlamaConfig:
+        """From a Hugging Face config.json's contents."""
         rope = raw.get("rope_parameters") or raw.get("rope_scaling") or {}
         if rope.get("rope_type", "default") not in ("default", None):
             raise ValueError(f"unsupported rope scaling {rope}")
@@ -63,7 +61,7 @@ class LlamaConfig:
             rope_theta=rope.get("rope_theta", raw.get("rope_theta", 10000.0)),
             max_position_embeddings=raw.get("max_position_embeddings", 2048),
             tie_word_embeddings=raw.get("tie_word_embeddings", False),
-            qkv_bias=archs[0] == "Qwen2ForCausalLM" or raw.get("attention_bias", False),
+            qkv_bias=raw.get("attention_bias", False),
         )
 
 
@@ -110,6 +108,8 @@ class DecoderLayer(nn.Module):
 
 
 class LlamaModel(nn.Module):
+    config_class = LlamaConfig  # what reads this family's config.json
+
     def __init__(self, cfg: LlamaConfig) -> None:
         super().__init__()
         self.cfg = cfg

@@ -1,6 +1,6 @@
 """Paged attention and the KV-cache write, against a naive unpaged reference.
 
-The index tensors (AttentionInputs) are built by the real `ModelRunner._prepare` from real
+The index tensors (AttentionInputs) are built by the real `step_inputs.prepare_inputs` from real
 `Sequence`s and a `SchedulerOutput`, so the test covers the kernel exactly as the engine calls it.
 Decode attention runs both ways: the C kernel and its torch twin.
 """
@@ -24,10 +24,10 @@ from compiled_kernels.attention import (
     write_kv,
     write_kv_reference,
 )
-from engine.model_runner import ModelRunner
 from engine.sampling_params import SamplingParams
 from engine.scheduler import SchedulerOutput
 from engine.sequence import Sequence
+from engine.step_inputs import prepare_inputs
 
 BLOCK_SIZE = 16
 NUM_BLOCKS = 12
@@ -56,13 +56,9 @@ def native(request, monkeypatch) -> bool:
 
 
 def _prepare(out: SchedulerOutput, native: bool = NATIVE) -> tuple[torch.Tensor, AttentionInputs]:
-    """Run the real ModelRunner._prepare without loading a model: it only needs these."""
-    runner = ModelRunner.__new__(ModelRunner)
-    runner.block_size = BLOCK_SIZE
-    runner.device = torch.device("cpu")
-    runner.one_decode_group = native
-    _input_ids, positions, attn, _sample_rows, _sample_seqs = runner._prepare(out)
-    return positions, attn
+    """The runner's real input preparation, without a model."""
+    inputs = prepare_inputs(out, BLOCK_SIZE, torch.device("cpu"), one_decode_group=native)
+    return inputs.positions, inputs.attn
 
 
 def _make_seq(num_tokens: int, num_computed: int, block_table: list[int]) -> Sequence:

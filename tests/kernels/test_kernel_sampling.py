@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import math
-from types import SimpleNamespace
 
 import pytest
 import torch
 
 from compiled_kernels.sampling import SamplingTensors, apply_penalties, filter_logits, sample
-from engine.model_runner import ModelRunner
 from engine.sampling_params import SamplingParams
 from engine.sequence import Sequence
+from engine.step_inputs import sampling_tensors
 
 
 def make_tensors(
@@ -302,17 +301,14 @@ def test_penalties_are_skipped_when_absent() -> None:
     assert torch.equal(apply_penalties(logits, make_tensors(3)), logits)
 
 
-def test_model_runner_sampling_tensors_count_outputs_and_mark_prompt_and_outputs_seen() -> None:
+def test_sampling_tensors_count_outputs_and_mark_prompt_and_outputs_seen() -> None:
     """The tensors the engine feeds these kernels: counts from outputs, seen from all tokens."""
-    runner = ModelRunner.__new__(ModelRunner)
-    runner.device = torch.device("cpu")
-    runner.config = SimpleNamespace(vocab_size=8)
     a = Sequence("a", [1, 2], SamplingParams(frequency_penalty=0.5, presence_penalty=0.1, top_k=-1))
     for tok in (5, 5, 2):
         a.append_token(tok)
     b = Sequence("b", [3], SamplingParams(temperature=0.0, top_k=4))
 
-    t = runner._sampling_tensors([a, b])
+    t = sampling_tensors([a, b], vocab_size=8, device=torch.device("cpu"))
 
     assert t.top_k.tolist() == [0, 4]
     assert t.temperature.tolist() == [1.0, 0.0]

@@ -1,0 +1,34 @@
+"""Which of our model classes runs a checkpoint, by the `architectures` name in its
+config.json. A new family is one file in this package and its line here."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from engine.models.llama import LlamaModel
+from engine.models.qwen2 import Qwen2Model
+
+ARCHITECTURES: dict[str, type[LlamaModel]] = {
+    "LlamaForCausalLM": LlamaModel,
+    "MistralForCausalLM": LlamaModel,
+    "Qwen2ForCausalLM": Qwen2Model,
+}
+
+
+class UnsupportedArchitectureError(ValueError):
+    pass
+
+
+def model_class(model_dir: Path) -> type[LlamaModel]:
+    """The class for the checkpoint in model_dir; a config without `architectures` (as
+    converted GGUF files may be) is read as Llama."""
+    raw = json.loads((model_dir / "config.json").read_text())
+    names = raw.get("architectures") or ["LlamaForCausalLM"]
+    for name in names:
+        if name in ARCHITECTURES:
+            return ARCHITECTURES[name]
+    raise UnsupportedArchitectureError(
+        f"unsupported architecture {', '.join(names)}: this server runs "
+        f"{', '.join(sorted(ARCHITECTURES))}"
+    )
