@@ -24,6 +24,7 @@ from asgi.router import ASGIApp, Receive, Router, Scope, Send
 from configs.settings import ModelSpec, Settings, load_settings
 from protocol.route import paths_where
 from protocol.routes import build_routes
+from protocol.served_model import load_served_model
 from protocol.server_state import ServerState
 
 logger = logging.getLogger("lumen")
@@ -60,22 +61,22 @@ async def _serve_models(server: ServerState) -> None:
     """Loads every configured model (one at a time, in a worker thread), then runs each one's
     engine loop side by side: a long generation never holds up an embedding."""
     settings = server.settings
-    engines = []
+    models = []
     for spec in settings.served_models():
         try:
-            engine = await anyio.to_thread.run_sync(_load_engine, spec, settings)
+            model = await anyio.to_thread.run_sync(load_served_model, spec, settings)
         except Exception as exc:
             logger.exception("loading %s (%s) failed", spec.name, spec.model)
             server.status, server.error = "failed", f"{spec.name}: {type(exc).__name__}: {exc}"
             return
-        engines.append(engine)
-    for engine in engines:
-        server.engines[engine.served_model_name] = engine
+        models.append(model)
+    for model in models:
+        server.models[model.name] = model
     server.status = "ready"
-    logger.info("ready: serving %s", ", ".join(server.engines))
+    logger.info("ready: serving %s", ", ".join(server.models))
     async with anyio.create_task_group() as tg:
-        for engine in engines:
-            tg.start_soon(_run_engine, server, engine)
+        for model in models:
+            tg.start_soon(_run_engine, server, model.engine)
 
 
 async def _run_engine(server: ServerState, engine: Any) -> None:
@@ -84,13 +85,6 @@ async def _run_engine(server: ServerState, engine: Any) -> None:
     except Exception as exc:  # already logged by the engine with its traceback
         server.status = "failed"
         server.error = f"engine for {engine.served_model_name} died: {type(exc).__name__}: {exc}"
-
-
-def _load_engine(spec: ModelSpec, settings: Settings) -> Any:
-    # Imported here so importing the app (and its middleware tests) never loads torch.
-    from engine.engines import load_engine
-
-    return load_engine(spec, settings)
 
 
 def _describe(settings: Settings) -> str:

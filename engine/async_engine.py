@@ -23,7 +23,6 @@ from engine.llm_engine import LLMEngine
 from engine.outputs import RequestOutput
 from engine.sampling_params import SamplingParams
 from observability.engine_stats import EngineStats
-from observability.request_log import current_record
 
 logger = logging.getLogger(__name__)
 
@@ -34,28 +33,14 @@ class AsyncEngine:
         engine: LLMEngine,
         *,
         served_model_name: str,
-        model_path: str,
-        chat_template: str | None,
-        chat_template_content_format: str = "auto",
-        tool_call_parser: str | None = None,
-        generation_defaults: dict[str, Any] | None = None,
         max_requests: int | None = None,
     ) -> None:
         self.engine = engine
         self.served_model_name = served_model_name
         self.task = "generate"
-        self.model_path = model_path
-        # What the chat handler reads besides the tokenizer (settings of the served model).
-        self.chat_template = chat_template
-        self.chat_template_content_format = chat_template_content_format
-        self.tool_call_parser = tool_call_parser
-        # Sampling defaults from the model's generation_config.json (engine/loader.py), for
-        # requests that leave those fields unset.
-        self.generation_defaults = dict(generation_defaults or {})
         self.tokenizer = engine.tokenizer
         self.max_model_len = engine.max_model_len
         self.vocab_size = engine.vocab_size
-        self.created = int(time.time())
         self.error: BaseException | None = None
         self.stats = EngineStats(
             served_model_name,
@@ -85,12 +70,6 @@ class AsyncEngine:
             raise overloaded(self.served_model_name, self.num_requests)
         self.num_requests += 1
         arrival_time = time.monotonic()  # not when the loop gets to it: a step may be running
-        record = current_record()  # the HTTP request's log line, when request logging is on
-        if record is not None:
-            # Once per prompt, however many samples: what the response's usage reports.
-            record.note_prompt_tokens(
-                sum(len(ids) for i, (ids, params) in enumerate(prompts) if i % params.n == 0)
-            )
         send, receive = anyio.create_memory_object_stream[Any](math.inf)
         # Unique per sequence even when clients reuse an X-Request-Id.
         ids = [f"{request_id}-{i}-{next(self._ids)}" for i in range(len(prompts))]
@@ -122,8 +101,6 @@ class AsyncEngine:
                     if isinstance(item, BaseException):
                         raise EngineDeadError(str(item)) from item
                     remaining -= item[1].finished
-                    if record is not None:
-                        record.note_generation_tokens(len(item[1].new_token_ids))
                     yield item
         finally:
             # Runs on completion, on error and on cancellation (client gone): never awaits.

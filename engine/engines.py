@@ -15,11 +15,10 @@ from transformers.utils import logging as transformers_logging
 from configs.settings import ModelSpec, Settings
 from engine.async_engine import AsyncEngine
 from engine.llm_engine import LLMEngine
-from engine.loader import generation_defaults, resolve_model_dir, resolve_task
+from engine.loader import resolve_model_dir, resolve_task
 from engine.models.classifier import ClassifierModel
 from engine.models.encoder import EncoderModel
 from engine.pooling_engine import PoolingEngine
-from protocol.generation.chat_template import load_chat_template
 
 logger = logging.getLogger(__name__)
 
@@ -74,27 +73,9 @@ def _generation_engine(spec: ModelSpec, settings: Settings, model_dir: Path) -> 
         chat_template=spec.chat_template,
         models=(),
     )
-    defaults = generation_defaults(model_dir, settings.generation_config)  # fails before loading
     llm = LLMEngine(own, model_dir)
     llm.warm_up()  # logs its own time, with torch.compile's when that is on
-    if defaults:
-        # As vLLM does: say which defaults a request without them gets, and how to turn it off.
-        logger.info(
-            "%s: default sampling parameters from generation_config.json: %s "
-            '(generation_config = "vllm" ignores them)',
-            spec.name,
-            defaults,
-        )
-    return AsyncEngine(
-        llm,
-        served_model_name=spec.name,
-        model_path=spec.model,
-        chat_template=_chat_template(spec, llm.tokenizer),
-        chat_template_content_format=spec.chat_template_content_format,
-        tool_call_parser=None if spec.tool_call_parser == "none" else spec.tool_call_parser,
-        generation_defaults=defaults,
-        max_requests=_max_requests(settings),
-    )
+    return AsyncEngine(llm, served_model_name=spec.name, max_requests=_max_requests(settings))
 
 
 def _max_requests(settings: Settings) -> int:
@@ -121,16 +102,7 @@ def _pooling_engine(
         max_num_batched_tokens=spec.max_num_batched_tokens,
         task=task,
         served_model_name=spec.name,
-        model_path=spec.model,
         tokenizer=tokenizer,
         max_model_len=spec.max_model_len,
-        chat_template=_chat_template(spec, tokenizer),
-        chat_template_content_format=spec.chat_template_content_format,
         max_requests=_max_requests(settings),
     )
-
-
-def _chat_template(spec: ModelSpec, tokenizer: object) -> str | None:
-    if spec.chat_template:
-        return load_chat_template(spec.chat_template)
-    return getattr(tokenizer, "chat_template", None)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import collections
 import logging
-import time
 from typing import Any, Protocol
 
 import anyio
@@ -19,7 +18,6 @@ import attrs
 import torch
 
 from engine.errors import overloaded
-from observability.request_log import current_record
 
 logger = logging.getLogger(__name__)
 
@@ -57,11 +55,8 @@ class PoolingEngine:
         max_num_batched_tokens: int,
         task: str = "embed",
         served_model_name: str = "",
-        model_path: str = "",
         tokenizer: Any = None,
         max_model_len: int | None = None,
-        chat_template: str | None = None,
-        chat_template_content_format: str = "auto",
         max_requests: int | None = None,
     ) -> None:
         self.encoder = encoder
@@ -69,13 +64,9 @@ class PoolingEngine:
         # What the protocol handlers read, as on the generation engine (AsyncEngine).
         self.task = task
         self.served_model_name = served_model_name
-        self.model_path = model_path
         self.tokenizer = tokenizer
         self.max_model_len = min(max_model_len or encoder.max_model_len, encoder.max_model_len)
-        self.chat_template = chat_template
-        self.chat_template_content_format = chat_template_content_format
         self.vocab_size = len(tokenizer) if tokenizer is not None else 0
-        self.created = int(time.time())
         self._queue: collections.deque[_Item] = collections.deque()
         self._wakeup = anyio.Event()
         self.num_passes = 0  # forward passes run, for metrics and tests
@@ -93,9 +84,6 @@ class PoolingEngine:
         """One pooled vector per input: [len(inputs), dim] float32, in input order."""
         if self.is_full:
             raise overloaded(self.served_model_name, self.num_requests)
-        record = current_record()  # the HTTP request's log line, when request logging is on
-        if record is not None:
-            record.note_prompt_tokens(sum(len(ids) for ids in inputs))
         request = _Request(len(inputs))
         types = token_type_ids or [None] * len(inputs)
         self._queue.extend(

@@ -14,6 +14,7 @@ from typing import Any
 
 from engine.errors import EngineDeadError, EngineOverloadedError, overloaded
 from protocol.http import Handler, HTTPError
+from protocol.served_model import ServedModel
 
 # Seconds a refused client should wait: a running batch turns over in about that time.
 RETRY_AFTER_S = 1
@@ -26,9 +27,9 @@ def as_http_error(exc: EngineOverloadedError | EngineDeadError) -> HTTPError:
     return HTTPError(503, str(exc), "ServiceUnavailableError")
 
 
-def check_capacity(engine: Any) -> None:
-    if engine.is_full:
-        raise as_http_error(overloaded(engine.served_model_name, engine.num_requests))
+def check_capacity(served: ServedModel) -> None:
+    if served.engine.is_full:
+        raise as_http_error(overloaded(served.name, served.engine.num_requests))
 
 
 def engine_errors_as_http(handler: Handler) -> Handler:

@@ -1,13 +1,13 @@
-"""Which engine serves a request's `model` (vLLM's rules), or the client-visible reason why none.
+"""Which served model answers a request's `model` (vLLM's rules), or the client-visible reason
+why none.
 
-Each engine serves one task (configs/settings.py TASKS); each API names the tasks it can use.
+Each model serves one task (configs/settings.py TASKS); each API names the tasks it can use.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 from protocol.http import HTTPError, Request
+from protocol.served_model import ServedModel
 from protocol.server_state import ServerState
 
 COMPLETIONS = "Completions API"
@@ -36,14 +36,14 @@ def server_state(request: Request) -> ServerState:
     return request.state["server"]
 
 
-def resolve_engine(request: Request, model: str | None, api: str | None = None) -> Any:
-    """The engine named by `model`, which must serve `api` (None: any task will do).
+def resolve_model(request: Request, model: str | None, api: str | None = None) -> ServedModel:
+    """The model named by `model`, which must serve `api` (None: any task will do).
 
     An absent or empty `model` means the first served model that can serve `api`; an unknown
     name is a 404, a model of the wrong task a 400 naming both.
     """
     server = server_state(request)
-    if not server.engines:
+    if not server.models:
         if server.status == "failed":
             raise HTTPError(
                 503, f"The model failed to load: {server.error}", "ServiceUnavailableError"
@@ -55,20 +55,20 @@ def resolve_engine(request: Request, model: str | None, api: str | None = None) 
         )
     tasks = API_TASKS[api] if api is not None else None
     if not model:
-        engines = list(server.engines.values())
-        capable = [e for e in engines if tasks is None or e.task in tasks]
-        engine = (capable or engines)[0]
+        served = list(server.models.values())
+        capable = [m for m in served if tasks is None or m.task in tasks]
+        found = (capable or served)[0]
     else:
-        engine = server.engines.get(model)
-        if engine is None:
+        found = server.models.get(model)
+        if found is None:
             raise HTTPError(404, f"The model `{model}` does not exist.", "NotFoundError", "model")
-    if tasks is not None and engine.task not in tasks:
+    if tasks is not None and found.task not in tasks:
         needed = " or ".join(f"`{t}`" for t in tasks)
         raise HTTPError(
             400,
-            f"The model `{engine.served_model_name}` does not support the {api}: it is served "
-            f"for the `{engine.task}` task, and the {api} needs a model served for {needed}.",
+            f"The model `{found.name}` does not support the {api}: it is served "
+            f"for the `{found.task}` task, and the {api} needs a model served for {needed}.",
             "BadRequestError",
             "model",
         )
-    return engine
+    return found

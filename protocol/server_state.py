@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import attrs
 
 from configs.settings import Settings
+from protocol.served_model import ServedModel
 
 
 @attrs.define
 class ServerState:
     settings: Settings
-    # served model name -> engine.async_engine.AsyncEngine, filled once loading finishes
-    engines: dict[str, Any] = attrs.field(factory=dict)
+    # served model name -> its model, filled once loading finishes
+    models: dict[str, ServedModel] = attrs.field(factory=dict)
     status: str = "loading"  # "loading" | "ready" | "failed"
     error: str | None = None
     # Set once shutdown begins: new requests get 503 while in-flight ones finish.

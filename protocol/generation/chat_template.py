@@ -13,7 +13,7 @@ import functools
 import json
 import os
 from datetime import datetime
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import attrs
 import jinja2
@@ -23,6 +23,9 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from protocol.http import HTTPError
 from protocol.openai.chat_schemas import ChatContentPart, ChatMessageParam, ChatTool
+
+if TYPE_CHECKING:
+    from protocol.served_model import ServedModel
 
 ContentFormat = Literal["string", "openai"]
 
@@ -275,20 +278,20 @@ def template_tools(tools: list[ChatTool] | None) -> list[dict[str, Any]] | None:
     ]
 
 
-def render_request(req: Any, engine: Any) -> str:
+def render_request(req: Any, served: ServedModel) -> str:
     """The prompt text of a request's `messages`, rendered with the model's template and
     settings. Chat completions, /tokenize and the pooling routes send the same chat fields;
     the pooling requests have no `tools` or `documents`."""
     return render_chat(
-        resolve_template(req.chat_template, engine.chat_template),
+        resolve_template(req.chat_template, served.chat_template),
         req.messages,
         add_generation_prompt=req.add_generation_prompt,
-        tokenizer=engine.tokenizer,
+        tokenizer=served.tokenizer,
         chat_template_kwargs=req.chat_template_kwargs,
         continue_final_message=req.continue_final_message,
         tools=template_tools(getattr(req, "tools", None)),
         documents=getattr(req, "documents", None),
-        content_format_setting=engine.chat_template_content_format,
+        content_format_setting=served.chat_template_content_format,
     )
 
 

@@ -1,32 +1,34 @@
 """How handlers drive `engine.generate`: the output iterator is always closed, even on cancel.
 
 Closing the iterator is what aborts sequences still running in the engine (freeing their KV
-blocks) when a client disconnects, a stream is abandoned or the handler fails part way.
+blocks) when a client disconnects, a stream is abandoned or the handler fails part way. The
+request's log line (observability/request_log.py) counts its tokens here.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
-from typing import Any
 
 import anyio
 import attrs
 
 from engine.outputs import RequestOutput, TokenLogprobs
 from engine.sampling_params import SamplingParams
+from observability.request_log import current_record
 from protocol.http import HTTPError
+from protocol.served_model import ServedModel
 
 Outputs = AsyncIterator[tuple[int, RequestOutput]]
 
 
 @contextlib.asynccontextmanager
 async def open_generation(
-    engine: Any, request_id: str, prompts: list[tuple[list[int], SamplingParams]]
+    served: ServedModel, request_id: str, prompts: list[tuple[list[int], SamplingParams]]
 ) -> AsyncIterator[Outputs]:
-    outputs = engine.generate(request_id, prompts)
+    outputs = served.engine.generate(request_id, prompts)
     try:
-        yield outputs
+        yield _counted(outputs, prompts)
     finally:
         aclose = getattr(outputs, "aclose", None)
         if aclose is not None:
@@ -34,6 +36,24 @@ async def open_generation(
             # itself would be cancelled at its first await and the sequences would leak.
             with anyio.CancelScope(shield=True):
                 await aclose()
+
+
+async def _counted(outputs: Outputs, prompts: list[tuple[list[int], SamplingParams]]) -> Outputs:
+    """The outputs, noting their tokens on the request's log line when there is one."""
+    record = current_record()
+    if record is None:
+        async for item in outputs:
+            yield item
+        return
+    started = False
+    async for item in outputs:
+        if not started:  # admitted: once per prompt, however many samples, as usage counts
+            record.note_prompt_tokens(
+                sum(len(ids) for i, (ids, params) in enumerate(prompts) if i % params.n == 0)
+            )
+            started = True
+        record.note_generation_tokens(len(item[1].new_token_ids))
+        yield item
 
 
 async def _refusals_as_400(outputs: Outputs) -> Outputs:
@@ -61,11 +81,11 @@ class FinishedChoice:
 
 
 async def generate_all(
-    engine: Any, request_id: str, prompts: list[tuple[list[int], SamplingParams]]
+    served: ServedModel, request_id: str, prompts: list[tuple[list[int], SamplingParams]]
 ) -> list[FinishedChoice]:
     pieces: list[list[str]] = [[] for _ in prompts]
     choices = [FinishedChoice() for _ in prompts]
-    async with open_generation(engine, request_id, prompts) as outputs:
+    async with open_generation(served, request_id, prompts) as outputs:
         async for index, output in _refusals_as_400(outputs):
             pieces[index].append(output.new_text)
             choice = choices[index]

@@ -15,6 +15,7 @@ import attrs
 from engine.sampling_params import SamplingParams
 from protocol.generation.request_schemas import GenerationRequest
 from protocol.http import HTTPError
+from protocol.served_model import ServedModel
 
 logger = logging.getLogger(__name__)
 
@@ -208,7 +209,7 @@ def check_logprobs(value: int | None, max_logprobs: int, param: str, kind: str =
 def token_params(
     req: GenerationRequest,
     params: SamplingParams,
-    engine: Any,
+    served: ServedModel,
     *,
     logprobs: int | None,
     max_logprobs: int,
@@ -217,7 +218,7 @@ def token_params(
     """`params` plus the fields that need the model: logprobs, token biases and masks (checked
     against its vocabulary), bad words (tokenized), min_tokens, and the structured-output
     grammar."""
-    vocab = engine.vocab_size
+    vocab = served.vocab_size
     check_logprobs(logprobs, max_logprobs, "logprobs")
     check_logprobs(req.prompt_logprobs, max_logprobs, "prompt_logprobs", "prompt")
 
@@ -253,7 +254,7 @@ def token_params(
     for word in req.bad_words or ():
         # A word has two spellings in most vocabularies: alone, and after a space.
         for variant in (word, " " + word.lstrip()):
-            ids = tuple(engine.tokenizer.encode(variant, add_special_tokens=False))
+            ids = tuple(served.tokenizer.encode(variant, add_special_tokens=False))
             if ids and ids not in bad_words:
                 bad_words.append(ids)
 

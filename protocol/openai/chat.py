@@ -34,7 +34,7 @@ from protocol.generation.structured_outputs import request_grammar
 from protocol.generation.tool_choice import ToolPlan, tool_plan
 from protocol.generation.tool_parsers import ParsedDelta, ToolParser
 from protocol.http import HTTPError, Request, Response, StreamingResponse
-from protocol.model_resolution import CHAT, resolve_engine, server_state
+from protocol.model_resolution import CHAT, resolve_model, server_state
 from protocol.openai.chat_schemas import (
     ChatCompletionRequest,
     ChatCompletionResponse,
@@ -44,6 +44,7 @@ from protocol.openai.chat_schemas import (
     ChatMessage,
     DeltaMessage,
 )
+from protocol.served_model import ServedModel
 
 logger = logging.getLogger(__name__)
 
@@ -57,11 +58,11 @@ def _response_role(req: ChatCompletionRequest) -> str:
 
 async def create_chat_completion(request: Request) -> Response | StreamingResponse:
     req = parse_body(request, ChatCompletionRequest)
-    engine = resolve_engine(request, req.model, CHAT)
+    served = resolve_model(request, req.model, CHAT)
     logprobs = _requested_logprobs(req)
     max_logprobs = server_state(request).settings.max_logprobs
     check_logprobs(logprobs, max_logprobs, "logprobs")
-    plan = tool_plan(req, engine.tool_call_parser)
+    plan = tool_plan(req, served.tool_call_parser)
     # A forced tool choice replaces the request's own output constraint.
     grammar = plan.grammar or request_grammar(req)
     check_stream_options(req)
@@ -69,22 +70,22 @@ async def create_chat_completion(request: Request) -> Response | StreamingRespon
         requested, requested_param = req.max_completion_tokens, "max_completion_tokens"
     else:
         requested, requested_param = req.max_tokens, "max_tokens"
-    check_max_tokens_limit(requested, requested_param, engine.max_model_len)
+    check_max_tokens_limit(requested, requested_param, served.max_model_len)
 
-    prompt_text = render_request(req, engine)
-    prompt_ids = encode(engine.tokenizer, prompt_text, req.add_special_tokens)
+    prompt_text = render_request(req, served)
+    prompt_ids = encode(served.tokenizer, prompt_text, req.add_special_tokens)
     if not prompt_ids:
         raise HTTPError(400, "The decoder prompt cannot be empty", "BadRequestError", "messages")
-    check_token_ids(prompt_ids, engine.vocab_size, "messages")
-    prompt_ids = truncate_prompt(prompt_ids, req.truncate_prompt_tokens, engine.max_model_len)
-    defaults = engine.generation_defaults  # the model's generation_config.json
+    check_token_ids(prompt_ids, served.vocab_size, "messages")
+    prompt_ids = truncate_prompt(prompt_ids, req.truncate_prompt_tokens, served.max_model_len)
+    defaults = served.generation_defaults  # the model's generation_config.json
     max_tokens = resolve_max_tokens(
-        requested, len(prompt_ids), engine.max_model_len, defaults.get("max_tokens")
+        requested, len(prompt_ids), served.max_model_len, defaults.get("max_tokens")
     )
     params = token_params(
         req,
         sampling_params(req, max_tokens, defaults),
-        engine,
+        served,
         logprobs=logprobs,
         max_logprobs=max_logprobs,
         grammar=grammar,
@@ -98,12 +99,12 @@ async def create_chat_completion(request: Request) -> Response | StreamingRespon
     role = _response_role(req)
     echo = _echo_text(req, role)
     if req.stream:
-        check_capacity(engine)  # a real 429, before the stream's 200 goes out
+        check_capacity(served)  # a real 429, before the stream's 200 goes out
         include_usage, continuous = usage_flags(req)
         chunks = _stream(
-            engine,
+            served,
             response_id,
-            engine.served_model_name,
+            served.name,
             prompts,
             role,
             echo,
@@ -114,8 +115,8 @@ async def create_chat_completion(request: Request) -> Response | StreamingRespon
         return StreamingResponse(chunks)
 
     created = response_bodies.created_now()
-    finished = await generate_all(engine, response_id, prompts)
-    tokenizer = engine.tokenizer
+    finished = await generate_all(served, response_id, prompts)
+    tokenizer = served.tokenizer
     choices = []
     for i, choice in enumerate(finished):
         message, called = _message(role, choice.text, plan)
@@ -139,7 +140,7 @@ async def create_chat_completion(request: Request) -> Response | StreamingRespon
         ChatCompletionResponse(
             id=response_id,
             created=created,
-            model=engine.served_model_name,
+            model=served.name,
             choices=choices,
             usage=response_bodies.usage(
                 len(prompt_ids), num_output_tokens, finished[0].num_cached_tokens
@@ -202,7 +203,7 @@ def _requested_logprobs(req: ChatCompletionRequest) -> int | None:
 
 
 async def _stream(
-    engine: Any,
+    served: ServedModel,
     response_id: str,
     model: str,
     prompts: list[tuple[list[int], SamplingParams]],
@@ -231,7 +232,7 @@ async def _stream(
     ) -> bytes:
         logprobs = None
         if want_logprobs and delta.role is None:
-            logprobs = chat_logprobs(pending[index], engine.tokenizer)
+            logprobs = chat_logprobs(pending[index], served.tokenizer)
             pending[index] = []
         chunk_usage = None
         if continuous:
@@ -252,7 +253,7 @@ async def _stream(
         )
 
     try:
-        async with open_generation(engine, response_id, prompts) as outputs:
+        async with open_generation(served, response_id, prompts) as outputs:
             async for index, output in outputs:
                 # Like vLLM, the role chunks wait for the first output, so an engine that fails
                 # at once reports the error as the stream's first event.

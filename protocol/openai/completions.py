@@ -37,7 +37,7 @@ from protocol.generation.sampling import (
 )
 from protocol.generation.structured_outputs import request_grammar
 from protocol.http import HTTPError, Request, Response, StreamingResponse
-from protocol.model_resolution import COMPLETIONS, resolve_engine, server_state
+from protocol.model_resolution import COMPLETIONS, resolve_model, server_state
 from protocol.openai.completion_schemas import (
     CompletionRequest,
     CompletionResponse,
@@ -45,6 +45,7 @@ from protocol.openai.completion_schemas import (
     CompletionResponseStreamChoice,
     CompletionStreamResponse,
 )
+from protocol.served_model import ServedModel
 
 logger = logging.getLogger(__name__)
 
@@ -56,31 +57,31 @@ def _reject_unsupported(req: CompletionRequest) -> None:
 
 async def create_completion(request: Request) -> Response | StreamingResponse:
     req = parse_body(request, CompletionRequest)
-    engine = resolve_engine(request, req.model, COMPLETIONS)
+    served = resolve_model(request, req.model, COMPLETIONS)
     _reject_unsupported(req)
     max_logprobs = server_state(request).settings.max_logprobs
     check_logprobs(req.logprobs, max_logprobs, "logprobs")
     grammar = request_grammar(req)
     check_stream_options(req)
-    check_max_tokens_limit(req.max_tokens, "max_tokens", engine.max_model_len)
+    check_max_tokens_limit(req.max_tokens, "max_tokens", served.max_model_len)
 
-    tokenizer = engine.tokenizer
+    tokenizer = served.tokenizer
     prompt_ids, prompt_texts = completion_prompts(
-        req.prompt, tokenizer, req.add_special_tokens, engine.vocab_size
+        req.prompt, tokenizer, req.add_special_tokens, served.vocab_size
     )
     prompt_ids = [
-        truncate_prompt(ids, req.truncate_prompt_tokens, engine.max_model_len) for ids in prompt_ids
+        truncate_prompt(ids, req.truncate_prompt_tokens, served.max_model_len) for ids in prompt_ids
     ]
-    defaults = engine.generation_defaults  # the model's generation_config.json
+    defaults = served.generation_defaults  # the model's generation_config.json
     prompts: list[tuple[list[int], SamplingParams]] = []
     for ids in prompt_ids:
         max_tokens = resolve_max_tokens(
-            req.max_tokens, len(ids), engine.max_model_len, defaults.get("max_tokens")
+            req.max_tokens, len(ids), served.max_model_len, defaults.get("max_tokens")
         )
         params = token_params(
             req,
             sampling_params(req, max_tokens, defaults),
-            engine,
+            served,
             logprobs=req.logprobs,
             max_logprobs=max_logprobs,
             grammar=grammar,
@@ -99,12 +100,12 @@ async def create_completion(request: Request) -> Response | StreamingResponse:
 
     response_id = response_bodies.completion_id(request)
     if req.stream:
-        check_capacity(engine)  # a real 429, before the stream's 200 goes out
+        check_capacity(served)  # a real 429, before the stream's 200 goes out
         include_usage, continuous = usage_flags(req)
         chunks = _stream(
-            engine,
+            served,
             response_id,
-            engine.served_model_name,
+            served.name,
             prompts,
             req.num_choices,
             prompt_ids,
@@ -115,7 +116,7 @@ async def create_completion(request: Request) -> Response | StreamingResponse:
         return StreamingResponse(chunks)
 
     created = response_bodies.created_now()
-    finished = await generate_all(engine, response_id, prompts)
+    finished = await generate_all(served, response_id, prompts)
     choices = [
         CompletionResponseChoice(
             index=i,
@@ -140,7 +141,7 @@ async def create_completion(request: Request) -> Response | StreamingResponse:
         CompletionResponse(
             id=response_id,
             created=created,
-            model=engine.served_model_name,
+            model=served.name,
             choices=choices,
             usage=response_bodies.usage(num_prompt_tokens, num_output_tokens, num_cached_tokens),
         )
@@ -160,7 +161,7 @@ def _choice_logprobs(
 
 
 async def _stream(
-    engine: Any,
+    served: ServedModel,
     response_id: str,
     model: str,
     prompts: list[tuple[list[int], SamplingParams]],
@@ -178,9 +179,9 @@ async def _stream(
     # Logprobs of tokens whose text is not out yet wait for the next chunk; offsets run on.
     pending: list[list[Any]] = [[] for _ in prompts]
     text_offsets = [0] * len(prompts)
-    tokenizer = engine.tokenizer
+    tokenizer = served.tokenizer
     try:
-        async with open_generation(engine, response_id, prompts) as outputs:
+        async with open_generation(served, response_id, prompts) as outputs:
             async for index, output in outputs:
                 text = output.new_text
                 if echo is not None and not echoed[index]:

@@ -13,13 +13,13 @@ async def list_models(request: Request) -> Response:
     cards = [
         ModelCard(
             id=name,
-            created=engine.created,
-            root=engine.model_path,
-            max_model_len=engine.max_model_len,
+            created=served.created,
+            root=served.model_path,
+            max_model_len=served.max_model_len,
             permission=[
                 ModelPermission(id=f"modelperm-{response_bodies.random_uuid()}", created=now)
             ],
         )
-        for name, engine in server_state(request).engines.items()
+        for name, served in server_state(request).models.items()
     ]
     return response_bodies.json_body(ModelList(data=cards))

@@ -23,6 +23,7 @@ from observability.metrics import REGISTRY
 from protocol.generation.engine_calls import generate_all
 from protocol.http import Request, Response, json_response
 from protocol.model_resolution import server_state
+from protocol.served_model import ServedModel
 
 FALLBACK_VERSION = "0.1.0"
 DEEP_CHECK_TIMEOUT_S = 30.0
@@ -44,25 +45,25 @@ async def health(request: Request) -> Response:
 async def _deep_health(server: Any) -> Response:
     failures = {}
     with anyio.move_on_after(DEEP_CHECK_TIMEOUT_S) as deadline:
-        for name, engine in server.engines.items():
+        for name, served in server.models.items():
             try:
-                await _serve_one(engine)
+                await _serve_one(served)
             except Exception as exc:  # noqa: BLE001 - reported, not raised: this is a probe
                 failures[name] = f"{type(exc).__name__}: {exc}"
     if deadline.cancelled_caught:
         failures["timeout"] = f"the check took longer than {DEEP_CHECK_TIMEOUT_S} s"
     if failures:
         return json_response({"status": "unhealthy", "errors": failures}, 503)
-    return json_response({"status": "ready", "models": list(server.engines)})
+    return json_response({"status": "ready", "models": list(server.models)})
 
 
-async def _serve_one(engine: Any) -> None:
-    prompt = engine.tokenizer.encode("ping") or [0]
-    if engine.task == "generate":
+async def _serve_one(served: ServedModel) -> None:
+    prompt = served.tokenizer.encode("ping") or [0]
+    if served.task == "generate":
         params = SamplingParams(max_tokens=1, temperature=0.0)
-        await generate_all(engine, f"health-{uuid.uuid4().hex}", [(prompt, params)])
+        await generate_all(served, f"health-{uuid.uuid4().hex}", [(prompt, params)])
     else:
-        await engine.encode([prompt])
+        await served.engine.encode([prompt])
 
 
 async def load(request: Request) -> Response:

@@ -5,18 +5,18 @@ from __future__ import annotations
 from protocol import response_bodies
 from protocol.converter import parse_body
 from protocol.http import Request, Response
-from protocol.model_resolution import CLASSIFY, resolve_engine
+from protocol.model_resolution import CLASSIFY, resolve_model
 from protocol.pooling.embeddings import pooling_usage
-from protocol.pooling.inputs import request_token_ids
+from protocol.pooling.inputs import encode, request_token_ids
 from protocol.pooling.schemas import ClassifyData, ClassifyRequest, ClassifyResponse
 
 
 async def classify(request: Request) -> Response:
     req = parse_body(request, ClassifyRequest)
-    engine = resolve_engine(request, req.model, CLASSIFY)
-    token_ids = request_token_ids(engine, req)
-    probs = (await engine.encode(token_ids)).cpu()  # [inputs, num_labels]
-    id2label = engine.encoder.id2label
+    served = resolve_model(request, req.model, CLASSIFY)
+    token_ids = request_token_ids(served, req)
+    probs = (await encode(served, token_ids)).cpu()  # [inputs, num_labels]
+    id2label = served.engine.encoder.id2label
     data = [
         ClassifyData(
             index=i,
@@ -30,7 +30,7 @@ async def classify(request: Request) -> Response:
         ClassifyResponse(
             id=f"classify-{request.request_id}",
             created=response_bodies.created_now(),
-            model=engine.served_model_name,
+            model=served.name,
             data=data,
             usage=pooling_usage(token_ids),
         )

@@ -11,8 +11,14 @@ from protocol import response_bodies
 from protocol.converter import parse_body
 from protocol.generation.request_schemas import UsageInfo
 from protocol.http import Request, Response
-from protocol.model_resolution import EMBEDDINGS, POOLING, resolve_engine
-from protocol.pooling.inputs import bad_request, check_choice, encode_texts, request_token_ids
+from protocol.model_resolution import EMBEDDINGS, POOLING, resolve_model
+from protocol.pooling.inputs import (
+    bad_request,
+    check_choice,
+    encode,
+    encode_texts,
+    request_token_ids,
+)
 from protocol.pooling.schemas import (
     COHERE_EMBEDDING_TYPES,
     COHERE_TRUNCATE,
@@ -28,6 +34,7 @@ from protocol.pooling.schemas import (
     PoolingRequest,
     PoolingResponse,
 )
+from protocol.served_model import ServedModel
 
 if TYPE_CHECKING:  # only for annotations: the tensors come from the engines
     import torch
@@ -46,13 +53,15 @@ def encode_vector(vector: torch.Tensor, encoding_format: str) -> list[float] | s
     return vector.tolist()
 
 
-def check_dimensions(dimensions: int | None, engine: Any, param: str = "dimensions") -> None:
+def check_dimensions(
+    dimensions: int | None, served: ServedModel, param: str = "dimensions"
+) -> None:
     if dimensions is None:
         return
     if dimensions < 1:
         raise bad_request("Dimensions must be greater than 0", param)
     raise bad_request(
-        f'Model "{engine.served_model_name}" does not support matryoshka representation, '
+        f'Model "{served.name}" does not support matryoshka representation, '
         "changing output dimensions will lead to poor results.",
         param,
     )
@@ -60,11 +69,11 @@ def check_dimensions(dimensions: int | None, engine: Any, param: str = "dimensio
 
 async def create_embedding(request: Request) -> Response:
     req = parse_body(request, EmbeddingRequest)
-    engine = resolve_engine(request, req.model, EMBEDDINGS)
+    served = resolve_model(request, req.model, EMBEDDINGS)
     check_choice(req.encoding_format, ENCODING_FORMATS, "encoding_format")
-    check_dimensions(req.dimensions, engine)
-    token_ids = request_token_ids(engine, req)
-    vectors = (await engine.encode(token_ids)).cpu()
+    check_dimensions(req.dimensions, served)
+    token_ids = request_token_ids(served, req)
+    vectors = (await encode(served, token_ids)).cpu()
     data = [
         EmbeddingData(index=i, embedding=encode_vector(v, req.encoding_format))
         for i, v in enumerate(vectors)
@@ -73,7 +82,7 @@ async def create_embedding(request: Request) -> Response:
         EmbeddingResponse(
             id=f"embd-{request.request_id}",
             created=response_bodies.created_now(),
-            model=engine.served_model_name,
+            model=served.name,
             data=data,
             usage=pooling_usage(token_ids),
         )
@@ -84,23 +93,22 @@ async def create_pooling(request: Request) -> Response:
     """The model's raw pooled output: an embedding model's vectors, or a classifier's
     probabilities."""
     req = parse_body(request, PoolingRequest)
-    engine = resolve_engine(request, req.model, POOLING)
+    served = resolve_model(request, req.model, POOLING)
     check_choice(req.encoding_format, ENCODING_FORMATS, "encoding_format")
-    own_task = "embed" if engine.task == "embed" else "classify"
+    own_task = "embed" if served.task == "embed" else "classify"
     if req.task is not None and req.task != own_task:
         raise bad_request(
-            f"Unsupported task: {req.task!r}. The model `{engine.served_model_name}` supports "
-            f"{own_task!r}.",
+            f"Unsupported task: {req.task!r}. The model `{served.name}` supports {own_task!r}.",
             "task",
         )
-    check_dimensions(req.dimensions, engine)
-    token_ids = request_token_ids(engine, req)
-    outputs = (await engine.encode(token_ids)).cpu()
+    check_dimensions(req.dimensions, served)
+    token_ids = request_token_ids(served, req)
+    outputs = (await encode(served, token_ids)).cpu()
     return response_bodies.json_body(
         PoolingResponse(
             id=f"pooling-{request.request_id}",
             created=response_bodies.created_now(),
-            model=engine.served_model_name,
+            model=served.name,
             data=[
                 PoolingData(index=i, data=encode_vector(v, req.encoding_format))
                 for i, v in enumerate(outputs)
@@ -112,8 +120,8 @@ async def create_pooling(request: Request) -> Response:
 
 async def create_cohere_embed(request: Request) -> Response:
     req = parse_body(request, CohereEmbedRequest)
-    engine = resolve_engine(request, req.model, EMBEDDINGS)
-    check_dimensions(req.output_dimension, engine, "output_dimension")
+    served = resolve_model(request, req.model, EMBEDDINGS)
+    check_dimensions(req.output_dimension, served, "output_dimension")
     check_choice(req.truncate, COHERE_TRUNCATE, "truncate")
     unknown = [t for t in req.embedding_types if t not in COHERE_EMBEDDING_TYPES]
     if unknown or not req.embedding_types:
@@ -122,15 +130,15 @@ async def create_cohere_embed(request: Request) -> Response:
             f"got {req.embedding_types}",
             "embedding_types",
         )
-    keep = None if req.truncate == "NONE" else engine.max_model_len
+    keep = None if req.truncate == "NONE" else served.max_model_len
     if req.truncate == "START":  # keep the end of each text: tokenize, then cut the start
         token_ids = [
-            _keep_end(ids, engine.max_model_len, engine.tokenizer)
-            for ids in encode_texts(engine, req.texts, True, None, enforce_max_len=False)
+            _keep_end(ids, served.max_model_len, served.tokenizer)
+            for ids in encode_texts(served, req.texts, True, None, enforce_max_len=False)
         ]
     else:
-        token_ids = encode_texts(engine, req.texts, True, keep)
-    vectors = (await engine.encode(token_ids)).cpu()
+        token_ids = encode_texts(served, req.texts, True, keep)
+    vectors = (await encode(served, token_ids)).cpu()
     embeddings = {kind: _cohere_embeddings(vectors, kind) for kind in req.embedding_types}
     return response_bodies.json_body(
         CohereEmbedResponse(

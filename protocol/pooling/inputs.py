@@ -5,10 +5,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from observability.request_log import current_record
 from protocol.generation.chat_template import render_request
 from protocol.generation.prompts import check_token_ids
 from protocol.http import HTTPError
 from protocol.pooling.schemas import PoolingInputRequest
+from protocol.served_model import ServedModel
 
 EMPTY_INPUT_MESSAGE = "Input cannot be empty."
 
@@ -62,7 +64,7 @@ def keep_tokens(token_ids: list[int], keep: int | None, tokenizer: Any) -> list[
 
 
 def encode_texts(
-    engine: Any,
+    served: ServedModel,
     texts: list[str],
     add_special_tokens: bool,
     keep: int | None,
@@ -76,43 +78,55 @@ def encode_texts(
     options: dict[str, Any] = {"add_special_tokens": add_special_tokens}
     if keep is not None:
         options.update(truncation=True, max_length=keep)
-    token_ids = [list(ids) for ids in engine.tokenizer(texts, **options)["input_ids"]]
+    token_ids = [list(ids) for ids in served.tokenizer(texts, **options)["input_ids"]]
     # Text can tokenize to nothing (whitespace, without special tokens): a model cannot run
     # on zero tokens.
     if any(not ids for ids in token_ids):
         raise bad_request(EMPTY_INPUT_MESSAGE, "input")
     if enforce_max_len:
         for ids in token_ids:
-            check_length(len(ids), engine.max_model_len)
+            check_length(len(ids), served.max_model_len)
     return token_ids
 
 
-def request_token_ids(engine: Any, req: PoolingInputRequest) -> list[list[int]]:
+def request_token_ids(served: ServedModel, req: PoolingInputRequest) -> list[list[int]]:
     """The token ids of every input of an embeddings, pooling or classify request."""
     if (req.input is None) == (req.messages is None):
         raise bad_request("Send exactly one of `input` and `messages`.", "input")
-    keep = truncation_length(req.truncate_prompt_tokens, engine.max_model_len)
+    keep = truncation_length(req.truncate_prompt_tokens, served.max_model_len)
     if req.messages is not None:
         if not req.messages:
             raise bad_request(EMPTY_INPUT_MESSAGE, "messages")
-        text = render_request(req, engine)
+        text = render_request(req, served)
         add_special = bool(req.add_special_tokens)  # default False for chat
-        return encode_texts(engine, [text], add_special, keep)
+        return encode_texts(served, [text], add_special, keep)
     add_special = req.add_special_tokens is not False  # default True for plain input
     items = req.input
     if isinstance(items, str):
-        return encode_texts(engine, [items], add_special, keep)
+        return encode_texts(served, [items], add_special, keep)
     if not items:
         raise bad_request(EMPTY_INPUT_MESSAGE, "input")
     if isinstance(items[0], str):
-        return encode_texts(engine, list(items), add_special, keep)
+        return encode_texts(served, list(items), add_special, keep)
     id_lists = [items] if isinstance(items[0], int) else list(items)
     result = []
     for ids in id_lists:
         if not ids:
             raise bad_request(EMPTY_INPUT_MESSAGE, "input")
-        check_token_ids(list(ids), engine.vocab_size, "input")
-        ids = keep_tokens(list(ids), keep, engine.tokenizer)
-        check_length(len(ids), engine.max_model_len)
+        check_token_ids(list(ids), served.vocab_size, "input")
+        ids = keep_tokens(list(ids), keep, served.tokenizer)
+        check_length(len(ids), served.max_model_len)
         result.append(ids)
     return result
+
+
+async def encode(
+    served: ServedModel, inputs: list[list[int]], token_type_ids: list[list[int]] | None = None
+) -> Any:
+    """The engine's pooled vectors [len(inputs), dim], their tokens noted on the request's log
+    line (when request logging is on)."""
+    vectors = await served.engine.encode(inputs, token_type_ids)
+    record = current_record()
+    if record is not None:
+        record.note_prompt_tokens(sum(len(ids) for ids in inputs))
+    return vectors

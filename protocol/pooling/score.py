@@ -13,11 +13,12 @@ from protocol import response_bodies
 from protocol.converter import parse_body
 from protocol.generation.request_schemas import UsageInfo
 from protocol.http import Request, Response
-from protocol.model_resolution import RERANK, SCORE, resolve_engine
+from protocol.model_resolution import RERANK, SCORE, resolve_model
 from protocol.pooling.inputs import (
     EMPTY_INPUT_MESSAGE,
     bad_request,
     check_length,
+    encode,
     encode_texts,
     truncation_length,
 )
@@ -31,6 +32,7 @@ from protocol.pooling.score_schemas import (
     ScoreRequest,
     ScoreResponse,
 )
+from protocol.served_model import ServedModel
 
 # vLLM's names for the two sides, in the order they are looked for.
 SIDE_NAMES = (
@@ -42,16 +44,16 @@ SIDE_NAMES = (
 
 
 async def score_pairs(
-    engine: Any, queries: list[str], documents: list[str], keep: int | None
+    served: ServedModel, queries: list[str], documents: list[str], keep: int | None
 ) -> tuple[list[float], int]:
     """Scores query i against document i, where a single query stands for every document.
     Returns the scores and the number of prompt tokens read."""
-    if engine.task == "embed":
+    if served.task == "embed":
         from torch.nn.functional import cosine_similarity  # torch loads with the engines
 
-        query_ids = encode_texts(engine, queries, True, keep)
-        doc_ids = encode_texts(engine, documents, True, keep)
-        vectors = await engine.encode(query_ids + doc_ids)
+        query_ids = encode_texts(served, queries, True, keep)
+        doc_ids = encode_texts(served, documents, True, keep)
+        vectors = await encode(served, query_ids + doc_ids)
         query_vectors, doc_vectors = vectors[: len(queries)], vectors[len(queries) :]
         if len(queries) == 1:
             query_vectors = query_vectors.expand(len(documents), -1)
@@ -62,13 +64,13 @@ async def score_pairs(
         raise bad_request(EMPTY_INPUT_MESSAGE, "documents")
     pair_queries = queries * len(documents) if len(queries) == 1 else queries
     options: dict[str, Any] = {"truncation": True, "max_length": keep} if keep else {}
-    encoded = engine.tokenizer(pair_queries, documents, **options)
+    encoded = served.tokenizer(pair_queries, documents, **options)
     token_ids = [list(ids) for ids in encoded["input_ids"]]
     for ids in token_ids:
-        check_length(len(ids), engine.max_model_len)
+        check_length(len(ids), served.max_model_len)
     types = encoded.get("token_type_ids")
-    outputs = await engine.encode(
-        token_ids, [list(t) for t in types] if types is not None else None
+    outputs = await encode(
+        served, token_ids, [list(t) for t in types] if types is not None else None
     )
     return outputs[:, 0].cpu().tolist(), sum(len(ids) for ids in token_ids)
 
@@ -98,15 +100,15 @@ def _sides(req: ScoreRequest) -> tuple[list[str], list[str], str, str]:
 
 async def create_score(request: Request) -> Response:
     req = parse_body(request, ScoreRequest)
-    engine = resolve_engine(request, req.model, SCORE)
+    served = resolve_model(request, req.model, SCORE)
     queries, documents, _, _ = _sides(req)
-    keep = truncation_length(req.truncate_prompt_tokens, engine.max_model_len)
-    scores, tokens = await score_pairs(engine, queries, documents, keep)
+    keep = truncation_length(req.truncate_prompt_tokens, served.max_model_len)
+    scores, tokens = await score_pairs(served, queries, documents, keep)
     return response_bodies.json_body(
         ScoreResponse(
             id=f"score-{request.request_id}",
             created=response_bodies.created_now(),
-            model=engine.served_model_name,
+            model=served.name,
             data=[ScoreData(index=i, score=s) for i, s in enumerate(scores)],
             usage=UsageInfo(prompt_tokens=tokens, total_tokens=tokens),
         )
@@ -115,13 +117,13 @@ async def create_score(request: Request) -> Response:
 
 async def create_rerank(request: Request) -> Response:
     req = parse_body(request, RerankRequest)
-    engine = resolve_engine(request, req.model, RERANK)
+    served = resolve_model(request, req.model, RERANK)
     if not req.documents:
         raise bad_request(EMPTY_INPUT_MESSAGE, "documents")
     if req.top_n < 0:
         raise bad_request("top_n must be 0 (every document) or positive.", "top_n")
-    keep = truncation_length(req.truncate_prompt_tokens, engine.max_model_len)
-    scores, tokens = await score_pairs(engine, [req.query], list(req.documents), keep)
+    keep = truncation_length(req.truncate_prompt_tokens, served.max_model_len)
+    scores, tokens = await score_pairs(served, [req.query], list(req.documents), keep)
     ranked = sorted(range(len(scores)), key=lambda i: scores[i], reverse=True)
     if req.top_n:
         ranked = ranked[: req.top_n]
@@ -136,7 +138,7 @@ async def create_rerank(request: Request) -> Response:
     return response_bodies.json_body(
         RerankResponse(
             id=f"score-{request.request_id}",
-            model=engine.served_model_name,
+            model=served.name,
             usage=RerankUsage(prompt_tokens=tokens, total_tokens=tokens),
             results=results,
         )

@@ -11,7 +11,7 @@ from protocol.converter import parse_body, read_json_object, structure
 from protocol.generation.chat_template import render_request
 from protocol.generation.prompts import encode
 from protocol.http import HTTPError, Request, Response
-from protocol.model_resolution import resolve_engine
+from protocol.model_resolution import resolve_model
 from protocol.tokenize.schemas import (
     DetokenizeRequest,
     DetokenizeResponse,
@@ -26,20 +26,20 @@ async def tokenize(request: Request) -> Response:
     req: TokenizeChatRequest | TokenizeCompletionRequest
     if "messages" in body:
         req = structure(body, TokenizeChatRequest)
-        engine = resolve_engine(request, req.model)
-        text = render_request(req, engine)
+        served = resolve_model(request, req.model)
+        text = render_request(req, served)
     else:
         req = structure(body, TokenizeCompletionRequest)
-        engine = resolve_engine(request, req.model)
+        served = resolve_model(request, req.model)
         text = req.prompt
-    tokens = encode(engine.tokenizer, text, req.add_special_tokens)
+    tokens = encode(served.tokenizer, text, req.add_special_tokens)
     token_strs = None
     if req.return_token_strs:
-        token_strs = list(engine.tokenizer.convert_ids_to_tokens(tokens))
+        token_strs = list(served.tokenizer.convert_ids_to_tokens(tokens))
     return response_bodies.json_body(
         TokenizeResponse(
             count=len(tokens),
-            max_model_len=engine.max_model_len,
+            max_model_len=served.max_model_len,
             tokens=tokens,
             token_strs=token_strs,
         )
@@ -48,13 +48,13 @@ async def tokenize(request: Request) -> Response:
 
 async def detokenize(request: Request) -> Response:
     req = parse_body(request, DetokenizeRequest)
-    engine = resolve_engine(request, req.model)
+    served = resolve_model(request, req.model)
     for i, token in enumerate(req.tokens):
-        if not 0 <= token < engine.vocab_size:
+        if not 0 <= token < served.vocab_size:
             raise HTTPError(
                 400,
-                f"Token id {token} is out of vocabulary (vocabulary size: {engine.vocab_size}).",
+                f"Token id {token} is out of vocabulary (vocabulary size: {served.vocab_size}).",
                 "BadRequestError",
                 f"tokens[{i}]",
             )
-    return response_bodies.json_body(DetokenizeResponse(prompt=engine.tokenizer.decode(req.tokens)))
+    return response_bodies.json_body(DetokenizeResponse(prompt=served.tokenizer.decode(req.tokens)))

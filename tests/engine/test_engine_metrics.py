@@ -174,7 +174,7 @@ def small_engine(smollm2_dir) -> LLMEngine:
 
 def _async_engine(llm: LLMEngine, name: str) -> tuple[AsyncEngine, list[Sequence]]:
     """An AsyncEngine whose finished sequences are kept, to compare the metrics with."""
-    engine = AsyncEngine(llm, served_model_name=name, model_path=name, chat_template=None)
+    engine = AsyncEngine(llm, served_model_name=name)
     finished: list[Sequence] = []
     on_finished = engine.stats.on_finished
 

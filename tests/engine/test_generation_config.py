@@ -1,4 +1,4 @@
-"""generation_config.json: which sampling defaults a model folder gives its engine."""
+"""generation_config.json: which sampling defaults a model folder gives its served model."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import logging
 import pytest
 
 from configs.settings import ModelSpec, Settings
-from engine.engines import load_engine
 from engine.loader import generation_defaults
+from protocol.served_model import load_served_model
 
 MODEL_CONFIG = {
     "bos_token_id": 1,
@@ -29,14 +29,14 @@ def write_config(folder, values) -> None:
 
 
 @pytest.mark.parametrize("tiny_model_dir", ["llama"], indirect=True)
-def test_the_engine_takes_its_defaults_from_the_model_folder(tiny_model_dir, caplog):
+def test_the_served_model_takes_its_defaults_from_the_model_folder(tiny_model_dir, caplog):
     model_dir, _ = tiny_model_dir
     write_config(model_dir, MODEL_CONFIG)
     spec = ModelSpec(name="tiny", model=str(model_dir))
     settings = Settings(dtype="float32", kv_cache_memory_gb=0.01, models=())
-    with caplog.at_level(logging.INFO, logger="engine.engines"):
-        engine = load_engine(spec, settings)
-    assert engine.generation_defaults == FROM_MODEL
+    with caplog.at_level(logging.INFO, logger="protocol.served_model"):
+        served = load_served_model(spec, settings)
+    assert served.generation_defaults == FROM_MODEL
     assert "default sampling parameters from generation_config.json" in caplog.text
     assert "'temperature': 0.7" in caplog.text
 

@@ -98,7 +98,7 @@ async def test_a_refused_grammar_fails_its_request_and_the_engine_goes_on(small_
 
     from engine.async_engine import AsyncEngine
 
-    engine = AsyncEngine(small_engine, served_model_name="m", model_path="m", chat_template=None)
+    engine = AsyncEngine(small_engine, served_model_name="m")
     bad = SamplingParams(max_tokens=2, grammar=llguidance.LLMatcher.grammar_from_regex("[a-"))
     good = SamplingParams(max_tokens=2, temperature=0, ignore_eos=True)
     async with anyio.create_task_group() as tg:
@@ -135,9 +135,7 @@ async def test_requests_past_capacity_are_refused_and_the_count_returns_to_zero(
     from engine.async_engine import AsyncEngine
     from engine.errors import EngineOverloadedError
 
-    engine = AsyncEngine(
-        small_engine, served_model_name="m", model_path="m", chat_template=None, max_requests=1
-    )
+    engine = AsyncEngine(small_engine, served_model_name="m", max_requests=1)
     params = SamplingParams(max_tokens=4, temperature=0, ignore_eos=True)
     async with anyio.create_task_group() as tg:
         tg.start_soon(engine.run)

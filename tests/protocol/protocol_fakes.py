@@ -16,6 +16,7 @@ from configs.settings import Settings
 from engine.outputs import RequestOutput
 from engine.sampling_params import SamplingParams
 from protocol.http import Request, StreamingResponse
+from protocol.served_model import ServedModel
 from protocol.server_state import ServerState
 
 CHATML = (
@@ -140,10 +141,25 @@ class ScriptedEngine:
         )
 
 
+def served(engine: Any) -> ServedModel:
+    """The served model around a fake engine: its template, parser and defaults are the
+    fake's own constructor arguments, kept beside it for this."""
+    return ServedModel(
+        name=engine.served_model_name,
+        engine=engine,
+        model_path=f"/models/{engine.served_model_name}",
+        chat_template=getattr(engine, "chat_template", None),
+        chat_template_content_format=getattr(engine, "chat_template_content_format", "auto"),
+        tool_call_parser=getattr(engine, "tool_call_parser", None),
+        generation_defaults=getattr(engine, "generation_defaults", {}),
+        created=1_700_000_000,
+    )
+
+
 def server_with(*engines: Any, status: str = "ready", error: str | None = None) -> ServerState:
     return ServerState(
         settings=Settings(),
-        engines={e.served_model_name: e for e in engines},
+        models={e.served_model_name: served(e) for e in engines},
         status=status,
         error=error,
     )

@@ -6,7 +6,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from protocol_fakes import ScriptedEngine, make_request, server_with
 
 from protocol.http import HTTPError
-from protocol.model_resolution import resolve_engine
+from protocol.model_resolution import resolve_model
 from protocol.openai.models import list_models
 from protocol.operations.handlers import health, load, metrics, version
 from protocol.routes import build_routes
@@ -106,14 +106,14 @@ async def test_models_is_empty_while_loading() -> None:
 def test_absent_or_empty_model_means_the_first_engine() -> None:
     first, second = ScriptedEngine(name="a"), ScriptedEngine(name="b")
     request = make_request(server=server_with(first, second))
-    assert resolve_engine(request, None) is first
-    assert resolve_engine(request, "") is first
-    assert resolve_engine(request, "b") is second
+    assert resolve_model(request, None).engine is first
+    assert resolve_model(request, "").engine is first
+    assert resolve_model(request, "b").engine is second
 
 
 def test_unknown_model_is_a_404_naming_it() -> None:
     with pytest.raises(HTTPError) as info:
-        resolve_engine(make_request(server=server_with(ScriptedEngine())), "foo")
+        resolve_model(make_request(server=server_with(ScriptedEngine())), "foo")
     err = info.value
     assert (err.status, err.err_type, err.param) == (404, "NotFoundError", "model")
     assert err.message == "The model `foo` does not exist."
@@ -122,7 +122,7 @@ def test_unknown_model_is_a_404_naming_it() -> None:
 @pytest.mark.parametrize(("status", "words"), [("loading", "still loading"), ("failed", "boom")])
 def test_no_engine_yet_is_a_503(status: str, words: str) -> None:
     with pytest.raises(HTTPError) as info:
-        resolve_engine(make_request(server=server_with(status=status, error="boom")), "m")
+        resolve_model(make_request(server=server_with(status=status, error="boom")), "m")
     assert info.value.status == 503 and words in info.value.message
 
 
