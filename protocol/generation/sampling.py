@@ -13,15 +13,13 @@ from typing import Any
 import attrs
 
 from engine.sampling_params import SamplingParams
+from protocol.bounds import check_bounds
 from protocol.generation.request_schemas import GenerationRequest
 from protocol.http import HTTPError
 from protocol.served_model import ServedModel
 
 logger = logging.getLogger(__name__)
 
-_INT64_MIN = -(2**63)
-_INT64_MAX = 2**63 - 1
-MAX_N = 16384  # vLLM's VLLM_MAX_N_SEQUENCES default
 _INT32_MAX = 2**31 - 1
 _GREEDY_EPS = 1e-5  # below this temperature vLLM samples greedily
 # vLLM raises tiny positive temperatures to this to avoid inf/nan when dividing logits.
@@ -50,55 +48,34 @@ def sampling_params(
 ) -> SamplingParams:
     """Validates the sampling fields; `max_tokens` is resolved by the caller per prompt.
     `defaults` fill temperature, top_p, top_k, min_p and repetition_penalty where the request
-    left them unset (the engine's `generation_defaults`)."""
+    left them unset (the served model's `generation_defaults`)."""
     defaults = defaults or {}
     n = req.num_choices
-    if n < 1:
-        raise _invalid(f"n must be at least 1, got {n}.", "n")
-    if n > MAX_N:
-        raise _invalid(f"n must be at most {MAX_N}, got {n}.", "n")
+    check_bounds(GenerationRequest, "n", n)
 
     temperature = _or_default(req.temperature, "temperature", defaults, 1.0)
     _finite(temperature, "temperature")
-    if temperature < 0.0:
-        raise _invalid(f"temperature must be non-negative, got {temperature}.", "temperature")
-
+    check_bounds(GenerationRequest, "temperature", temperature)
     top_p = _or_default(req.top_p, "top_p", defaults, 1.0)
-    if not 0.0 < top_p <= 1.0:
-        raise _invalid(f"top_p must be in (0, 1], got {top_p}.", "top_p")
-
+    check_bounds(GenerationRequest, "top_p", top_p)
     top_k = _or_default(req.top_k, "top_k", defaults, 0)
-    if top_k < -1:
-        raise _invalid(f"top_k must be 0 (disable), or at least 1, got {top_k}.", "top_k")
+    check_bounds(GenerationRequest, "top_k", top_k)
     # -1 is the older spelling of "off"; so is any k beyond int32 (larger than any vocabulary),
     # which the sampling kernels could not even hold.
     top_k = 0 if top_k == -1 or top_k > _INT32_MAX else top_k
-
     min_p = _or_default(req.min_p, "min_p", defaults, 0.0)
-    if not 0.0 <= min_p <= 1.0:
-        raise _invalid(f"min_p must be in [0, 1], got {min_p}.", "min_p")
+    check_bounds(GenerationRequest, "min_p", min_p)
 
     presence_penalty = 0.0 if req.presence_penalty is None else req.presence_penalty
-    if not -2.0 <= presence_penalty <= 2.0:
-        raise _invalid(
-            f"presence_penalty must be in [-2, 2], got {presence_penalty}.", "presence_penalty"
-        )
+    check_bounds(GenerationRequest, "presence_penalty", presence_penalty)
     frequency_penalty = 0.0 if req.frequency_penalty is None else req.frequency_penalty
-    if not -2.0 <= frequency_penalty <= 2.0:
-        raise _invalid(
-            f"frequency_penalty must be in [-2, 2], got {frequency_penalty}.", "frequency_penalty"
-        )
+    check_bounds(GenerationRequest, "frequency_penalty", frequency_penalty)
     repetition_penalty = _or_default(req.repetition_penalty, "repetition_penalty", defaults, 1.0)
     _finite(repetition_penalty, "repetition_penalty")
-    if repetition_penalty <= 0.0:
-        raise _invalid(
-            f"repetition_penalty must be greater than zero, got {repetition_penalty}.",
-            "repetition_penalty",
-        )
+    check_bounds(GenerationRequest, "repetition_penalty", repetition_penalty)
 
     seed = req.seed
-    if seed is not None and not _INT64_MIN <= seed <= _INT64_MAX:
-        raise _invalid(f"seed must be in [{_INT64_MIN}, {_INT64_MAX}], got {seed}.", "seed")
+    check_bounds(GenerationRequest, "seed", seed)
     if seed == -1:
         seed = None  # vLLM: -1 means unseeded
 
@@ -258,8 +235,7 @@ def token_params(
             if ids and ids not in bad_words:
                 bad_words.append(ids)
 
-    if req.min_tokens < 0:
-        raise _invalid(f"min_tokens must be non-negative, got {req.min_tokens}.", "min_tokens")
+    check_bounds(GenerationRequest, "min_tokens", req.min_tokens)
     if req.min_tokens > params.max_tokens:
         raise _invalid(
             f"min_tokens must be less than or equal to max_tokens={params.max_tokens}, got "
@@ -299,3 +275,45 @@ def truncate_prompt(
         )
     keep = max_model_len if truncate_prompt_tokens == -1 else truncate_prompt_tokens
     return token_ids[-keep:]
+
+
+def check_generation_request(
+    req: GenerationRequest,
+    served: ServedModel,
+    *,
+    max_tokens: int | None,
+    max_tokens_param: str,
+    logprobs: int | None,
+    max_logprobs: int,
+) -> None:
+    """What a chat or completion request can be refused for before its prompt is read."""
+    check_logprobs(logprobs, max_logprobs, "logprobs")
+    check_stream_options(req)
+    check_max_tokens_limit(max_tokens, max_tokens_param, served.max_model_len)
+
+
+def request_params(
+    req: GenerationRequest,
+    served: ServedModel,
+    num_prompt_tokens: int,
+    *,
+    max_tokens: int | None,
+    logprobs: int | None,
+    max_logprobs: int,
+    grammar: str | None,
+) -> SamplingParams:
+    """A chat or completion request's SamplingParams for one prompt: the request's fields, the
+    model's generation_config.json defaults where it left them unset, the output budget that
+    fits the context, and the fields checked against the model's vocabulary."""
+    defaults = served.generation_defaults
+    budget = resolve_max_tokens(
+        max_tokens, num_prompt_tokens, served.max_model_len, defaults.get("max_tokens")
+    )
+    return token_params(
+        req,
+        sampling_params(req, budget, defaults),
+        served,
+        logprobs=logprobs,
+        max_logprobs=max_logprobs,
+        grammar=grammar,
+    )

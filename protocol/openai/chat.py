@@ -20,13 +20,9 @@ from protocol.generation.engine_calls import generate_all, open_generation
 from protocol.generation.logprobs import chat_logprobs, prompt_logprobs_json
 from protocol.generation.prompts import check_token_ids, encode
 from protocol.generation.sampling import (
-    check_logprobs,
-    check_max_tokens_limit,
-    check_stream_options,
+    check_generation_request,
     choice_params,
-    resolve_max_tokens,
-    sampling_params,
-    token_params,
+    request_params,
     truncate_prompt,
     usage_flags,
 )
@@ -61,16 +57,21 @@ async def create_chat_completion(request: Request) -> Response | StreamingRespon
     served = resolve_model(request, req.model, CHAT)
     logprobs = _requested_logprobs(req)
     max_logprobs = server_state(request).settings.max_logprobs
-    check_logprobs(logprobs, max_logprobs, "logprobs")
-    plan = tool_plan(req, served.tool_call_parser)
-    # A forced tool choice replaces the request's own output constraint.
-    grammar = plan.grammar or request_grammar(req)
-    check_stream_options(req)
     if req.max_completion_tokens is not None:
         requested, requested_param = req.max_completion_tokens, "max_completion_tokens"
     else:
         requested, requested_param = req.max_tokens, "max_tokens"
-    check_max_tokens_limit(requested, requested_param, served.max_model_len)
+    check_generation_request(
+        req,
+        served,
+        max_tokens=requested,
+        max_tokens_param=requested_param,
+        logprobs=logprobs,
+        max_logprobs=max_logprobs,
+    )
+    plan = tool_plan(req, served.tool_call_parser)
+    # A forced tool choice replaces the request's own output constraint.
+    grammar = plan.grammar or request_grammar(req)
 
     prompt_text = render_request(req, served)
     prompt_ids = encode(served.tokenizer, prompt_text, req.add_special_tokens)
@@ -78,14 +79,11 @@ async def create_chat_completion(request: Request) -> Response | StreamingRespon
         raise HTTPError(400, "The decoder prompt cannot be empty", "BadRequestError", "messages")
     check_token_ids(prompt_ids, served.vocab_size, "messages")
     prompt_ids = truncate_prompt(prompt_ids, req.truncate_prompt_tokens, served.max_model_len)
-    defaults = served.generation_defaults  # the model's generation_config.json
-    max_tokens = resolve_max_tokens(
-        requested, len(prompt_ids), served.max_model_len, defaults.get("max_tokens")
-    )
-    params = token_params(
+    params = request_params(
         req,
-        sampling_params(req, max_tokens, defaults),
         served,
+        len(prompt_ids),
+        max_tokens=requested,
         logprobs=logprobs,
         max_logprobs=max_logprobs,
         grammar=grammar,

@@ -25,13 +25,9 @@ from protocol.generation.logprobs import (
 )
 from protocol.generation.prompts import completion_prompts
 from protocol.generation.sampling import (
-    check_logprobs,
-    check_max_tokens_limit,
-    check_stream_options,
+    check_generation_request,
     choice_params,
-    resolve_max_tokens,
-    sampling_params,
-    token_params,
+    request_params,
     truncate_prompt,
     usage_flags,
 )
@@ -60,10 +56,15 @@ async def create_completion(request: Request) -> Response | StreamingResponse:
     served = resolve_model(request, req.model, COMPLETIONS)
     _reject_unsupported(req)
     max_logprobs = server_state(request).settings.max_logprobs
-    check_logprobs(req.logprobs, max_logprobs, "logprobs")
+    check_generation_request(
+        req,
+        served,
+        max_tokens=req.max_tokens,
+        max_tokens_param="max_tokens",
+        logprobs=req.logprobs,
+        max_logprobs=max_logprobs,
+    )
     grammar = request_grammar(req)
-    check_stream_options(req)
-    check_max_tokens_limit(req.max_tokens, "max_tokens", served.max_model_len)
 
     tokenizer = served.tokenizer
     prompt_ids, prompt_texts = completion_prompts(
@@ -72,16 +73,13 @@ async def create_completion(request: Request) -> Response | StreamingResponse:
     prompt_ids = [
         truncate_prompt(ids, req.truncate_prompt_tokens, served.max_model_len) for ids in prompt_ids
     ]
-    defaults = served.generation_defaults  # the model's generation_config.json
     prompts: list[tuple[list[int], SamplingParams]] = []
     for ids in prompt_ids:
-        max_tokens = resolve_max_tokens(
-            req.max_tokens, len(ids), served.max_model_len, defaults.get("max_tokens")
-        )
-        params = token_params(
+        params = request_params(
             req,
-            sampling_params(req, max_tokens, defaults),
             served,
+            len(ids),
+            max_tokens=req.max_tokens,
             logprobs=req.logprobs,
             max_logprobs=max_logprobs,
             grammar=grammar,
