@@ -3,10 +3,11 @@
 The attrs classes in the API packages' schema modules are what the converter parses requests
 into and dumps responses from, so a document derived from them cannot drift from what the
 server accepts and sends. The walk below maps each field's annotation to JSON Schema (2020-12,
-the 3.1 dialect). What annotations cannot say is added from tables next to it: the union
-aliases the converter decides by hand (Prompt, Stop, MessageContent), the bounds the handlers
-enforce (n >= 1, 0 < top_p <= 1, ...; the served model names and max_logprobs from the
-settings), and the routes whose body comes in two forms. Requests and responses differ in what
+the 3.1 dialect). What annotations cannot say comes from the fields
+themselves (the bounds and keywords protocol/bounds.py declares on them: n >= 1, 0 < top_p <= 1,
+...), from tables next to the walk (the union aliases the converter decides by hand: Prompt,
+Stop, MessageContent; the served model names and max_logprobs from the settings), and from the
+routes whose body comes in two forms. Requests and responses differ in what
 "required" means: a request field is required when it has no default, while a response always
 carries every field except those dropped when None (OMIT_IF_NONE).
 """
@@ -22,11 +23,11 @@ from typing import Any
 import attrs
 import orjson
 
+from protocol.bounds import TOKEN_ID, json_schema
 from protocol.generation.request_schemas import (
     OMIT_IF_NONE,
     GenerationRequest,
     Prompt,
-    ResponseFormat,
     Stop,
 )
 from protocol.http import Request, Response
@@ -34,31 +35,18 @@ from protocol.model_resolution import server_state
 from protocol.openai.chat_schemas import (
     ChatCompletionRequest,
     ChatContentPart,
-    ChatTool,
     MessageContent,
 )
 from protocol.openai.completion_schemas import (
     CompletionRequest,
 )
 from protocol.operations.handlers import lumen_version
-from protocol.pooling.schemas import (
-    COHERE_EMBEDDING_TYPES,
-    COHERE_TRUNCATE,
-    ENCODING_FORMATS,
-    CohereEmbedRequest,
-    EmbeddingRequest,
-    PoolingInputRequest,
-)
-from protocol.pooling.score_schemas import RerankRequest, ScoreRequest
+from protocol.pooling.score_schemas import ScoreRequest
 from protocol.route import JSON, Route
-from protocol.tokenize.schemas import (
-    DetokenizeRequest,
-)
 
 OPENAPI_VERSION = "3.1.0"
 SSE = "text/event-stream"
 _REF = "#/components/schemas/"
-_INT64 = {"minimum": -(2**63), "maximum": 2**63 - 1}
 
 
 def ref(name: str) -> dict[str, Any]:
@@ -73,17 +61,16 @@ def nullable(schema: dict[str, Any]) -> dict[str, Any]:
 
 # Written to match the converter's hooks for these unions (protocol/converter.py); the bounds
 # are the handlers' (an empty prompt or stop string is a 400).
-_TOKEN_ID = {"type": "integer", "minimum": 0}
 _NAMED_SCHEMAS: dict[str, dict[str, Any]] = {
     "Prompt": {
         "description": "A string, strings, token ids, or lists of token ids.",
         "anyOf": [
             {"type": "string", "minLength": 1},
             {"type": "array", "items": {"type": "string", "minLength": 1}, "minItems": 1},
-            {"type": "array", "items": _TOKEN_ID, "minItems": 1},
+            {"type": "array", "items": TOKEN_ID, "minItems": 1},
             {
                 "type": "array",
-                "items": {"type": "array", "items": _TOKEN_ID, "minItems": 1},
+                "items": {"type": "array", "items": TOKEN_ID, "minItems": 1},
                 "minItems": 1,
             },
         ],
@@ -183,54 +170,6 @@ _FIELD_SCHEMAS: dict[type, dict[str, dict[str, Any]]] = {
     },
 }
 
-# Bounds the handlers enforce, merged into the generated field schema (JSON Schema applies
-# `minimum` only to numbers, so a nullable ["integer", "null"] keeps its null). Inherited along
-# the class hierarchy. Mostly valid generated examples is the point; a value allowed here may
-# still be refused with a 400 (e.g. a token id past the vocabulary).
-_FIELD_BOUNDS: dict[type, dict[str, dict[str, Any]]] = {
-    GenerationRequest: {
-        "temperature": {"minimum": 0},
-        "top_p": {"exclusiveMinimum": 0, "maximum": 1},
-        "top_k": {"minimum": -1},
-        "min_p": {"minimum": 0, "maximum": 1},
-        "presence_penalty": {"minimum": -2, "maximum": 2},
-        "frequency_penalty": {"minimum": -2, "maximum": 2},
-        "repetition_penalty": {"exclusiveMinimum": 0},
-        "seed": _INT64,
-        "n": {"minimum": 1, "maximum": 16384},
-        "min_tokens": {"minimum": 0},
-        "logit_bias": {"propertyNames": {"pattern": "^[0-9]+$"}},
-        "allowed_token_ids": {"minItems": 1, "items": _TOKEN_ID},
-        "stop_token_ids": {"items": _TOKEN_ID},
-        "truncate_prompt_tokens": {"minimum": -1},
-        "prompt_logprobs": {"minimum": 0},
-    },
-    CompletionRequest: {"max_tokens": {"minimum": 1}, "logprobs": {"minimum": 0}},
-    ChatCompletionRequest: {
-        "max_tokens": {"minimum": 1},
-        "max_completion_tokens": {"minimum": 1},
-        "top_logprobs": {"minimum": 0},
-        "tools": {"minItems": 1},
-    },
-    ResponseFormat: {"type": {"enum": ["text", "json_object", "json_schema"]}},
-    ChatTool: {"type": {"enum": ["function"]}},
-    PoolingInputRequest: {"truncate_prompt_tokens": {"minimum": -1}},
-    EmbeddingRequest: {"encoding_format": {"enum": list(ENCODING_FORMATS)}},
-    CohereEmbedRequest: {
-        "texts": {"minItems": 1, "items": {"type": "string", "minLength": 1}},
-        "embedding_types": {"minItems": 1, "items": {"enum": list(COHERE_EMBEDDING_TYPES)}},
-        "truncate": {"enum": list(COHERE_TRUNCATE)},
-    },
-    ScoreRequest: {"truncate_prompt_tokens": {"minimum": -1}},
-    RerankRequest: {
-        "query": {"minLength": 1},
-        "documents": {"minItems": 1, "items": {"type": "string", "minLength": 1}},
-        "top_n": {"minimum": 0},
-        "truncate_prompt_tokens": {"minimum": -1},
-    },
-    DetokenizeRequest: {"tokens": {"items": _TOKEN_ID}},
-}
-
 # Fields a handler refuses to go without although the class gives them a default.
 _REQUIRED: dict[type, tuple[str, ...]] = {
     CompletionRequest: ("prompt",),
@@ -300,15 +239,15 @@ class SchemaBuilder:
             model = {"type": ["string", "null"], "enum": [*models, None]}
             field_schemas[object] = {"model": model}
         self.field_schemas = _merged(_FIELD_SCHEMAS, field_schemas)
-        bounds: dict[type, dict[str, dict[str, Any]]] = {}
+        # The deployment's own limits, beyond what the fields declare (protocol/bounds.py).
+        self.field_bounds: dict[type, dict[str, dict[str, Any]]] = {}
         if max_logprobs is not None:
             most = {"maximum": max_logprobs}
-            bounds = {
+            self.field_bounds = {
                 GenerationRequest: {"prompt_logprobs": most},
                 CompletionRequest: {"logprobs": most},
                 ChatCompletionRequest: {"top_logprobs": most},
             }
-        self.field_bounds = _merged(_FIELD_BOUNDS, bounds)
 
     def type_schema(self, tp: Any, side: str) -> dict[str, Any]:
         if tp is Any:
@@ -393,7 +332,8 @@ class SchemaBuilder:
             if schema is None:
                 schema = self.type_schema(hints[field.name], side)
             if side == "request":
-                schema = {**schema, **(_lookup(self.field_bounds, cls, field.name) or {})}
+                bounds = _lookup(self.field_bounds, cls, field.name) or {}
+                schema = {**schema, **json_schema(field), **bounds}
                 if field.default is attrs.NOTHING or field.name in _REQUIRED.get(cls, ()):
                     required.append(field.name)
                 else:

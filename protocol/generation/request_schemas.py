@@ -10,6 +10,8 @@ from typing import Any
 
 import attrs
 
+from protocol.bounds import INT64_MAX, INT64_MIN, TOKEN_ID, bounded, documented
+
 # A field whose metadata carries this key is left out of the JSON when it is None. vLLM dumps
 # stream chunks with `exclude_unset`, so e.g. `usage` only appears on chunks that set it.
 # Use as `attrs.field(default=None, metadata=OMITTED_IF_NONE)`.
@@ -45,7 +47,7 @@ class JsonSchemaFormat:
 class ResponseFormat:
     """OpenAI's `response_format`: text, json_object or json_schema."""
 
-    type: str
+    type: str = documented(attrs.NOTHING, enum=["text", "json_object", "json_schema"])
     json_schema: JsonSchemaFormat | None = None
 
 
@@ -60,33 +62,52 @@ class GenerationRequest:
     """The sampling fields that completions and chat share (vLLM's names and defaults)."""
 
     model: str | None = None
-    temperature: float | None = None
-    top_p: float | None = None
-    top_k: int | None = None
-    min_p: float | None = None
-    seed: int | None = None
+    temperature: float | None = bounded(
+        minimum=0, message="{name} must be non-negative, got {value}."
+    )
+    top_p: float | None = bounded(
+        exclusive_minimum=0, maximum=1, message="{name} must be in (0, 1], got {value}."
+    )
+    top_k: int | None = bounded(
+        minimum=-1, message="{name} must be 0 (disable), or at least 1, got {value}."
+    )
+    min_p: float | None = bounded(
+        minimum=0, maximum=1, message="{name} must be in [0, 1], got {value}."
+    )
+    seed: int | None = bounded(
+        minimum=INT64_MIN,
+        maximum=INT64_MAX,
+        message=f"{{name}} must be in [{INT64_MIN}, {INT64_MAX}], got {{value}}.",
+    )
     stop: Stop | None = None
-    stop_token_ids: list[int] | None = None
-    n: int | None = 1
-    presence_penalty: float | None = None
-    frequency_penalty: float | None = None
-    repetition_penalty: float | None = None
+    stop_token_ids: list[int] | None = documented(items=TOKEN_ID)
+    n: int | None = bounded(1, minimum=1, maximum=16384)  # vLLM's VLLM_MAX_N_SEQUENCES
+    presence_penalty: float | None = bounded(
+        minimum=-2, maximum=2, message="{name} must be in [-2, 2], got {value}."
+    )
+    frequency_penalty: float | None = bounded(
+        minimum=-2, maximum=2, message="{name} must be in [-2, 2], got {value}."
+    )
+    repetition_penalty: float | None = bounded(
+        exclusive_minimum=0, message="{name} must be greater than zero, got {value}."
+    )
     ignore_eos: bool = False
     skip_special_tokens: bool = True
     stream: bool | None = False
     stream_options: StreamOptions | None = None
     user: str | None = None
     # vLLM's extra sampling fields
-    min_tokens: int = 0
-    logit_bias: dict[str, float] | None = None  # token id (as a string) -> bias
-    allowed_token_ids: list[int] | None = None
+    min_tokens: int = bounded(0, minimum=0, message="{name} must be non-negative, got {value}.")
+    # token id (as a string) -> bias
+    logit_bias: dict[str, float] | None = documented(propertyNames={"pattern": "^[0-9]+$"})
+    allowed_token_ids: list[int] | None = documented(minItems=1, items=TOKEN_ID)
     bad_words: list[str] | None = None
     include_stop_str_in_output: bool = False
     spaces_between_special_tokens: bool = True
-    truncate_prompt_tokens: int | None = None
+    truncate_prompt_tokens: int | None = documented(minimum=-1)  # -1 or positive (truncate_prompt)
     return_token_ids: bool | None = None
     priority: int = 0  # accepted; scheduling is first come, first served
-    prompt_logprobs: int | None = None
+    prompt_logprobs: int | None = documented(minimum=0)  # at most max_logprobs (check_logprobs)
     # Structured outputs: vLLM's field, its older top-level spellings, and OpenAI's
     structured_outputs: StructuredOutputs | None = None
     guided_json: dict[str, Any] | str | None = None

@@ -6,6 +6,7 @@ from typing import Any
 
 import attrs
 
+from protocol.bounds import documented
 from protocol.generation.request_schemas import OMITTED_IF_NONE, GenerationRequest, UsageInfo
 
 
@@ -41,22 +42,22 @@ class FunctionDefinition:
 
 @attrs.frozen(kw_only=True)
 class ChatTool:
-    type: str = "function"  # the only kind of tool there is
+    type: str = documented("function", enum=["function"])  # the only kind of tool there is
     function: FunctionDefinition
 
 
 @attrs.frozen(kw_only=True)
 class ChatCompletionRequest(GenerationRequest):
     messages: list[ChatMessageParam]
-    tools: list[ChatTool] | None = None
+    tools: list[ChatTool] | None = documented(minItems=1)
     # "none" | "auto" | "required" | {"type": "function", "function": {"name": ...}}; checked
     # in protocol/generation/tool_choice.py, whose messages are clearer than a union's. Unset:
     # "auto" when tools are given, else "none".
     tool_choice: Any = None
     parallel_tool_calls: bool = True
     # Deprecated by OpenAI in favour of max_completion_tokens, which wins when both are set.
-    max_tokens: int | None = None
-    max_completion_tokens: int | None = None
+    max_tokens: int | None = documented(minimum=1)
+    max_completion_tokens: int | None = documented(minimum=1)
     add_generation_prompt: bool = True
     continue_final_message: bool = False
     add_special_tokens: bool = False
@@ -65,7 +66,7 @@ class ChatCompletionRequest(GenerationRequest):
     chat_template: str | None = None
     chat_template_kwargs: dict[str, Any] | None = None
     logprobs: bool | None = False
-    top_logprobs: int | None = None
+    top_logprobs: int | None = documented(minimum=0)  # at most max_logprobs (check_logprobs)
 
 
 @attrs.frozen

@@ -6,6 +6,7 @@ from typing import Any
 
 import attrs
 
+from protocol.bounds import documented
 from protocol.generation.request_schemas import (
     OMITTED_IF_NONE,
     GenerationRequest,
@@ -18,11 +19,11 @@ from protocol.generation.request_schemas import (
 class CompletionRequest(GenerationRequest):
     prompt: Prompt | None = None
     # 16 is OpenAI's and vLLM's completion default; an explicit null means "whatever fits".
-    max_tokens: int | None = 16
+    max_tokens: int | None = documented(16, minimum=1)
     echo: bool | None = False
     add_special_tokens: bool = True
     # Accepted so that clients sending them get a clear 400 rather than silent ignoring.
-    logprobs: int | None = None
+    logprobs: int | None = documented(minimum=0)  # at most max_logprobs (check_logprobs)
     suffix: str | None = None
 
 

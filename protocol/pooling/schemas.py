@@ -11,6 +11,7 @@ from typing import Any
 
 import attrs
 
+from protocol.bounds import documented
 from protocol.generation.request_schemas import Prompt, UsageInfo
 from protocol.openai.chat_schemas import ChatMessageParam
 
@@ -30,13 +31,14 @@ class PoolingInputRequest:
     chat_template: str | None = None
     chat_template_kwargs: dict[str, Any] | None = None
     # -1: the model's maximum; k > 0: keep k tokens (on the tokenizer's truncation side).
-    truncate_prompt_tokens: int | None = None
+    truncate_prompt_tokens: int | None = documented(minimum=-1)
     user: str | None = None
 
 
 @attrs.frozen(kw_only=True)
 class EmbeddingRequest(PoolingInputRequest):
-    encoding_format: str = "float"  # or "base64" (checked by the handler, naming the field)
+    # checked by the handler, naming the field
+    encoding_format: str = documented("float", enum=list(ENCODING_FORMATS))
     dimensions: int | None = None
 
 
@@ -111,10 +113,16 @@ class CohereEmbedRequest:
     """Cohere's Embed v2 request (texts only)."""
 
     model: str | None = None
-    texts: list[str]
+    texts: list[str] = documented(
+        attrs.NOTHING, minItems=1, items={"type": "string", "minLength": 1}
+    )
     input_type: str | None = None  # accepted; a symmetric model has no use for it
-    embedding_types: list[str] = attrs.field(factory=lambda: ["float"])
-    truncate: str = "END"  # "NONE", "START" or "END" (checked by the handler)
+    embedding_types: list[str] = documented(
+        attrs.Factory(lambda: ["float"]),
+        minItems=1,
+        items={"enum": list(COHERE_EMBEDDING_TYPES)},
+    )
+    truncate: str = documented("END", enum=list(COHERE_TRUNCATE))  # checked by the handler
     output_dimension: int | None = None
 
 

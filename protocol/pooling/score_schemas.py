@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import attrs
 
+from protocol.bounds import documented
 from protocol.generation.request_schemas import OMITTED_IF_NONE, UsageInfo
 
 Texts = str | list[str]
@@ -23,7 +24,7 @@ class ScoreRequest:
     items: Texts | None = None
     data_1: Texts | None = None
     data_2: Texts | None = None
-    truncate_prompt_tokens: int | None = None
+    truncate_prompt_tokens: int | None = documented(minimum=-1)
     user: str | None = None
 
 
@@ -47,11 +48,13 @@ class ScoreResponse:
 @attrs.frozen(kw_only=True)
 class RerankRequest:
     model: str | None = None
-    query: str
-    documents: list[str]
-    top_n: int = 0  # 0: every document
+    query: str = documented(attrs.NOTHING, minLength=1)
+    documents: list[str] = documented(
+        attrs.NOTHING, minItems=1, items={"type": "string", "minLength": 1}
+    )
+    top_n: int = documented(0, minimum=0)  # 0: every document
     return_documents: bool = True
-    truncate_prompt_tokens: int | None = None
+    truncate_prompt_tokens: int | None = documented(minimum=-1)
 
 
 @attrs.frozen(kw_only=True)

@@ -6,6 +6,7 @@ from typing import Any
 
 import attrs
 
+from protocol.bounds import TOKEN_ID, documented
 from protocol.openai.chat_schemas import ChatMessageParam, ChatTool
 
 
@@ -44,7 +45,7 @@ class TokenizeResponse:
 @attrs.frozen(kw_only=True)
 class DetokenizeRequest:
     model: str | None = None
-    tokens: list[int]
+    tokens: list[int] = documented(attrs.NOTHING, items=TOKEN_ID)
 
 
 @attrs.frozen
