@@ -21,7 +21,7 @@ from asgi.errors import ErrorMiddleware
 from asgi.metrics import MetricsMiddleware
 from asgi.request_id import RequestIdMiddleware
 from asgi.router import ASGIApp, Receive, Router, Scope, Send
-from configs.settings import ModelSpec, Settings, load_settings
+from configs.settings import Settings, load_settings
 from protocol.route import paths_where
 from protocol.routes import build_routes
 from protocol.served_model import load_served_model
@@ -41,6 +41,12 @@ class Lifespan:
         self.server = ServerState(settings)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            # No route speaks WebSocket: refuse the handshake before any middleware or handler
+            # runs (closing before accepting is answered with HTTP 403).
+            await receive()  # websocket.connect
+            await send({"type": "websocket.close", "code": 1008})
+            return
         if scope["type"] != "lifespan":
             await self.app(scope, receive, send)
             return

@@ -56,6 +56,8 @@ _HELP = {
     "max_num_seqs": "most sequences in the running batch",
     "max_num_batched_tokens": "most tokens per engine step (longer prompts prefill in chunks)",
     "max_logprobs": "most logprobs a request may ask for per token",
+    "max_sequences_per_request": "most sequences (prompts x n) one request may start; "
+    "default: max_num_seqs",
     "matmul": "GEMM of the float linear layers: kernel (fixed-order C), library (oneDNN in "
     "64-row tiles) or auto (library for bf16 on AVX-512 BF16 / AMX CPUs)",
     "api_key": "Bearer key every route except /health, /ping, /version, /metrics needs "

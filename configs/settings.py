@@ -118,6 +118,9 @@ class Settings:
     # Most logprobs a request may ask for per token (`logprobs`, `top_logprobs`,
     # `prompt_logprobs`); more is a 400.
     max_logprobs: int = attrs.field(default=20, validator=attrs.validators.ge(0))
+    # Most sequences one generation request may start (prompts x n); more is a 400, checked
+    # before anything per sequence is built. None: what the running batch holds (max_num_seqs).
+    max_sequences_per_request: int | None = attrs.field(default=None, validator=_positive)
     # Compile the whole model with torch.compile (inductor) at startup. Off by default on the
     # CPU, where it measured no faster than eager (docs/performance.md); the compiled code is
     # cached under torch_compile_cache_dir, so only the first start pays the full compile.
@@ -151,6 +154,10 @@ class Settings:
     # Sampling defaults when a request leaves a field unset: "auto" reads the model's
     # generation_config.json, "vllm" uses vLLM's own defaults, or a folder holding one.
     generation_config: str = "auto"
+
+    @property
+    def sequences_per_request(self) -> int:
+        return self.max_sequences_per_request or self.max_num_seqs
 
     def served_models(self) -> list[ModelSpec]:
         """Every served model, the top-level one first."""

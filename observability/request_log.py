@@ -5,8 +5,8 @@ token are only known where the handlers call the engines. The middleware puts a 
 in a context variable and those calls add to it (protocol/generation/engine_calls.py,
 protocol/pooling/inputs.py `encode`). A context variable rather than a parameter: the handler,
 its response stream and the engine call all run in the task that serves the request, so the
-record reaches the two places that know the numbers without every handler passing it along. Outside a request (tests, the warm-up) there is
-no record and nothing is noted.
+record reaches the two places that know the numbers without every handler passing it along.
+Outside a request (tests, the warm-up) there is no record and nothing is noted.
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ from __future__ import annotations
 import attrs
 
 from protocol.admission import engine_errors_as_http
+from protocol.nesting import nesting_errors_as_http
 from protocol.openai import routes as openai
 from protocol.openapi import document_routes
 from protocol.operations import routes as operations
@@ -21,5 +22,9 @@ API_ROUTES = [*openai.ROUTES, *pooling.ROUTES, *tokenize.ROUTES, *operations.ROU
 
 def build_routes() -> list[Route]:
     routes = API_ROUTES + document_routes(API_ROUTES)
-    # Every handler answers an engine's refusal (at capacity, dead) with its HTTP status.
-    return [attrs.evolve(r, handler=engine_errors_as_http(r.handler)) for r in routes]
+    # Every handler answers an engine's refusal (at capacity, dead) with its HTTP status, and
+    # input nested too deeply to process with a 400.
+    return [
+        attrs.evolve(r, handler=engine_errors_as_http(nesting_errors_as_http(r.handler)))
+        for r in routes
+    ]

@@ -24,6 +24,13 @@ def check_token_ids(token_ids: list[int], vocab_size: int, param: str = "prompt"
         )
 
 
+def count_prompts(prompt: str | list[Any] | None) -> int:
+    """How many prompts a completion request holds (without reading them)."""
+    if not prompt or isinstance(prompt, str) or isinstance(prompt[0], int):
+        return 1
+    return len(prompt)
+
+
 def completion_prompts(
     prompt: str | list[Any] | None, tokenizer: Any, add_special_tokens: bool, vocab_size: int
 ) -> tuple[list[list[int]], list[str | None]]:

@@ -281,12 +281,23 @@ def check_generation_request(
     req: GenerationRequest,
     served: ServedModel,
     *,
+    num_prompts: int,
     max_tokens: int | None,
     max_tokens_param: str,
     logprobs: int | None,
     max_logprobs: int,
+    max_sequences: int,
 ) -> None:
     """What a chat or completion request can be refused for before its prompt is read."""
+    check_bounds(GenerationRequest, "n", req.n)
+    if num_prompts * req.num_choices > max_sequences:
+        # Before anything per sequence exists: n = 8192 on 2,000 prompts must cost nothing.
+        raise _invalid(
+            f"This request asks for {num_prompts * req.num_choices} sequences ({num_prompts} "
+            f"prompt(s) x n={req.num_choices}); this server starts at most {max_sequences} per "
+            "request (max_sequences_per_request).",
+            "n",
+        )
     check_logprobs(logprobs, max_logprobs, "logprobs")
     check_stream_options(req)
     check_max_tokens_limit(max_tokens, max_tokens_param, served.max_model_len)

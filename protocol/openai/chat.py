@@ -56,7 +56,8 @@ async def create_chat_completion(request: Request) -> Response | StreamingRespon
     req = parse_body(request, ChatCompletionRequest)
     served = resolve_model(request, req.model, CHAT)
     logprobs = _requested_logprobs(req)
-    max_logprobs = server_state(request).settings.max_logprobs
+    settings = server_state(request).settings
+    max_logprobs = settings.max_logprobs
     if req.max_completion_tokens is not None:
         requested, requested_param = req.max_completion_tokens, "max_completion_tokens"
     else:
@@ -64,6 +65,8 @@ async def create_chat_completion(request: Request) -> Response | StreamingRespon
     check_generation_request(
         req,
         served,
+        num_prompts=1,
+        max_sequences=settings.sequences_per_request,
         max_tokens=requested,
         max_tokens_param=requested_param,
         logprobs=logprobs,

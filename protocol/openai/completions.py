@@ -23,7 +23,7 @@ from protocol.generation.logprobs import (
     prompt_logprobs_json,
     with_first_prompt_token,
 )
-from protocol.generation.prompts import completion_prompts
+from protocol.generation.prompts import completion_prompts, count_prompts
 from protocol.generation.sampling import (
     check_generation_request,
     choice_params,
@@ -55,10 +55,13 @@ async def create_completion(request: Request) -> Response | StreamingResponse:
     req = parse_body(request, CompletionRequest)
     served = resolve_model(request, req.model, COMPLETIONS)
     _reject_unsupported(req)
-    max_logprobs = server_state(request).settings.max_logprobs
+    settings = server_state(request).settings
+    max_logprobs = settings.max_logprobs
     check_generation_request(
         req,
         served,
+        num_prompts=count_prompts(req.prompt),
+        max_sequences=settings.sequences_per_request,
         max_tokens=req.max_tokens,
         max_tokens_param="max_tokens",
         logprobs=req.logprobs,

@@ -120,6 +120,18 @@ def test_unknown_route_and_wrong_method(http):
     _assert_error(http.get("/v1/chat/completions"), 405)
 
 
+def test_a_websocket_upgrade_is_refused_and_the_server_keeps_serving(http):
+    headers = {
+        "Connection": "Upgrade",
+        "Upgrade": "websocket",
+        "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+        "Sec-WebSocket-Version": "13",
+    }
+    response = http.get("/v1/chat/completions", headers=headers)
+    assert response.status_code == 403
+    assert http.get("/health").status_code == 200
+
+
 def test_api_key_protects_inference_routes(auth_server):
     url = auth_server.url
     assert httpx.get(url + "/health").status_code == 200

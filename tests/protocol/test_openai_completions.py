@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import attrs
 import orjson
 import pytest
 from protocol_fakes import BOS, ScriptedEngine, make_request, read_events, server_with
@@ -230,3 +231,31 @@ async def test_null_max_tokens_fills_the_context() -> None:
 async def test_unknown_model_is_a_404() -> None:
     err = await complete_error(ScriptedEngine(), {"model": "nope", "prompt": "x"})
     assert (err.status, err.err_type) == (404, "NotFoundError")
+
+
+async def test_prompts_times_n_past_the_per_request_limit_is_refused_before_any_work() -> None:
+    """2,000 prompts x n = 8192 once grew the server to 23 GB: now a 400, and nothing reaches
+    the engine (the default limit is max_num_seqs, 64)."""
+    engine = ScriptedEngine()
+    err = await complete_error(engine, {"prompt": [[5, 6]] * 2000, "n": 8192})
+    assert (err.status, err.param) == (400, "n")
+    assert "16384" in err.message  # n itself is past vLLM's limit
+    err = await complete_error(engine, {"prompt": [[5, 6]] * 2000, "n": 2})
+    assert (err.status, err.param) == (400, "n")
+    assert "4000 sequences (2000 prompt(s) x n=2)" in err.message
+    assert "at most 64 per request (max_sequences_per_request)" in err.message
+    err = await complete_error(engine, {"prompt": "Hi", "n": 65})
+    assert "65 sequences" in err.message
+    assert engine.calls == []
+
+
+async def test_the_per_request_limit_is_a_setting() -> None:
+    engine = ScriptedEngine()
+    server = server_with(engine)
+    server.settings = attrs.evolve(server.settings, max_sequences_per_request=2)
+    body = {"prompt": ["a", "b", "c"], "max_tokens": 2}
+    with pytest.raises(HTTPError) as info:
+        await create_completion(make_request(body, server=server))
+    assert "3 sequences" in info.value.message and "at most 2" in info.value.message
+    response = await create_completion(make_request({**body, "prompt": ["a", "b"]}, server=server))
+    assert response.status == 200

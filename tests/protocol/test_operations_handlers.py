@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import inspect
+
 import orjson
 import pytest
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -32,7 +34,7 @@ async def test_health_reports_a_failed_load() -> None:
 
 
 def test_ping_is_health_for_get_and_post() -> None:
-    routes = {(r.method, r.path): r.handler.__wrapped__ for r in build_routes()}
+    routes = {(r.method, r.path): inspect.unwrap(r.handler) for r in build_routes()}
     assert routes[("GET", "/ping")] is health
     assert routes[("POST", "/ping")] is health
 
