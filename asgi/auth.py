@@ -1,4 +1,8 @@
-"""Bearer API-key check. Deny by default: every route not marked public needs the key."""
+"""Bearer API-key check. Deny by default: every route not marked public needs the key.
+
+Several keys may be given separated by commas, so a key can be rotated without downtime: the
+new one is added, clients move over, the old one is removed.
+"""
 
 from __future__ import annotations
 
@@ -32,12 +36,13 @@ class AuthMiddleware:
         self.app = app
         self.public_paths = public_paths
         # Digests have a fixed length, so compare_digest leaks neither the key nor its length.
-        self.key_digest = hashlib.sha256(api_key.encode()).digest() if api_key else None
+        keys = [key.strip() for key in api_key.split(",")] if api_key else []
+        self.key_digests = [hashlib.sha256(key.encode()).digest() for key in keys]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (
             scope["type"] != "http"
-            or self.key_digest is None
+            or not self.key_digests
             or scope["method"] == "OPTIONS"  # CORS preflights never carry credentials
             or route_path(scope["path"]) in self.public_paths
             or self._authorized(scope)
@@ -49,11 +54,12 @@ class AuthMiddleware:
         await send({"type": "http.response.body", "body": _UNAUTHORIZED_BODY, "more_body": False})
 
     def _authorized(self, scope: Scope) -> bool:
-        assert self.key_digest is not None
         for name, value in scope.get("headers", ()):
             if name.lower() == b"authorization":
                 scheme, _, token = value.strip().partition(b" ")
                 # Raw header bytes: a non-ASCII key arrives as its UTF-8 bytes, as encoded here.
                 digest = hashlib.sha256(token.strip()).digest()
-                return scheme.lower() == b"bearer" and hmac.compare_digest(digest, self.key_digest)
+                # Every key is compared, so the time taken does not tell which one matched.
+                matches = [hmac.compare_digest(digest, key) for key in self.key_digests]
+                return scheme.lower() == b"bearer" and any(matches)
         return False

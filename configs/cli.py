@@ -282,12 +282,26 @@ async def _serve(app: _Cancellable, config: Any, timeout_s: float) -> None:
     await serve(app, config, shutdown_trigger=drain)
 
 
+def warn_if_open(host: str, settings: Settings) -> None:
+    """vLLM users expect 0.0.0.0 by default, so it stays; but without a key that serves
+    anyone who can reach the machine, which deserves more than silence."""
+    loopback = host in ("localhost", "::1") or host.startswith("127.")
+    if not loopback and not settings.api_key:
+        logger.warning(
+            "listening on %s WITHOUT AN API KEY: anyone who can reach this machine can use "
+            "every model. Set --api-key (or VLLM_API_KEY), or --host 127.0.0.1 to serve only "
+            "this machine.",
+            host,
+        )
+
+
 def serve(settings: Settings, host: str, port: int) -> None:
     from hypercorn.config import Config
 
     from asgi.app import build_app, configure_logging
 
     configure_logging(settings.log_level)
+    warn_if_open(host, settings)
     config = Config()
     config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
     # A margin only: requests are ended at shutdown_timeout_s by _Cancellable.

@@ -37,6 +37,15 @@ CONTENT_FORMATS = ("auto", "string", "openai")
 TOOL_CALL_PARSERS = ("hermes", "none")
 
 
+def _keys(instance: Any, attribute: attrs.Attribute, value: str | None) -> None:
+    """An empty key would open the server while it looks protected: refuse it."""
+    if value is not None and not all(key.strip() for key in value.split(",")):
+        raise ValueError(
+            "api_key is set but empty (or has an empty entry between commas): set a key, or "
+            "leave it unset to serve without one"
+        )
+
+
 def _positive(instance: Any, attribute: attrs.Attribute, value: int | None) -> None:
     if value is not None and value <= 0:
         raise ValueError(f"{attribute.name} must be positive, got {value}")
@@ -136,7 +145,8 @@ class Settings:
     models: tuple[ModelSpec, ...] = (EMBEDDING_MODEL_SPEC,)
 
     # HTTP
-    api_key: str | None = None
+    # Bearer key(s); several separated by commas (rotation). None: no key, every route open.
+    api_key: str | None = attrs.field(default=None, validator=_keys)
     log_level: str = "info"
     # One log line per request (id, route, status, tokens, TTFT, total time); vLLM's
     # --disable-log-requests turns it off.
@@ -182,7 +192,9 @@ _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
 
 def _parse_env(field: attrs.Attribute, raw: str) -> Any:
-    if raw == "" and field.default is None:
+    # An empty variable means unset, except for the key: empty there is an error (_keys), not
+    # a server without auth.
+    if raw == "" and field.default is None and field.name != "api_key":
         return None
     if field.name == "models":
         return orjson.loads(raw) if raw.strip() else []
@@ -203,6 +215,12 @@ def _env_overrides(env: dict[str, str]) -> dict[str, Any]:
     if "api_key" not in overrides and env.get("VLLM_API_KEY"):
         overrides["api_key"] = env["VLLM_API_KEY"]
     return overrides
+
+
+def _messages(exc: BaseException) -> list[str]:
+    if isinstance(exc, BaseExceptionGroup):
+        return [message for inner in exc.exceptions for message in _messages(inner)]
+    return [str(exc)]
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
@@ -237,7 +255,11 @@ def load_settings(
         raise ValueError(f"unknown settings in {source}: {sorted(unknown)}")
     values.update(_env_overrides(env))
     values.update(cli_overrides or {})
-    settings = _converter.structure(values, Settings)
+    try:
+        settings = _converter.structure(values, Settings)
+    except cattrs.ClassValidationError as exc:
+        # cattrs groups the validators' errors; say what they said, not "invalid value @ $".
+        raise ValueError(f"invalid settings: {'; '.join(_messages(exc))}") from exc
     names = [spec.name for spec in settings.served_models()]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:

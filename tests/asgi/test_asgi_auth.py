@@ -115,3 +115,16 @@ async def test_custom_public_paths() -> None:
     await middleware(auth_scope(path="/open"), receive, discard)
     await middleware(auth_scope(path="/health"), receive, discard)
     assert reached == [True]
+
+
+@pytest.mark.parametrize(
+    ("sent", "opens"), [(b"old-key", True), (b"new-key", True), (b"other", False)]
+)
+async def test_any_of_several_comma_separated_keys_opens(sent: bytes, opens: bool) -> None:
+    """Rotation: the old and the new key both work while clients move over."""
+    reached, sent_messages = await run(
+        "old-key, new-key", auth_scope(authorization=b"Bearer " + sent)
+    )
+    assert reached == opens
+    if not opens:
+        assert sent_messages[0]["status"] == 401

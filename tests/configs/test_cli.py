@@ -1,9 +1,11 @@
 from __future__ import annotations
 
+import logging
+
 import attrs
 import pytest
 
-from configs.cli import build_parser, resolve
+from configs.cli import build_parser, resolve, warn_if_open
 from configs.settings import Settings
 
 SMOLLM2_NAME = Settings().served_model_name
@@ -180,3 +182,18 @@ def test_unknown_config_file_keys_are_usage_errors(tmp_path, capsys):
         serve("--config", str(config))
     err = capsys.readouterr().err
     assert "unknown options" in err and "max_num_seqz" in err
+
+
+@pytest.mark.parametrize(
+    ("host", "key", "warned"),
+    [
+        ("0.0.0.0", None, True),
+        ("::", None, True),
+        ("0.0.0.0", "k", False),
+        ("127.0.0.1", None, False),
+    ],
+)
+def test_serving_beyond_loopback_without_a_key_is_warned_about(host, key, warned, caplog):
+    with caplog.at_level(logging.WARNING, logger="lumen"):
+        warn_if_open(host, Settings(api_key=key))
+    assert ("WITHOUT AN API KEY" in caplog.text) == warned

@@ -99,3 +99,13 @@ def test_chat_settings_reach_every_model_spec():
     main, minilm = settings.served_models()
     assert (main.tool_call_parser, main.chat_template_content_format) == ("none", "openai")
     assert (minilm.tool_call_parser, minilm.chat_template_content_format) == ("hermes", "auto")
+
+
+@pytest.mark.parametrize("key", ["", " ", "a,,b", "a, "])
+def test_an_empty_api_key_is_an_error_not_auth_off(key):
+    with pytest.raises(ValueError, match="empty"):
+        load_settings({"LUMEN_API_KEY": key})
+
+
+def test_several_api_keys_separated_by_commas_are_accepted():
+    assert load_settings({"LUMEN_API_KEY": "old-key, new-key"}).api_key == "old-key, new-key"
