@@ -101,7 +101,10 @@ def _describe(settings: Settings) -> str:
 
 def build_app(settings: Settings) -> ASGIApp:
     routes = build_routes()
-    app: ASGIApp = Router({(route.method, route.path): route.handler for route in routes})
+    app: ASGIApp = Router(
+        {(route.method, route.path): route.handler for route in routes},
+        bodiless=frozenset((route.method, route.path) for route in routes if route.request is None),
+    )
     # Outermost first (each wraps the ones after it): the request id sits outside the error
     # handler so even a 500 carries it; metrics sit outside auth so 401s are counted.
     stack: list[tuple[type, dict[str, Any]]] = [

@@ -37,7 +37,14 @@ def route_path(path: str) -> str:
 
 
 class Router:
-    def __init__(self, routes: dict[tuple[str, str], Handler]) -> None:
+    def __init__(
+        self,
+        routes: dict[tuple[str, str], Handler],
+        bodiless: frozenset[tuple[str, str]] = frozenset(),
+    ) -> None:
+        """bodiless: the (method, path) routes that take no body. Theirs is never read, so a
+        client without a key cannot make a public route buffer megabytes."""
+        self.bodiless = frozenset((method.upper(), route_path(path)) for method, path in bodiless)
         # path -> method -> handler, so an unknown path (404) and a wrong method (405) differ.
         self.routes: dict[str, dict[str, Handler]] = {}
         for (method, path), handler in routes.items():
@@ -57,7 +64,10 @@ class Router:
             await send_response(send, response)
             return
 
-        body = await _read_body(receive)
+        if (scope["method"], route_path(path)) in self.bodiless:
+            body: bytes | None = b""
+        else:
+            body = await _read_body(receive)
         if body is None:
             return  # the client left before sending its whole request: nobody to answer
         raw_headers = scope.get("headers", ())

@@ -316,3 +316,18 @@ async def test_disconnect_while_reading_body_skips_handler() -> None:
 async def test_lifespan_scope_is_refused() -> None:
     with pytest.raises(AssertionError):
         await Router({})({"type": "lifespan"}, make_receive(), Collector())
+
+
+async def test_a_route_that_takes_no_body_never_reads_one() -> None:
+    """A public route (no key needed) must not buffer what a client sends it."""
+    seen: list[bytes] = []
+
+    async def handler(request: Request) -> Response:
+        seen.append(request.body)
+        return json_response({"ok": True})
+
+    send = Collector()
+    router = Router({("POST", "/ping"): handler}, bodiless=frozenset({("POST", "/ping")}))
+    await router(route_scope("/ping"), make_receive([b"x" * 1000, b"y" * 1000]), send)
+    assert seen == [b""]
+    assert send.messages[0]["status"] == 200
