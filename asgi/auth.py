@@ -40,12 +40,15 @@ class AuthMiddleware:
         self.key_digests = [hashlib.sha256(key.encode()).digest() for key in keys]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and self.key_digests:
+            # Public routes answer anyone, but may tell a client with the key more.
+            scope["authorized"] = self._authorized(scope)
         if (
             scope["type"] != "http"
             or not self.key_digests
             or scope["method"] == "OPTIONS"  # CORS preflights never carry credentials
             or route_path(scope["path"]) in self.public_paths
-            or self._authorized(scope)
+            or scope["authorized"]
         ):
             await self.app(scope, receive, send)
             return

@@ -79,6 +79,7 @@ class Router:
             body=body,
             state=scope.get("state", {}),
             request_id=scope.get("request_id") or uuid.uuid4().hex,
+            authorized=scope.get("authorized", True),
         )
 
         # Caught inside the task group and re-raised after it, so callers see the handler's own

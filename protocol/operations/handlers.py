@@ -21,7 +21,7 @@ from engine.sampling_params import SamplingParams
 from observability import event_loop  # noqa: F401 - registers its gauge with REGISTRY
 from observability.metrics import REGISTRY
 from protocol.generation.engine_calls import generate_all
-from protocol.http import Request, Response, json_response
+from protocol.http import HTTPError, Request, Response, json_response
 from protocol.model_resolution import server_state
 from protocol.served_model import ServedModel
 
@@ -30,14 +30,25 @@ DEEP_CHECK_TIMEOUT_S = 30.0
 
 
 async def health(request: Request) -> Response:
+    """Readiness. What failed is told only to a client with the key (when the server has one):
+    error text can name paths and internals. The deep check runs a real request on each
+    model, so it needs the key too."""
     server = server_state(request)
     if server.status == "failed":
+        if not request.authorized:
+            return json_response({"status": "failed"}, 503)
         return json_response({"status": "failed", "error": server.error}, 503)
     if server.status != "ready":
         return json_response({"status": server.status}, 503)
     if server.draining:
         return json_response({"status": "draining"}, 503)
     if b"deep=true" in request.query_string.split(b"&"):
+        if not request.authorized:
+            raise HTTPError(
+                401,
+                "/health?deep=true runs the models: it needs the API key.",
+                "AuthenticationError",
+            )
         return await _deep_health(server)
     return json_response({})
 

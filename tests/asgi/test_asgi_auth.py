@@ -128,3 +128,14 @@ async def test_any_of_several_comma_separated_keys_opens(sent: bytes, opens: boo
     assert reached == opens
     if not opens:
         assert sent_messages[0]["status"] == 401
+
+
+@pytest.mark.parametrize(
+    ("authorization", "expected"), [(None, False), (b"Bearer " + KEY.encode(), True)]
+)
+async def test_a_public_route_is_told_whether_the_client_showed_the_key(
+    authorization: bytes | None, expected: bool
+) -> None:
+    scope = auth_scope(path="/health", method="GET", authorization=authorization)
+    reached, _ = await run(KEY, scope)
+    assert reached and scope["authorized"] is expected

@@ -174,6 +174,7 @@ def make_request(
     content_type: str | None = "application/json",
     request_id: str = "req-1",
     query_string: bytes = b"",
+    authorized: bool = True,
 ) -> Request:
     raw = body if isinstance(body, bytes) else (b"" if body is None else orjson.dumps(body))
     headers = {} if content_type is None else {"content-type": content_type}
@@ -185,6 +186,7 @@ def make_request(
         body=raw,
         state={"server": server if server is not None else server_with()},
         request_id=request_id,
+        authorized=authorized,
     )
 
 

@@ -179,3 +179,19 @@ async def test_engine_refusals_map_to_http_statuses() -> None:
         with pytest.raises(HTTPError) as info:
             await engine_errors_as_http(refusing)(make_request())
         assert info.value.status == status
+
+
+async def test_a_client_without_the_key_learns_no_internal_error_text() -> None:
+    server = server_with(status="failed", error="out of memory at /srv/models/x")
+    response = await health(make_request(server=server, authorized=False))
+    assert response.status == 503
+    assert orjson.loads(response.body) == {"status": "failed"}
+
+
+async def test_the_deep_check_needs_the_key() -> None:
+    engine = ScriptedEngine()
+    request = make_request(server=server_with(engine), query_string=b"deep=true", authorized=False)
+    with pytest.raises(HTTPError) as info:
+        await health(request)
+    assert (info.value.status, info.value.err_type) == (401, "AuthenticationError")
+    assert engine.calls == []
