@@ -10,6 +10,7 @@ import hashlib
 import hmac
 
 from asgi.router import ASGIApp, Receive, Scope, Send, route_path
+from configs.settings import split_api_keys
 from protocol.http import error_body
 
 _UNAUTHORIZED_BODY = error_body(
@@ -36,7 +37,7 @@ class AuthMiddleware:
         self.app = app
         self.public_paths = public_paths
         # Digests have a fixed length, so compare_digest leaks neither the key nor its length.
-        keys = [key.strip() for key in api_key.split(",")] if api_key else []
+        keys = split_api_keys(api_key or None)
         self.key_digests = [hashlib.sha256(key.encode()).digest() for key in keys]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

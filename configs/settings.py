@@ -37,9 +37,14 @@ CONTENT_FORMATS = ("auto", "string", "openai")
 TOOL_CALL_PARSERS = ("hermes", "none")
 
 
+def split_api_keys(value: str | None) -> list[str]:
+    """The keys of an `api_key` setting: several may be separated by commas (rotation)."""
+    return [key.strip() for key in value.split(",")] if value is not None else []
+
+
 def _keys(instance: Any, attribute: attrs.Attribute, value: str | None) -> None:
     """An empty key would open the server while it looks protected: refuse it."""
-    if value is not None and not all(key.strip() for key in value.split(",")):
+    if not all(split_api_keys(value)):
         raise ValueError(
             "api_key is set but empty (or has an empty entry between commas): set a key, or "
             "leave it unset to serve without one"

@@ -15,7 +15,7 @@ from transformers.utils import logging as transformers_logging
 from configs.settings import ModelSpec, Settings
 from engine.async_engine import AsyncEngine
 from engine.llm_engine import LLMEngine
-from engine.loader import resolve_model_dir, resolve_task
+from engine.loader import resolve_task
 from engine.models.classifier import ClassifierModel
 from engine.models.encoder import EncoderModel
 from engine.pooling_engine import PoolingEngine
@@ -23,10 +23,12 @@ from engine.pooling_engine import PoolingEngine
 logger = logging.getLogger(__name__)
 
 
-def load_engine(spec: ModelSpec, settings: Settings) -> AsyncEngine | PoolingEngine:
-    """Loads and warms up the model (blocking: call it in a worker thread)."""
+def load_engine(
+    spec: ModelSpec, settings: Settings, model_dir: Path
+) -> AsyncEngine | PoolingEngine:
+    """Loads and warms up the model in model_dir (engine/loader.py's resolve_model_dir of
+    spec.model; blocking: call it in a worker thread)."""
     started = time.monotonic()
-    model_dir = resolve_model_dir(spec.model, settings.model_cache_dir)
     task = resolve_task(model_dir, spec.task)
     if task == "generate":
         engine: AsyncEngine | PoolingEngine = _generation_engine(spec, settings, model_dir)

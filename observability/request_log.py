@@ -3,9 +3,9 @@
 The route and status are the middleware's to see; the token counts and the time to the first
 token are only known where the handlers call the engines. The middleware puts a RequestRecord
 in a context variable and those calls add to it (protocol/generation/engine_calls.py,
-protocol/pooling/inputs.py `encode`). A context variable rather than a parameter: the handler,
-its response stream and the engine call all run in the task that serves the request, so the
-record reaches the two places that know the numbers without every handler passing it along.
+protocol/pooling/inputs.py `pooled_vectors`). A context variable rather than a parameter: the
+handler, its response stream and the engine call all run in the task that serves the request,
+so the record reaches the two places that know the numbers without every handler passing it along.
 Outside a request (tests, the warm-up) there is no record and nothing is noted.
 """
 

@@ -101,7 +101,7 @@ def load_served_model(spec: ModelSpec, settings: Settings) -> ServedModel:
     model_dir = resolve_model_dir(spec.model, settings.model_cache_dir)
     # Read before the (slow) load, so a bad generation_config fails at once.
     defaults = generation_defaults(model_dir, settings.generation_config)
-    engine = load_engine(spec, settings)
+    engine = load_engine(spec, settings, model_dir)
     if engine.task != "generate":
         defaults = {}
     elif defaults:

@@ -7,7 +7,7 @@ from protocol.converter import parse_body
 from protocol.http import Request, Response
 from protocol.model_resolution import CLASSIFY, resolve_model
 from protocol.pooling.embeddings import pooling_usage
-from protocol.pooling.inputs import encode, request_token_ids
+from protocol.pooling.inputs import pooled_vectors, request_token_ids
 from protocol.pooling.schemas import ClassifyData, ClassifyRequest, ClassifyResponse
 
 
@@ -15,7 +15,7 @@ async def classify(request: Request) -> Response:
     req = parse_body(request, ClassifyRequest)
     served = resolve_model(request, req.model, CLASSIFY)
     token_ids = request_token_ids(served, req)
-    probs = (await encode(served, token_ids)).cpu()  # [inputs, num_labels]
+    probs = (await pooled_vectors(served, token_ids)).cpu()  # [inputs, num_labels]
     id2label = served.engine.encoder.id2label
     data = [
         ClassifyData(

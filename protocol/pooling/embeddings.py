@@ -15,8 +15,8 @@ from protocol.model_resolution import EMBEDDINGS, POOLING, resolve_model
 from protocol.pooling.inputs import (
     bad_request,
     check_choice,
-    encode,
     encode_texts,
+    pooled_vectors,
     request_token_ids,
 )
 from protocol.pooling.schemas import (
@@ -73,7 +73,7 @@ async def create_embedding(request: Request) -> Response:
     check_choice(req.encoding_format, ENCODING_FORMATS, "encoding_format")
     check_dimensions(req.dimensions, served)
     token_ids = request_token_ids(served, req)
-    vectors = (await encode(served, token_ids)).cpu()
+    vectors = (await pooled_vectors(served, token_ids)).cpu()
     data = [
         EmbeddingData(index=i, embedding=encode_vector(v, req.encoding_format))
         for i, v in enumerate(vectors)
@@ -103,7 +103,7 @@ async def create_pooling(request: Request) -> Response:
         )
     check_dimensions(req.dimensions, served)
     token_ids = request_token_ids(served, req)
-    outputs = (await encode(served, token_ids)).cpu()
+    outputs = (await pooled_vectors(served, token_ids)).cpu()
     return response_bodies.json_body(
         PoolingResponse(
             id=f"pooling-{request.request_id}",
@@ -138,7 +138,7 @@ async def create_cohere_embed(request: Request) -> Response:
         ]
     else:
         token_ids = encode_texts(served, req.texts, True, keep)
-    vectors = (await encode(served, token_ids)).cpu()
+    vectors = (await pooled_vectors(served, token_ids)).cpu()
     embeddings = {kind: _cohere_embeddings(vectors, kind) for kind in req.embedding_types}
     return response_bodies.json_body(
         CohereEmbedResponse(

@@ -120,7 +120,7 @@ def request_token_ids(served: ServedModel, req: PoolingInputRequest) -> list[lis
     return result
 
 
-async def encode(
+async def pooled_vectors(
     served: ServedModel, inputs: list[list[int]], token_type_ids: list[list[int]] | None = None
 ) -> Any:
     """The engine's pooled vectors [len(inputs), dim], their tokens noted on the request's log

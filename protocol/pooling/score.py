@@ -18,8 +18,8 @@ from protocol.pooling.inputs import (
     EMPTY_INPUT_MESSAGE,
     bad_request,
     check_length,
-    encode,
     encode_texts,
+    pooled_vectors,
     truncation_length,
 )
 from protocol.pooling.score_schemas import (
@@ -53,7 +53,7 @@ async def score_pairs(
 
         query_ids = encode_texts(served, queries, True, keep)
         doc_ids = encode_texts(served, documents, True, keep)
-        vectors = await encode(served, query_ids + doc_ids)
+        vectors = await pooled_vectors(served, query_ids + doc_ids)
         query_vectors, doc_vectors = vectors[: len(queries)], vectors[len(queries) :]
         if len(queries) == 1:
             query_vectors = query_vectors.expand(len(documents), -1)
@@ -69,7 +69,7 @@ async def score_pairs(
     for ids in token_ids:
         check_length(len(ids), served.max_model_len)
     types = encoded.get("token_type_ids")
-    outputs = await encode(
+    outputs = await pooled_vectors(
         served, token_ids, [list(t) for t in types] if types is not None else None
     )
     return outputs[:, 0].cpu().tolist(), sum(len(ids) for ids in token_ids)
