@@ -156,9 +156,16 @@ class Settings:
     # One log line per request (id, route, status, tokens, TTFT, total time); vLLM's
     # --disable-log-requests turns it off.
     log_requests: bool = True
-    # Admission control, per model: at most this many requests wait for a place in the running
-    # batch (max_num_seqs); past it a request gets 429 with Retry-After instead of queueing.
-    max_queued_requests: int = attrs.field(default=256, validator=attrs.validators.ge(0))
+    # Admission control, per model, counted in sequences (prompts x n) and prompt tokens: at
+    # most this many sequences wait beyond the running batch (max_num_seqs), and at most this
+    # many prompt tokens beyond what the KV cache holds (None: as many as it holds; a pooling
+    # model, which has no cache, bounds its prompt tokens by this alone, None meaning
+    # (max_num_seqs + max_queued_sequences) x its max_model_len). Past either, a request gets
+    # 429 with Retry-After instead of queueing; a model with nothing in flight takes any.
+    max_queued_sequences: int = attrs.field(default=256, validator=attrs.validators.ge(0))
+    max_queued_tokens: int | None = attrs.field(
+        default=None, validator=attrs.validators.optional(attrs.validators.ge(0))
+    )
     # Request bodies larger than this are refused with 413.
     max_request_body_bytes: int = attrs.field(default=16 * 1024 * 1024, validator=_positive)
     # A client must finish sending its body within this many seconds (slow senders get 408).

@@ -18,7 +18,8 @@ from typing import Any
 import anyio
 from anyio.streams.memory import MemoryObjectSendStream
 
-from engine.errors import EngineDeadError, overloaded
+from engine.admission import Admission
+from engine.errors import EngineDeadError
 from engine.llm_engine import LLMEngine
 from engine.outputs import RequestOutput
 from engine.sampling_params import SamplingParams
@@ -33,7 +34,8 @@ class AsyncEngine:
         engine: LLMEngine,
         *,
         served_model_name: str,
-        max_requests: int | None = None,
+        max_sequences: int | None = None,
+        max_tokens: int | None = None,
     ) -> None:
         self.engine = engine
         self.served_model_name = served_model_name
@@ -52,13 +54,7 @@ class AsyncEngine:
         # engine request id -> (the request's channel, the index of this sequence in it)
         self._channels: dict[str, tuple[MemoryObjectSendStream[Any], int]] = {}
         self._ids = itertools.count()
-        # Admission: requests in flight (running or queued) and how many are allowed.
-        self.num_requests = 0
-        self.max_requests = max_requests
-
-    @property
-    def is_full(self) -> bool:
-        return self.max_requests is not None and self.num_requests >= self.max_requests
+        self.admission = Admission(served_model_name, max_sequences, max_tokens)
 
     async def generate(
         self, request_id: str, prompts: list[tuple[list[int], SamplingParams]]
@@ -66,49 +62,33 @@ class AsyncEngine:
         """Yields (index into prompts, delta) until every sequence finished; closing aborts."""
         if self.error is not None:
             raise EngineDeadError(f"engine for {self.served_model_name} died: {self.error!r}")
-        if self.is_full:
-            raise overloaded(self.served_model_name, self.num_requests)
-        self.num_requests += 1
-        arrival_time = time.monotonic()  # not when the loop gets to it: a step may be running
-        send, receive = anyio.create_memory_object_stream[Any](math.inf)
-        # Unique per sequence even when clients reuse an X-Request-Id.
-        ids = [f"{request_id}-{i}-{next(self._ids)}" for i in range(len(prompts))]
-        for i, seq_id in enumerate(ids):
-            self._channels[seq_id] = (send, i)
+        # Released in the finally below, whether the request finished, failed or was left.
+        with self.admission.hold(len(prompts), sum(len(ids) for ids, _ in prompts)):
+            arrival_time = time.monotonic()  # not when the loop gets to it: a step may be running
+            send, receive = anyio.create_memory_object_stream[Any](math.inf)
+            # Unique per sequence even when clients reuse an X-Request-Id.
+            ids = [f"{request_id}-{i}-{next(self._ids)}" for i in range(len(prompts))]
+            for i, seq_id in enumerate(ids):
+                self._channels[seq_id] = (send, i)
 
-        def add() -> None:
-            added = []
+            self._submit(lambda: self._add(ids, prompts, send, arrival_time))
+            remaining = len(prompts)
             try:
-                for seq_id, (token_ids, params) in zip(ids, prompts, strict=True):
-                    if seq_id in self._channels:  # not aborted before it got here
-                        try:
-                            seq = self.engine.add_request(seq_id, token_ids, params, arrival_time)
-                        except ValueError as exc:  # e.g. a grammar that does not compile
-                            send.send_nowait(exc)  # the request fails; the engine goes on
-                            return
-                        added.append(seq)
+                with receive:
+                    while remaining:
+                        item = await receive.receive()
+                        if isinstance(item, ValueError):
+                            raise item  # this request's input, refused by the engine
+                        if isinstance(item, BaseException):
+                            raise EngineDeadError(str(item)) from item
+                        remaining -= item[1].finished
+                        yield item
             finally:
-                self.stats.on_added(added)
-
-        self._submit(add)
-        remaining = len(prompts)
-        try:
-            with receive:
-                while remaining:
-                    item = await receive.receive()
-                    if isinstance(item, ValueError):
-                        raise item  # this request's input, refused by the engine
-                    if isinstance(item, BaseException):
-                        raise EngineDeadError(str(item)) from item
-                    remaining -= item[1].finished
-                    yield item
-        finally:
-            # Runs on completion, on error and on cancellation (client gone): never awaits.
-            self.num_requests -= 1
-            unfinished = [seq_id for seq_id in ids if self._channels.pop(seq_id, None)]
-            send.close()
-            if unfinished:
-                self._submit(lambda: [self._abort(seq_id) for seq_id in unfinished])
+                # Runs on completion, on error and on cancellation (client gone): never awaits.
+                unfinished = [seq_id for seq_id in ids if self._channels.pop(seq_id, None)]
+                send.close()
+                if unfinished:
+                    self._submit(lambda: [self._abort(seq_id) for seq_id in unfinished])
 
     async def run(self) -> None:
         """The engine loop; runs until cancelled (server shutdown) or the engine fails."""
@@ -130,6 +110,26 @@ class AsyncEngine:
             for send, _ in self._channels.values():
                 send.send_nowait(exc)
             raise
+
+    def _add(
+        self,
+        ids: list[str],
+        prompts: list[tuple[list[int], SamplingParams]],
+        send: MemoryObjectSendStream[Any],
+        arrival_time: float,
+    ) -> None:
+        added = []
+        try:
+            for seq_id, (token_ids, params) in zip(ids, prompts, strict=True):
+                if seq_id in self._channels:  # not aborted before it got here
+                    try:
+                        seq = self.engine.add_request(seq_id, token_ids, params, arrival_time)
+                    except ValueError as exc:  # e.g. a grammar that does not compile
+                        send.send_nowait(exc)  # the request fails; the engine goes on
+                        return
+                    added.append(seq)
+        finally:
+            self.stats.on_added(added)
 
     def _submit(self, action: Callable[[], None]) -> None:
         self._inbox.append(action)

@@ -77,12 +77,19 @@ def _generation_engine(spec: ModelSpec, settings: Settings, model_dir: Path) -> 
     )
     llm = LLMEngine(own, model_dir)
     llm.warm_up()  # logs its own time, with torch.compile's when that is on
-    return AsyncEngine(llm, served_model_name=spec.name, max_requests=_max_requests(settings))
+    kv_tokens = llm.runner.num_blocks * llm.block_size
+    return AsyncEngine(
+        llm,
+        served_model_name=spec.name,
+        # A full running batch plus the bounded queue; prompt tokens: what the KV cache holds
+        # plus the queue's share.
+        max_sequences=settings.max_num_seqs + settings.max_queued_sequences,
+        max_tokens=kv_tokens + _queued_tokens(settings, kv_tokens),
+    )
 
 
-def _max_requests(settings: Settings) -> int:
-    """Requests a model admits at once: a full running batch plus the bounded queue."""
-    return settings.max_num_seqs + settings.max_queued_requests
+def _queued_tokens(settings: Settings, default: int) -> int:
+    return default if settings.max_queued_tokens is None else settings.max_queued_tokens
 
 
 def _pooling_engine(
@@ -106,5 +113,9 @@ def _pooling_engine(
         served_model_name=spec.name,
         tokenizer=tokenizer,
         max_model_len=spec.max_model_len,
-        max_requests=_max_requests(settings),
+        # No KV cache: as many prompt tokens as the sequence bound of a generation model.
+        max_tokens=_queued_tokens(
+            settings,
+            (settings.max_num_seqs + settings.max_queued_sequences) * model.max_model_len,
+        ),
     )

@@ -8,12 +8,6 @@ class EngineDeadError(RuntimeError):
 
 
 class EngineOverloadedError(RuntimeError):
-    """The model already has as many requests in flight as it admits (429): the running batch
-    plus a bounded queue. Refusing beats queueing without bound, where every client waits
-    longer and memory grows until something breaks."""
-
-
-def overloaded(model: str, capacity: int) -> EngineOverloadedError:
-    return EngineOverloadedError(
-        f"The model `{model}` is at capacity ({capacity} requests running or queued); retry later."
-    )
+    """The model already has as much work in flight as it admits (429; engine/admission.py).
+    Refusing beats queueing without bound, where every client waits longer and memory grows
+    until something breaks."""

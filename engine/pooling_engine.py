@@ -17,7 +17,7 @@ import anyio
 import attrs
 import torch
 
-from engine.errors import overloaded
+from engine.admission import Admission
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ class PoolingEngine:
         served_model_name: str = "",
         tokenizer: Any = None,
         max_model_len: int | None = None,
-        max_requests: int | None = None,
+        max_tokens: int | None = None,
     ) -> None:
         self.encoder = encoder
         self.max_num_batched_tokens = max_num_batched_tokens
@@ -70,32 +70,25 @@ class PoolingEngine:
         self._queue: collections.deque[_Item] = collections.deque()
         self._wakeup = anyio.Event()
         self.num_passes = 0  # forward passes run, for metrics and tests
-        # Admission: requests in flight (in a pass or queued) and how many are allowed.
-        self.num_requests = 0
-        self.max_requests = max_requests
-
-    @property
-    def is_full(self) -> bool:
-        return self.max_requests is not None and self.num_requests >= self.max_requests
+        # An input is one row of a short forward pass: only their tokens are bounded.
+        self.admission = Admission(served_model_name, max_tokens=max_tokens)
 
     async def encode(
         self, inputs: list[list[int]], token_type_ids: list[list[int]] | None = None
     ) -> torch.Tensor:
         """One pooled vector per input: [len(inputs), dim] float32, in input order."""
-        if self.is_full:
-            raise overloaded(self.served_model_name, self.num_requests)
-        request = _Request(len(inputs))
-        types = token_type_ids or [None] * len(inputs)
-        self._queue.extend(
-            _Item(request, i, ids, t) for i, (ids, t) in enumerate(zip(inputs, types, strict=True))
-        )
-        self._wakeup.set()
-        self.num_requests += 1
-        try:
-            await request.done.wait()
-        finally:
-            self.num_requests -= 1
-            request.cancelled = True  # if still queued (client gone), the loop drops it
+        with self.admission.hold(len(inputs), sum(len(ids) for ids in inputs)):
+            request = _Request(len(inputs))
+            types = token_type_ids or [None] * len(inputs)
+            self._queue.extend(
+                _Item(request, i, ids, t)
+                for i, (ids, t) in enumerate(zip(inputs, types, strict=True))
+            )
+            self._wakeup.set()
+            try:
+                await request.done.wait()
+            finally:
+                request.cancelled = True  # if still queued (client gone), the loop drops it
         if request.error is not None:
             raise request.error
         return torch.stack([request.rows[i] for i in range(request.num_inputs)])

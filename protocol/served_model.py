@@ -19,6 +19,7 @@ from configs.settings import ModelSpec, Settings
 from protocol.generation.chat_template import load_chat_template
 
 if TYPE_CHECKING:
+    from engine.admission import Admission
     from engine.outputs import RequestOutput
     from engine.sampling_params import SamplingParams
 
@@ -34,10 +35,7 @@ class Engine(Protocol):
     tokenizer: Any
     max_model_len: int
     vocab_size: int
-    num_requests: int
-
-    @property
-    def is_full(self) -> bool: ...
+    admission: Admission  # the work in flight; check() raises EngineOverloadedError
 
 
 @runtime_checkable

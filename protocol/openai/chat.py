@@ -100,7 +100,7 @@ async def create_chat_completion(request: Request) -> Response | StreamingRespon
     role = _response_role(req)
     echo = _echo_text(req, role)
     if req.stream:
-        check_capacity(served)  # a real 429, before the stream's 200 goes out
+        check_capacity(served, prompts)  # a real 429, before the stream's 200 goes out
         include_usage, continuous = usage_flags(req)
         chunks = _stream(
             served,

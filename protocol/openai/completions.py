@@ -101,7 +101,7 @@ async def create_completion(request: Request) -> Response | StreamingResponse:
 
     response_id = response_bodies.completion_id(request)
     if req.stream:
-        check_capacity(served)  # a real 429, before the stream's 200 goes out
+        check_capacity(served, prompts)  # a real 429, before the stream's 200 goes out
         include_usage, continuous = usage_flags(req)
         chunks = _stream(
             served,

@@ -74,7 +74,8 @@ def test_every_setting_is_an_option():
 
 def test_new_settings_options_parse():
     s = serve(
-        "--max-queued-requests=3",
+        "--max-queued-sequences=3",
+        "--max-queued-tokens=500",
         "--max-request-body-bytes=1000",
         "--request-body-timeout-s=2.5",
         "--shutdown-timeout-s=0",
@@ -82,7 +83,7 @@ def test_new_settings_options_parse():
         "--models",
         '[{"name": "e", "model": "embedded:all-minilm-l6-v2", "task": "embed"}]',
     )
-    assert (s.max_queued_requests, s.max_request_body_bytes) == (3, 1000)
+    assert (s.max_queued_sequences, s.max_queued_tokens, s.max_request_body_bytes) == (3, 500, 1000)
     assert (s.request_body_timeout_s, s.shutdown_timeout_s, s.log_requests) == (2.5, 0.0, False)
     assert [m.name for m in s.models] == ["e"]
 

@@ -129,23 +129,35 @@ def test_logprobs_and_prompt_logprobs_reach_the_outputs(small_engine):
 
 
 @pytest.mark.anyio
-async def test_requests_past_capacity_are_refused_and_the_count_returns_to_zero(small_engine):
+async def test_admission_counts_sequences_and_prompt_tokens_and_returns_to_zero(small_engine):
     import anyio
 
     from engine.async_engine import AsyncEngine
     from engine.errors import EngineOverloadedError
 
-    engine = AsyncEngine(small_engine, served_model_name="m", max_requests=1)
+    engine = AsyncEngine(small_engine, served_model_name="m", max_sequences=3, max_tokens=10)
+    admission = engine.admission
     params = SamplingParams(max_tokens=4, temperature=0, ignore_eos=True)
     async with anyio.create_task_group() as tg:
         tg.start_soon(engine.run)
-        first = engine.generate("a", [([5, 6, 7], params)])
-        await first.__anext__()  # admitted and running
-        assert engine.is_full and engine.num_requests == 1
-        with pytest.raises(EngineOverloadedError, match="at capacity"):
-            await engine.generate("b", [([5, 6, 7], params)]).__anext__()
+        # An idle model takes a request past both limits (4 sequences, 12 tokens): alone, it
+        # would otherwise never run.
+        first = engine.generate("a", [([5, 6, 7], params)] * 4)
+        await first.__anext__()
+        assert (admission.num_sequences, admission.num_tokens) == (4, 12)
+        with pytest.raises(EngineOverloadedError, match=r"at capacity \(4 sequences, 12 prompt"):
+            await engine.generate("b", [([5], params)]).__anext__()
         await first.aclose()  # the client left: its place frees at once
-        assert engine.num_requests == 0 and not engine.is_full
-        outputs = [out async for _, out in engine.generate("c", [([5, 6, 7], params)])]
-        assert outputs[-1].finished
+        assert (admission.num_sequences, admission.num_tokens) == (0, 0)
+
+        second = engine.generate("c", [([5, 6, 7], params)] * 2)  # 2 sequences, 6 tokens
+        await second.__anext__()
+        with pytest.raises(EngineOverloadedError):  # 3 sequences, but 11 tokens
+            await engine.generate("d", [([5, 6, 7, 8, 9], params)]).__anext__()
+        with pytest.raises(EngineOverloadedError):  # 10 tokens, but 4 sequences
+            await engine.generate("e", [([5], params)] * 2).__anext__()
+        outputs = [out async for _, out in engine.generate("f", [([5, 6, 7, 8], params)])]
+        assert outputs[-1].finished  # 3 sequences, 10 tokens: exactly the limits
+        await second.aclose()
         tg.cancel_scope.cancel()
+    assert (admission.num_sequences, admission.num_tokens) == (0, 0)

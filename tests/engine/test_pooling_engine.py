@@ -120,12 +120,12 @@ async def test_a_request_cancelled_while_queued_is_never_run(minilm) -> None:
     assert engine.num_passes == 1
 
 
-async def test_requests_past_capacity_are_refused(minilm) -> None:
+async def test_prompt_tokens_past_capacity_are_refused(minilm) -> None:
     from engine.errors import EngineOverloadedError
 
     tokenizer, encoder = minilm
-    engine = PoolingEngine(encoder, max_num_batched_tokens=512, max_requests=2)
     ids = tokenizer("capacity")["input_ids"]
+    engine = PoolingEngine(encoder, max_num_batched_tokens=512, max_tokens=2 * len(ids))
     results: list[object] = []
 
     async def one() -> None:
@@ -139,10 +139,11 @@ async def test_requests_past_capacity_are_refused(minilm) -> None:
         for _ in range(3):
             tg.start_soon(one)
         await anyio.wait_all_tasks_blocked()
-        assert engine.num_requests == 2 and isinstance(results[0], EngineOverloadedError)
+        assert engine.admission.num_tokens == 2 * len(ids)
+        assert isinstance(results[0], EngineOverloadedError)
         tg.start_soon(engine.run)
         while len(results) < 3:
             await anyio.sleep(0.01)
         tg.cancel_scope.cancel()
     assert [type(r).__name__ for r in results[1:]] == ["Tensor", "Tensor"]
-    assert engine.num_requests == 0
+    assert (engine.admission.num_sequences, engine.admission.num_tokens) == (0, 0)

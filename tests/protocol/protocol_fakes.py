@@ -13,6 +13,7 @@ import anyio.lowlevel
 import orjson
 
 from configs.settings import Settings
+from engine.admission import Admission
 from engine.outputs import RequestOutput
 from engine.sampling_params import SamplingParams
 from protocol.http import Request, StreamingResponse
@@ -75,8 +76,7 @@ class ScriptedEngine:
         self.chat_template_content_format = "auto"
         self.tool_call_parser = tool_call_parser
         self.generation_defaults = dict(generation_defaults or {})  # as AsyncEngine's
-        self.num_requests = 0
-        self.is_full = False  # admission: tests flip it to see the 429
+        self.admission = Admission(name)  # tests fill it to see the 429
         self.reply = reply
         self.fail_after = fail_after
         self.stop_reason = stop_reason

@@ -7,6 +7,7 @@ import pytest
 from prometheus_client import CONTENT_TYPE_LATEST
 from protocol_fakes import ScriptedEngine, make_request, server_with
 
+from engine.admission import Admission
 from protocol.http import HTTPError
 from protocol.model_resolution import resolve_model
 from protocol.openai.models import list_models
@@ -157,7 +158,7 @@ async def test_load_reports_requests_in_flight() -> None:
 
 async def test_a_model_at_capacity_answers_429_with_retry_after() -> None:
     engine = ScriptedEngine(max_model_len=512)
-    engine.is_full = True
+    engine.admission = Admission("m", max_sequences=1, num_sequences=1)
     (handler,) = [r.handler for r in build_routes() if r.path == "/v1/chat/completions"]
     body = {"messages": [{"role": "user", "content": "Hi"}], "stream": True}
     with pytest.raises(HTTPError) as info:
@@ -165,6 +166,23 @@ async def test_a_model_at_capacity_answers_429_with_retry_after() -> None:
     assert info.value.status == 429 and info.value.err_type == "RateLimitError"
     assert (b"retry-after", b"1") in info.value.to_response().headers
     assert engine.calls == []  # refused before anything started
+
+
+@pytest.mark.parametrize(("n", "content", "admitted"), [(2, "Hi", True), (3, "Hi", False)])
+async def test_admission_weighs_a_stream_by_its_sequences_and_prompt_tokens(n, content, admitted):
+    engine = ScriptedEngine(max_model_len=512)
+    (handler,) = [r.handler for r in build_routes() if r.path == "/v1/completions"]
+    engine.admission = Admission("m", max_sequences=3, max_tokens=8, num_sequences=1, num_tokens=2)
+    body = {"prompt": content, "n": n, "stream": True}  # BOS and a token per character
+    request = make_request(body, server=server_with(engine))
+    if admitted:
+        assert (await handler(request)).status == 200
+    else:
+        with pytest.raises(HTTPError, match=r"at capacity \(1 sequences, 2 prompt tokens"):
+            await handler(request)
+    engine.admission.num_sequences = 0  # idle: anything the per-request caps allow
+    body["prompt"] = "Hi" * 20
+    assert (await handler(make_request(body, server=server_with(engine)))).status == 200
 
 
 async def test_engine_refusals_map_to_http_statuses() -> None:
