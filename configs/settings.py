@@ -135,6 +135,16 @@ class Settings:
     # Most sequences one generation request may start (prompts x n); more is a 400, checked
     # before anything per sequence is built. None: what the running batch holds (max_num_seqs).
     max_sequences_per_request: int | None = attrs.field(default=None, validator=_positive)
+    # Per-request caps, so that what one request costs is bounded (past one, a 400 naming it):
+    # entries of `stop`, `stop_token_ids` and `bad_words` (each); the characters of each such
+    # string; the characters of a structured-output constraint (a JSON schema as sent, a regex,
+    # a grammar, the choices together); and the characters of one prompt, checked before it is
+    # tokenized (None: 32 per token of the model's max_model_len). `logit_bias` and
+    # `allowed_token_ids` are bounded by the vocabulary.
+    max_stop_strings: int = attrs.field(default=64, validator=_positive)
+    max_stop_string_chars: int = attrs.field(default=1024, validator=_positive)
+    max_grammar_chars: int = attrs.field(default=128 * 1024, validator=_positive)
+    max_prompt_chars: int | None = attrs.field(default=None, validator=_positive)
     # Compile the whole model with torch.compile (inductor) at startup. Off by default on the
     # CPU, where it measured no faster than eager (docs/performance.md); the compiled code is
     # cached under torch_compile_cache_dir, so only the first start pays the full compile.
@@ -180,6 +190,10 @@ class Settings:
     @property
     def sequences_per_request(self) -> int:
         return self.max_sequences_per_request or self.max_num_seqs
+
+    def prompt_chars(self, max_model_len: int) -> int:
+        """The most characters one prompt of a model with this context may have."""
+        return self.max_prompt_chars or 32 * max_model_len
 
     def served_models(self) -> list[ModelSpec]:
         """Every served model, the top-level one first."""

@@ -2,7 +2,9 @@
 
 Text is released as soon as it is final: not while the last bytes form an incomplete UTF-8
 character, and not while the tail could still grow into a stop string. So a client never
-sees a stop string, nor half of one that the next token completes.
+sees a stop string, nor half of one that the next token completes. Each step costs time linear
+in its new text (plus each stop string's length for the search window), however long the stop
+strings and the output are: the held-back tail is tracked by one small automaton per string.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ class IncrementalDetokenizer:
     ) -> None:
         self.tokenizer = tokenizer
         self.stop = stop
+        self._tails = [_StopPrefix(s) for s in stop]
         self.skip_special_tokens = skip_special_tokens
         self.spaces_between_special_tokens = spaces_between_special_tokens
         self.include_stop_str_in_output = include_stop_str_in_output
@@ -42,6 +45,9 @@ class IncrementalDetokenizer:
         for token_id in token_ids:
             self.token_ids.append(token_id)
             self.text += self._decode_new()
+        new_text = self.text[old_len:]
+        for tail in self._tails:
+            tail.feed(new_text)
         matched = self._find_stop(old_len)
         if matched is not None:
             return self._release(len(self.text)), matched
@@ -81,16 +87,40 @@ class IncrementalDetokenizer:
 
     def _stop_prefix_len(self) -> int:
         """Length of the longest tail of the text that is a proper prefix of a stop string."""
-        longest = 0
-        for s in self.stop:
-            for n in range(min(len(s) - 1, len(self.text)), longest, -1):
-                if self.text.endswith(s[:n]):
-                    longest = n
-                    break
-        return longest
+        return max((tail.matched for tail in self._tails), default=0)
 
     def _release(self, end: int) -> str:
         end = max(end, self.num_released)
         out = self.text[self.num_released : end]
         self.num_released = end
         return out
+
+
+class _StopPrefix:
+    """How much of one stop string the text ends with (Knuth-Morris-Pratt): each new character
+    costs amortized O(1), where comparing every prefix with the tail would cost O(len(stop)^2)
+    per token."""
+
+    def __init__(self, stop: str) -> None:
+        self.stop = stop
+        # fallback[i]: the longest proper prefix of stop[: i + 1] that is also its suffix.
+        self.fallback = [0] * len(stop)
+        k = 0
+        for i in range(1, len(stop)):
+            while k and stop[i] != stop[k]:
+                k = self.fallback[k - 1]
+            if stop[i] == stop[k]:
+                k += 1
+            self.fallback[i] = k
+        self.matched = 0  # the longest proper prefix of stop that the text ends with
+
+    def feed(self, text: str) -> None:
+        stop, fallback, k = self.stop, self.fallback, self.matched
+        for char in text:
+            while k and stop[k] != char:
+                k = fallback[k - 1]
+            if stop[k] == char:
+                k += 1
+            if k == len(stop):  # a whole match (the caller cuts there): keep the proper part
+                k = fallback[k - 1]
+        self.matched = k

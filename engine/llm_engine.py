@@ -136,6 +136,7 @@ class LLMEngine:
             spaces_between_special_tokens=params.spaces_between_special_tokens,
             include_stop_str_in_output=params.include_stop_str_in_output,
         )
+        self.runner.add(seq)
         if params.prompt_logprobs is not None:
             self._prompt_logprobs[seq.seq_id] = [None]
         self.scheduler.add(seq)

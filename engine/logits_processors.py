@@ -1,6 +1,9 @@
 """Per-sequence changes to the logits before sampling, in the order vLLM applies them:
 `logit_bias`, `allowed_token_ids`, `bad_words`, `min_tokens`, then structured outputs.
 
+The token rules are turned into tensors once, when a sequence is added (`token_rules`); a step
+then costs a few indexed writes per constrained row, however large the request's maps are.
+
 Structured outputs are enforced token by token: each constrained sequence has an llguidance
 matcher over its grammar (JSON schema, regex, choice or Lark grammar). A step's masks depend
 only on the tokens so far, so the runner starts computing them (`prefetch`, in a background
@@ -12,14 +15,17 @@ and nothing is retried.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
+import attrs
 import llguidance
 import llguidance.hf
 import llguidance.torch
 import torch
 
+from engine.sampling_params import SamplingParams
 from engine.sequence import Sequence
 
 
@@ -93,41 +99,78 @@ class GrammarMatchers:
             llguidance.torch.consume_token_par(self._executor, pairs)
 
 
+@attrs.frozen
+class TokenRules:
+    """One sequence's logit_bias, allowed_token_ids, bad words and min_tokens bans, as the
+    tensors a step applies (built once by `token_rules`)."""
+
+    bias_ids: torch.Tensor | None = None  # [k] int64, with bias_values [k] float32
+    bias_values: torch.Tensor | None = None
+    allowed_ids: torch.Tensor | None = None  # [k] int64: every other logit becomes -inf
+    banned_ids: torch.Tensor | None = None  # [k] int64: one-token bad words, always banned
+    # Longer bad words: (the tokens before the last, the last), banned once the prefix is out.
+    bad_word_tails: tuple[tuple[tuple[int, ...], int], ...] = ()
+    min_tokens: int = 0
+    stop_ids: torch.Tensor | None = None  # [k] int64: banned until min_tokens are out
+
+    def apply(self, row: torch.Tensor, output_token_ids: list[int]) -> None:
+        """row: [vocab] float32, changed in place."""
+        neg_inf = float("-inf")
+        if self.bias_ids is not None:
+            row.index_add_(0, self.bias_ids, self.bias_values)
+        if self.allowed_ids is not None:
+            kept = row[self.allowed_ids]
+            row.fill_(neg_inf)
+            row[self.allowed_ids] = kept
+        if self.banned_ids is not None:
+            row[self.banned_ids] = neg_inf
+        for prefix, last in self.bad_word_tails:
+            if tuple(output_token_ids[len(output_token_ids) - len(prefix) :]) == prefix:
+                row[last] = neg_inf
+        if self.stop_ids is not None and len(output_token_ids) < self.min_tokens:
+            row[self.stop_ids] = neg_inf
+
+
+def token_rules(
+    params: SamplingParams, eos_token_ids: frozenset[int], vocab_size: int, device: torch.device
+) -> TokenRules | None:
+    """The sequence's rules as tensors on `device`; None when it has none."""
+
+    def ids(values: Iterable[int]) -> torch.Tensor | None:
+        values = list(values)
+        return torch.tensor(values, dtype=torch.int64, device=device) if values else None
+
+    bias = params.logit_bias
+    if not (bias or params.allowed_token_ids is not None or params.bad_words_token_ids):
+        if not params.min_tokens:
+            return None
+    # A stop id outside the vocabulary can never be sampled, so there is nothing to ban (and
+    # indexing with it would fail the step).
+    stops = [t for t in (*params.stop_token_ids, *eos_token_ids) if 0 <= t < vocab_size]
+    return TokenRules(
+        bias_ids=ids(i for i, _ in bias),
+        bias_values=torch.tensor([b for _, b in bias], device=device) if bias else None,
+        allowed_ids=None if params.allowed_token_ids is None else ids(params.allowed_token_ids),
+        banned_ids=ids(w[0] for w in params.bad_words_token_ids if len(w) == 1),
+        bad_word_tails=tuple((w[:-1], w[-1]) for w in params.bad_words_token_ids if len(w) > 1),
+        min_tokens=params.min_tokens,
+        stop_ids=ids(stops) if params.min_tokens else None,
+    )
+
+
 def apply_logits_processors(
     logits: torch.Tensor,
     seqs: list[Sequence],
-    eos_token_ids: frozenset[int],
+    rules: Mapping[int, TokenRules],
     grammars: GrammarMatchers | None,
 ) -> None:
-    """logits: [len(seqs), vocab] float32, changed in place for the rows that ask for it."""
-    neg_inf = float("-inf")
+    """logits: [len(seqs), vocab] float32, changed in place for the rows that ask for it;
+    `rules` by seq id (only sequences that have some)."""
     grammar_rows: list[int] = []
     for row, seq in enumerate(seqs):
-        params = seq.params
-        if not params.has_logits_processors:
-            continue
-        if params.logit_bias:
-            ids = torch.tensor([i for i, _ in params.logit_bias], device=logits.device)
-            biases = torch.tensor([b for _, b in params.logit_bias], device=logits.device)
-            logits[row].index_add_(0, ids, biases)
-        if params.allowed_token_ids is not None:
-            ids = torch.tensor(params.allowed_token_ids, device=logits.device)
-            kept = logits[row, ids].clone()
-            logits[row].fill_(neg_inf)
-            logits[row, ids] = kept
-        for words in params.bad_words_token_ids:
-            # The last token of a bad word is banned once the tokens before it were generated.
-            prefix = words[:-1]
-            outputs = seq.output_token_ids
-            if not prefix or tuple(outputs[len(outputs) - len(prefix) :]) == prefix:
-                logits[row, words[-1]] = neg_inf
-        if seq.num_output_tokens < params.min_tokens:
-            # A stop id outside the vocabulary can never be sampled, so there is nothing to ban
-            # (and indexing with it would fail the whole step).
-            vocab = logits.shape[-1]
-            banned = [t for t in (*params.stop_token_ids, *eos_token_ids) if 0 <= t < vocab]
-            if banned:
-                logits[row, banned] = neg_inf
+        seq_rules = rules.get(seq.seq_id)
+        if seq_rules is not None:
+            seq_rules.apply(logits[row], seq.output_token_ids)
         if grammars is not None and seq.seq_id in grammars:
             grammar_rows.append(row)
     if grammars is not None and grammar_rows:

@@ -21,7 +21,12 @@ from compiled_kernels import native, triton_attention
 from compiled_kernels.attention import AttentionInputs
 from compiled_kernels.sampling import sample, sampling_logprobs
 from engine.cuda_graphs import CudaGraphDecoder
-from engine.logits_processors import GrammarMatchers, apply_logits_processors
+from engine.logits_processors import (
+    GrammarMatchers,
+    TokenRules,
+    apply_logits_processors,
+    token_rules,
+)
 from engine.models.attention import attention_context
 from engine.models.linear import NO_POSITIONS, LibraryPlan, library_matmul, quantize_linears
 from engine.models.registry import model_class
@@ -147,6 +152,7 @@ class ModelRunner:
             self.kv_cache.numel() * dtype.itemsize / 2**30,
         )
         self._generators: dict[int, torch.Generator] = {}  # seq_id -> per-request generator
+        self._token_rules: dict[int, TokenRules] = {}  # seq_id -> its logits rules, if any
         # Set by the engine, which knows the tokenizer: what min_tokens holds back, and the
         # structured-output matchers.
         self.eos_token_ids: frozenset[int] = frozenset()
@@ -242,7 +248,7 @@ class ModelRunner:
         if not sample_seqs:
             return StepOutput({}, {}, prompt_logprobs)
         logits = self.compute_logits(hidden[inputs.sample_rows])  # [num_sample, vocab]
-        apply_logits_processors(logits, sample_seqs, self.eos_token_ids, self.grammars)
+        apply_logits_processors(logits, sample_seqs, self._token_rules, self.grammars)
         tensors = sampling_tensors(sample_seqs, self.config.vocab_size, self.device)
         tokens = sample(logits, tensors, [self._generator(s) for s in sample_seqs])
         logprobs: dict[int, TokenLogprobs] = {}
@@ -279,9 +285,16 @@ class ModelRunner:
             row += num_new
         return result
 
+    def add(self, seq: Sequence) -> None:
+        """Per-sequence state built once, when the sequence arrives."""
+        rules = token_rules(seq.params, self.eos_token_ids, self.config.vocab_size, self.device)
+        if rules is not None:
+            self._token_rules[seq.seq_id] = rules
+
     def release(self, seq: Sequence) -> None:
         """Forget per-sequence state once a sequence is finished."""
         self._generators.pop(seq.seq_id, None)
+        self._token_rules.pop(seq.seq_id, None)
         if self.grammars is not None:
             self.grammars.remove(seq.seq_id)
 

@@ -9,8 +9,24 @@ from protocol.http import HTTPError
 EMPTY_PROMPT_MESSAGE = "Either prompt or prompt_embeds must be provided and non-empty."
 
 
-def encode(tokenizer: Any, text: str, add_special_tokens: bool) -> list[int]:
+def encode(
+    tokenizer: Any, text: str, add_special_tokens: bool, max_chars: int, param: str = "prompt"
+) -> list[int]:
+    check_prompt_chars(text, max_chars, param)
     return list(tokenizer.encode(text, add_special_tokens=add_special_tokens))
+
+
+def check_prompt_chars(text: str, max_chars: int, param: str = "prompt") -> None:
+    """Before tokenizing: a text this long could not fit the context anyway, and tokenizing it
+    would take seconds (Settings.prompt_chars)."""
+    if len(text) > max_chars:
+        raise HTTPError(
+            400,
+            f"The prompt has {len(text)} characters; this server tokenizes at most {max_chars} "
+            "per prompt (max_prompt_chars).",
+            "BadRequestError",
+            param,
+        )
 
 
 def check_token_ids(token_ids: list[int], vocab_size: int, param: str = "prompt") -> None:
@@ -32,7 +48,11 @@ def count_prompts(prompt: str | list[Any] | None) -> int:
 
 
 def completion_prompts(
-    prompt: str | list[Any] | None, tokenizer: Any, add_special_tokens: bool, vocab_size: int
+    prompt: str | list[Any] | None,
+    tokenizer: Any,
+    add_special_tokens: bool,
+    vocab_size: int,
+    max_chars: int,
 ) -> tuple[list[list[int]], list[str | None]]:
     """Token ids of each prompt, plus its text where the client sent text (for echo).
 
@@ -50,7 +70,7 @@ def completion_prompts(
     texts: list[str | None] = []
     for item in items:
         if isinstance(item, str):
-            ids = encode(tokenizer, item, add_special_tokens)
+            ids = encode(tokenizer, item, add_special_tokens, max_chars)
             texts.append(item)
         else:
             ids = list(item)

@@ -12,6 +12,7 @@ from typing import Any
 
 import attrs
 
+from configs.settings import Settings
 from engine.sampling_params import SamplingParams
 from protocol.bounds import check_bounds
 from protocol.generation.request_schemas import GenerationRequest
@@ -285,10 +286,10 @@ def check_generation_request(
     max_tokens: int | None,
     max_tokens_param: str,
     logprobs: int | None,
-    max_logprobs: int,
-    max_sequences: int,
+    settings: Settings,
 ) -> None:
     """What a chat or completion request can be refused for before its prompt is read."""
+    max_sequences = settings.sequences_per_request
     check_bounds(GenerationRequest, "n", req.n)
     if num_prompts * req.num_choices > max_sequences:
         # Before anything per sequence exists: n = 8192 on 2,000 prompts must cost nothing.
@@ -298,9 +299,45 @@ def check_generation_request(
             "request (max_sequences_per_request).",
             "n",
         )
-    check_logprobs(logprobs, max_logprobs, "logprobs")
+    check_logprobs(logprobs, settings.max_logprobs, "logprobs")
     check_stream_options(req)
     check_max_tokens_limit(max_tokens, max_tokens_param, served.max_model_len)
+    check_list_sizes(req, served.vocab_size, settings)
+
+
+def check_list_sizes(req: GenerationRequest, vocab_size: int, settings: Settings) -> None:
+    """Stop strings, banned words and token maps are checked on every step: their size is
+    capped so that one request cannot slow everyone's steps."""
+    stop = [req.stop] if isinstance(req.stop, str) else req.stop or []
+    for param, items in (
+        ("stop", stop),
+        ("stop_token_ids", req.stop_token_ids or []),
+        ("bad_words", req.bad_words or []),
+    ):
+        if len(items) > settings.max_stop_strings:
+            raise _invalid(
+                f"{param} has {len(items)} entries; this server takes at most "
+                f"{settings.max_stop_strings} (max_stop_strings).",
+                param,
+            )
+    for param, strings in (("stop", stop), ("bad_words", req.bad_words or [])):
+        longest = max(map(len, strings), default=0)
+        if longest > settings.max_stop_string_chars:
+            raise _invalid(
+                f"{param} has a string of {longest} characters; this server takes at most "
+                f"{settings.max_stop_string_chars} (max_stop_string_chars).",
+                param,
+            )
+    for param, tokens in (
+        ("logit_bias", req.logit_bias),
+        ("allowed_token_ids", req.allowed_token_ids),
+    ):
+        if tokens is not None and len(tokens) > vocab_size:
+            raise _invalid(
+                f"{param} has {len(tokens)} entries, more than the vocabulary's {vocab_size} "
+                "tokens.",
+                param,
+            )
 
 
 def request_params(

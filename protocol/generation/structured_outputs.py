@@ -27,15 +27,27 @@ def _invalid(message: str, param: str) -> HTTPError:
     return HTTPError(400, message, "BadRequestError", param)
 
 
-def json_schema_grammar(schema: dict[str, Any] | str, param: str) -> str:
-    """The grammar of JSON text that matches `schema`; a 400 naming `param` if it is invalid."""
+def json_schema_grammar(schema: dict[str, Any] | str, param: str, max_chars: int) -> str:
+    """The grammar of JSON text that matches `schema`; a 400 naming `param` if it is invalid or
+    longer than max_chars."""
     text = schema if isinstance(schema, str) else orjson.dumps(schema).decode()
+    _check_size(len(text), max_chars, "JSON schema", param)
     try:
         grammar = llguidance.LLMatcher.grammar_from_json_schema(text, defaults=_JSON_OPTIONS)
     except ValueError as exc:  # not JSON at all
         raise _invalid(f"Invalid JSON schema: {exc}", param) from None
     _check(grammar, "json", param)
     return grammar
+
+
+def _check_size(num_chars: int, max_chars: int, kind: str, param: str) -> None:
+    # Compiling a grammar costs more than linear time in its size; refuse before compiling.
+    if num_chars > max_chars:
+        raise _invalid(
+            f"The {kind} has {num_chars} characters; this server compiles at most {max_chars} "
+            "(max_grammar_chars).",
+            param,
+        )
 
 
 def _check(grammar: str, kind: str, param: str) -> None:
@@ -79,8 +91,9 @@ def _constraints(req: GenerationRequest) -> list[tuple[str, str, Any]]:
     return found
 
 
-def request_grammar(req: GenerationRequest) -> str | None:
-    """The grammar for the request's constraint, or None when it sets none."""
+def request_grammar(req: GenerationRequest, max_chars: int) -> str | None:
+    """The grammar for the request's constraint, or None when it sets none; a constraint of
+    more than max_chars characters is a 400."""
     found = _constraints(req)
     if not found:
         return None
@@ -89,7 +102,11 @@ def request_grammar(req: GenerationRequest) -> str | None:
         raise _invalid(f"Only one kind of structured output may be set; got {names}.", found[1][1])
     kind, param, value = found[0]
     if kind == "json":
-        return json_schema_grammar(value, param)
+        return json_schema_grammar(value, param, max_chars)
+    if isinstance(value, str):
+        _check_size(len(value), max_chars, kind, param)
+    elif isinstance(value, list):
+        _check_size(sum(len(c) if isinstance(c, str) else 0 for c in value), max_chars, kind, param)
     if kind == "regex":
         grammar = llguidance.LLMatcher.grammar_from_regex(value)
     elif kind == "choice":

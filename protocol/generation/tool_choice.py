@@ -66,8 +66,11 @@ class ToolPlan:
         return None
 
 
-def tool_plan(req: ChatCompletionRequest, parser_name: str | None) -> ToolPlan:
-    """Validates tools and tool_choice (each mistake a 400) and plans the output."""
+def tool_plan(
+    req: ChatCompletionRequest, parser_name: str | None, max_grammar_chars: int
+) -> ToolPlan:
+    """Validates tools and tool_choice (each mistake a 400) and plans the output; a forced
+    choice's schema may have at most max_grammar_chars characters."""
     tools = req.tools
     if tools is not None:
         if not tools:
@@ -84,7 +87,7 @@ def tool_plan(req: ChatCompletionRequest, parser_name: str | None) -> ToolPlan:
     elif tools is None and choice != "none":
         raise _invalid("When using tool_choice, tools must be set.")
     if isinstance(choice, dict):
-        return _named_plan(choice, tools or [])
+        return _named_plan(choice, tools or [], max_grammar_chars)
     if choice == "none":
         return ToolPlan("none")
     if choice == "auto":
@@ -97,7 +100,7 @@ def tool_plan(req: ChatCompletionRequest, parser_name: str | None) -> ToolPlan:
     if choice == "required":
         assert tools is not None
         grammar = json_schema_grammar(
-            _required_schema(tools, req.parallel_tool_calls), "tool_choice"
+            _required_schema(tools, req.parallel_tool_calls), "tool_choice", max_grammar_chars
         )
         return ToolPlan("required", parallel=req.parallel_tool_calls, grammar=grammar)
     raise _invalid(
@@ -106,7 +109,7 @@ def tool_plan(req: ChatCompletionRequest, parser_name: str | None) -> ToolPlan:
     )
 
 
-def _named_plan(choice: dict[str, Any], tools: list[ChatTool]) -> ToolPlan:
+def _named_plan(choice: dict[str, Any], tools: list[ChatTool], max_grammar_chars: int) -> ToolPlan:
     function = choice.get("function")
     name = function.get("name") if isinstance(function, dict) else None
     if choice.get("type") != "function" or not isinstance(name, str):
@@ -119,7 +122,7 @@ def _named_plan(choice: dict[str, Any], tools: list[ChatTool]) -> ToolPlan:
             "The tool specified in tool_choice does not match any of the specified tools"
         )
     param = f"tools[{tools.index(tool)}].function.parameters"
-    grammar = json_schema_grammar(_arguments_schema(tool), param)
+    grammar = json_schema_grammar(_arguments_schema(tool), param, max_grammar_chars)
     return ToolPlan("named", function=name, parallel=False, grammar=grammar)
 
 

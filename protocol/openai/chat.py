@@ -66,18 +66,23 @@ async def create_chat_completion(request: Request) -> Response | StreamingRespon
         req,
         served,
         num_prompts=1,
-        max_sequences=settings.sequences_per_request,
         max_tokens=requested,
         max_tokens_param=requested_param,
         logprobs=logprobs,
-        max_logprobs=max_logprobs,
+        settings=settings,
     )
-    plan = tool_plan(req, served.tool_call_parser)
+    plan = tool_plan(req, served.tool_call_parser, settings.max_grammar_chars)
     # A forced tool choice replaces the request's own output constraint.
-    grammar = plan.grammar or request_grammar(req)
+    grammar = plan.grammar or request_grammar(req, settings.max_grammar_chars)
 
     prompt_text = render_request(req, served)
-    prompt_ids = encode(served.tokenizer, prompt_text, req.add_special_tokens)
+    prompt_ids = encode(
+        served.tokenizer,
+        prompt_text,
+        req.add_special_tokens,
+        settings.prompt_chars(served.max_model_len),
+        "messages",
+    )
     if not prompt_ids:
         raise HTTPError(400, "The decoder prompt cannot be empty", "BadRequestError", "messages")
     check_token_ids(prompt_ids, served.vocab_size, "messages")

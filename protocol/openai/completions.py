@@ -61,17 +61,20 @@ async def create_completion(request: Request) -> Response | StreamingResponse:
         req,
         served,
         num_prompts=count_prompts(req.prompt),
-        max_sequences=settings.sequences_per_request,
         max_tokens=req.max_tokens,
         max_tokens_param="max_tokens",
         logprobs=req.logprobs,
-        max_logprobs=max_logprobs,
+        settings=settings,
     )
-    grammar = request_grammar(req)
+    grammar = request_grammar(req, settings.max_grammar_chars)
 
     tokenizer = served.tokenizer
     prompt_ids, prompt_texts = completion_prompts(
-        req.prompt, tokenizer, req.add_special_tokens, served.vocab_size
+        req.prompt,
+        tokenizer,
+        req.add_special_tokens,
+        served.vocab_size,
+        settings.prompt_chars(served.max_model_len),
     )
     prompt_ids = [
         truncate_prompt(ids, req.truncate_prompt_tokens, served.max_model_len) for ids in prompt_ids

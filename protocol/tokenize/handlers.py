@@ -11,7 +11,7 @@ from protocol.converter import parse_body, read_json_object, structure
 from protocol.generation.chat_template import render_request
 from protocol.generation.prompts import encode
 from protocol.http import HTTPError, Request, Response
-from protocol.model_resolution import resolve_model
+from protocol.model_resolution import resolve_model, server_state
 from protocol.tokenize.schemas import (
     DetokenizeRequest,
     DetokenizeResponse,
@@ -32,7 +32,8 @@ async def tokenize(request: Request) -> Response:
         req = structure(body, TokenizeCompletionRequest)
         served = resolve_model(request, req.model)
         text = req.prompt
-    tokens = encode(served.tokenizer, text, req.add_special_tokens)
+    max_chars = server_state(request).settings.prompt_chars(served.max_model_len)
+    tokens = encode(served.tokenizer, text, req.add_special_tokens, max_chars)
     token_strs = None
     if req.return_token_strs:
         token_strs = list(served.tokenizer.convert_ids_to_tokens(tokens))

@@ -44,3 +44,20 @@ def test_special_tokens_are_skipped(smollm2_tokenizer):
     detok = IncrementalDetokenizer(smollm2_tokenizer, [1])
     eos = smollm2_tokenizer.eos_token_id
     assert detok.push([eos]) == ("", None)
+
+
+def test_held_back_tail_is_the_longest_stop_prefix_the_text_ends_with():
+    from engine.detokenizer import _StopPrefix
+
+    def brute(text: str, stop: str) -> int:
+        for n in range(min(len(stop) - 1, len(text)), 0, -1):
+            if text.endswith(stop[:n]):
+                return n
+        return 0
+
+    for stop in ("aab", "abab", "aaaa", "abcab", "b"):
+        tail, text = _StopPrefix(stop), ""
+        for piece in ("a", "ab", "", "aab", "aba", "b", "aaa", "c", "abab", "a"):
+            text += piece
+            tail.feed(piece)
+            assert tail.matched == brute(text, stop), (stop, text)

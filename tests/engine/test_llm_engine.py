@@ -75,6 +75,20 @@ def test_stop_string_ends_the_sequence_and_is_not_in_the_text(small_engine, smol
     assert stop not in stopped_text and text.startswith(stopped_text)
 
 
+def test_token_rules_are_built_once_when_added_and_dropped_when_finished(small_engine):
+    bias = tuple((t, -100.0) for t in range(1000))  # a large map: its tensors are built once
+    params = SamplingParams(
+        max_tokens=3, temperature=0, ignore_eos=True, logit_bias=bias, allowed_token_ids=(7, 8)
+    )
+    seq = small_engine.add_request("rules", [5, 6, 7], params)
+    rules = small_engine.runner._token_rules[seq.seq_id]
+    small_engine.step()
+    assert small_engine.runner._token_rules[seq.seq_id] is rules  # not rebuilt by the step
+    outputs = _run(small_engine)["rules"]
+    assert all(o.new_token_ids[0] in (7, 8) for o in outputs)
+    assert seq.seq_id not in small_engine.runner._token_rules
+
+
 def test_prompt_served_from_the_prefix_cache_decodes_exactly_as_computed(smollm2_dir):
     engine = LLMEngine(Settings(dtype="bfloat16"), smollm2_dir)
     prompt = list(range(300, 300 + 100))  # 6 full blocks of 16, 4 tokens over

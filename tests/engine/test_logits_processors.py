@@ -8,7 +8,7 @@ import llguidance
 import pytest
 import torch
 
-from engine.logits_processors import GrammarMatchers, apply_logits_processors
+from engine.logits_processors import GrammarMatchers, apply_logits_processors, token_rules
 from engine.sampling_params import SamplingParams
 from engine.sequence import Sequence
 
@@ -25,7 +25,9 @@ def _seq(params: SamplingParams, outputs: list[int] = ()) -> Sequence:
 
 def _apply(seqs: list[Sequence], eos=frozenset({0}), grammars=None) -> torch.Tensor:
     logits = torch.zeros(len(seqs), VOCAB)
-    apply_logits_processors(logits, seqs, eos, grammars)
+    rules = {s.seq_id: token_rules(s.params, eos, VOCAB, logits.device) for s in seqs}
+    rules = {seq_id: r for seq_id, r in rules.items() if r is not None}
+    apply_logits_processors(logits, seqs, rules, grammars)
     return logits
 
 
@@ -76,7 +78,7 @@ def test_grammar_masks_follow_the_matcher(grammars, smollm2_tokenizer):
     text = ""
     for _ in range(8):
         logits = torch.zeros(1, vocab)
-        apply_logits_processors(logits, [seq], frozenset(), grammars)
+        apply_logits_processors(logits, [seq], {}, grammars)
         allowed = torch.isfinite(logits[0]).nonzero().flatten().tolist()
         assert allowed and len(allowed) < vocab
         token = allowed[0] if not text else max(allowed)  # any allowed token keeps it valid

@@ -7,7 +7,7 @@ import llguidance
 import orjson
 import pytest
 
-from configs.settings import TOOL_CALL_PARSERS
+from configs.settings import TOOL_CALL_PARSERS, Settings
 from protocol.converter import structure
 from protocol.generation.chat_template import template_tools
 from protocol.generation.tool_choice import TOOL_CALL_PARSERS as PARSER_CLASSES
@@ -31,6 +31,8 @@ WEATHER = {
 CLOCK = {"type": "function", "function": {"name": "get_time"}}
 MESSAGES = [{"role": "user", "content": "Hi"}]
 
+GRAMMAR_CHARS = Settings().max_grammar_chars
+
 
 def request(**fields: Any) -> ChatCompletionRequest:
     return structure({"messages": MESSAGES, **fields}, ChatCompletionRequest)
@@ -38,7 +40,7 @@ def request(**fields: Any) -> ChatCompletionRequest:
 
 def refused(fields: dict[str, Any], parser: str | None = "hermes") -> HTTPError:
     with pytest.raises(HTTPError) as info:
-        tool_plan(request(**fields), parser)
+        tool_plan(request(**fields), parser, GRAMMAR_CHARS)
     assert info.value.status == 400
     return info.value
 
@@ -48,9 +50,9 @@ def test_every_parser_setting_has_a_parser() -> None:
 
 
 def test_tool_choice_defaults_follow_vllm() -> None:
-    assert tool_plan(request(), "hermes").mode == "none"
-    assert tool_plan(request(tools=[WEATHER]), "hermes").mode == "auto"
-    plan = tool_plan(request(tools=[WEATHER], tool_choice="none"), None)
+    assert tool_plan(request(), "hermes", GRAMMAR_CHARS).mode == "none"
+    assert tool_plan(request(tools=[WEATHER]), "hermes", GRAMMAR_CHARS).mode == "auto"
+    plan = tool_plan(request(tools=[WEATHER], tool_choice="none"), None, GRAMMAR_CHARS)
     assert plan.mode == "none" and plan.parser() is None
 
 
@@ -91,7 +93,7 @@ def test_bad_tools_and_tool_choice_are_400s(fields: dict, param: str, words: str
 
 def test_auto_needs_a_parser_but_forced_choices_do_not() -> None:
     assert "tool_call_parser" in refused({"tools": [WEATHER]}, parser=None).message
-    assert tool_plan(request(tools=[WEATHER], tool_choice="required"), None).grammar
+    assert tool_plan(request(tools=[WEATHER], tool_choice="required"), None, GRAMMAR_CHARS).grammar
 
 
 def test_required_schema_accepts_calls_to_the_given_tools_only() -> None:
@@ -118,13 +120,14 @@ def test_required_schema_accepts_calls_to_the_given_tools_only() -> None:
 
 def test_forced_grammars_compile() -> None:
     for choice in ("required", {"type": "function", "function": {"name": "get_time"}}):
-        plan = tool_plan(request(tools=[WEATHER, CLOCK], tool_choice=choice), None)
+        plan = tool_plan(request(tools=[WEATHER, CLOCK], tool_choice=choice), None, GRAMMAR_CHARS)
         assert plan.grammar and not llguidance.LLMatcher.validate_grammar(plan.grammar)
     named = tool_plan(
         request(
             tools=[WEATHER], tool_choice={"type": "function", "function": {"name": "get_weather"}}
         ),
         None,
+        GRAMMAR_CHARS,
     )
     assert named.mode == "named" and named.function == "get_weather" and not named.parallel
 
