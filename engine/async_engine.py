@@ -65,13 +65,16 @@ class AsyncEngine:
         # Released in the finally below, whether the request finished, failed or was left.
         with self.admission.hold(len(prompts), sum(len(ids) for ids, _ in prompts)):
             arrival_time = time.monotonic()  # not when the loop gets to it: a step may be running
+            matchers: list[Any] = [None] * len(prompts)
+            if any(params.grammar is not None for _, params in prompts):
+                matchers = await anyio.to_thread.run_sync(self._compile_grammars, prompts)
             send, receive = anyio.create_memory_object_stream[Any](math.inf)
             # Unique per sequence even when clients reuse an X-Request-Id.
             ids = [f"{request_id}-{i}-{next(self._ids)}" for i in range(len(prompts))]
             for i, seq_id in enumerate(ids):
                 self._channels[seq_id] = (send, i)
 
-            self._submit(lambda: self._add(ids, prompts, send, arrival_time))
+            self._submit(lambda: self._add(ids, prompts, matchers, send, arrival_time))
             remaining = len(prompts)
             try:
                 with receive:
@@ -115,21 +118,41 @@ class AsyncEngine:
         self,
         ids: list[str],
         prompts: list[tuple[list[int], SamplingParams]],
+        matchers: list[Any],
         send: MemoryObjectSendStream[Any],
         arrival_time: float,
     ) -> None:
         added = []
         try:
-            for seq_id, (token_ids, params) in zip(ids, prompts, strict=True):
+            for seq_id, (token_ids, params), matcher in zip(ids, prompts, matchers, strict=True):
                 if seq_id in self._channels:  # not aborted before it got here
                     try:
-                        seq = self.engine.add_request(seq_id, token_ids, params, arrival_time)
-                    except ValueError as exc:  # e.g. a grammar that does not compile
+                        seq = self.engine.add_request(
+                            seq_id, token_ids, params, arrival_time, matcher
+                        )
+                    except ValueError as exc:  # refused input
                         send.send_nowait(exc)  # the request fails; the engine goes on
                         return
                     added.append(seq)
         finally:
             self.stats.on_added(added)
+
+    def _compile_grammars(self, prompts: list[tuple[list[int], SamplingParams]]) -> list[Any]:
+        """Each sequence's structured-output matcher (None without a grammar), compiled in a
+        worker thread, since compiling grows with the grammar: once per distinct grammar,
+        then copied for the other samples. ValueError if one does not compile."""
+        compiled: dict[str, Any] = {}
+        matchers = []
+        for _, params in prompts:
+            grammar = params.grammar
+            if grammar is None:
+                matchers.append(None)
+            elif grammar in compiled:
+                matchers.append(compiled[grammar].deep_copy())
+            else:
+                compiled[grammar] = self.engine.compile_grammar(grammar)
+                matchers.append(compiled[grammar])
+        return matchers
 
     def _submit(self, action: Callable[[], None]) -> None:
         self._inbox.append(action)

@@ -9,6 +9,7 @@ import json
 import logging
 import time
 from pathlib import Path
+from typing import Any
 
 from transformers import AutoTokenizer
 
@@ -119,15 +120,20 @@ class LLMEngine:
         prompt_token_ids: list[int],
         params: SamplingParams,
         arrival_time: float | None = None,
+        matcher: Any = None,
     ) -> Sequence:
         """Raises ValueError (before anything is queued) for a grammar that does not compile.
 
         arrival_time: when the request reached the server (time.monotonic()); default now.
+        matcher: the grammar's matcher, compiled beforehand (`compile_grammar`); else compiled
+        here.
         """
         seq = Sequence(request_id, prompt_token_ids, params, arrival_time)
         if params.grammar is not None:
+            if matcher is None:
+                matcher = self.compile_grammar(params.grammar)
             assert self.runner.grammars is not None
-            self.runner.grammars.add(seq.seq_id, params.grammar)
+            self.runner.grammars.add(seq.seq_id, matcher)
         self._detokenizers[seq.seq_id] = IncrementalDetokenizer(
             self.tokenizer,
             prompt_token_ids,
@@ -141,6 +147,12 @@ class LLMEngine:
             self._prompt_logprobs[seq.seq_id] = [None]
         self.scheduler.add(seq)
         return seq
+
+    def compile_grammar(self, grammar: str) -> Any:
+        """A structured-output matcher; ValueError if the grammar does not compile.
+        Thread-safe, unlike the rest of the engine."""
+        assert self.runner.grammars is not None
+        return self.runner.grammars.compile(grammar)
 
     def abort(self, request_id: str) -> Sequence | None:
         seq = self.scheduler.abort(request_id)

@@ -15,6 +15,7 @@ and nothing is retried.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
@@ -35,17 +36,24 @@ class GrammarMatchers:
     def __init__(self, tokenizer: Any) -> None:
         self._hf_tokenizer = tokenizer
         self._ll_tokenizer: llguidance.LLTokenizer | None = None  # built on first use (~0.5 s)
+        self._lock = threading.Lock()
         self._executor = llguidance.LLExecutor()
         self._matchers: dict[int, llguidance.LLMatcher] = {}
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="grammar-masks")
         self._pending: tuple[tuple[int, ...], Future[torch.Tensor]] | None = None
 
-    def add(self, seq_id: int, grammar: str) -> None:
-        if self._ll_tokenizer is None:
-            self._ll_tokenizer = llguidance.hf.from_tokenizer(self._hf_tokenizer)
+    def compile(self, grammar: str) -> llguidance.LLMatcher:
+        """A matcher for the grammar; ValueError if it does not compile. Thread-safe: its cost
+        grows with the grammar, so the async engine calls it from a worker thread."""
+        with self._lock:
+            if self._ll_tokenizer is None:
+                self._ll_tokenizer = llguidance.hf.from_tokenizer(self._hf_tokenizer)
         matcher = llguidance.LLMatcher(self._ll_tokenizer, grammar)
         if matcher.is_error():
             raise ValueError(f"invalid grammar: {matcher.get_error()}")
+        return matcher
+
+    def add(self, seq_id: int, matcher: llguidance.LLMatcher) -> None:
         self._matchers[seq_id] = matcher
 
     def remove(self, seq_id: int) -> None:

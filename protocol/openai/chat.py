@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, NamedTuple
 
+import anyio
 import attrs
 
 from engine.sampling_params import SamplingParams
@@ -52,7 +53,18 @@ def _response_role(req: ChatCompletionRequest) -> str:
     return req.messages[-1].role
 
 
-async def create_chat_completion(request: Request) -> Response | StreamingResponse:
+class _Prepared(NamedTuple):
+    req: ChatCompletionRequest
+    served: ServedModel
+    prompt_ids: list[int]
+    prompts: list[tuple[list[int], SamplingParams]]  # one per choice
+    plan: ToolPlan
+    logprobs: int | None
+
+
+def _prepare(request: Request) -> _Prepared:
+    """Everything before the engine: parse, validate, render the template, tokenize, compile
+    the grammar. Its cost grows with the request, so it runs in a worker thread."""
     req = parse_body(request, ChatCompletionRequest)
     served = resolve_model(request, req.model, CHAT)
     logprobs = _requested_logprobs(req)
@@ -100,7 +112,13 @@ async def create_chat_completion(request: Request) -> Response | StreamingRespon
         # Tool-call tags are special tokens in some vocabularies; the parser must see them.
         params = attrs.evolve(params, skip_special_tokens=False)
     prompts = [(prompt_ids, p) for p in choice_params(params, req.num_choices)]
+    return _Prepared(req, served, prompt_ids, prompts, plan, logprobs)
 
+
+async def create_chat_completion(request: Request) -> Response | StreamingResponse:
+    # Off the event loop: a large request never delays other clients' tokens.
+    prepared = await anyio.to_thread.run_sync(_prepare, request)
+    req, served, prompt_ids, prompts, plan, logprobs = prepared
     response_id = response_bodies.chat_completion_id(request)
     role = _response_role(req)
     echo = _echo_text(req, role)

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, NamedTuple
 
+import anyio
 import attrs
 
 from engine.sampling_params import SamplingParams
@@ -51,7 +52,17 @@ def _reject_unsupported(req: CompletionRequest) -> None:
         raise HTTPError(400, "suffix is not currently supported", "BadRequestError", "suffix")
 
 
-async def create_completion(request: Request) -> Response | StreamingResponse:
+class _Prepared(NamedTuple):
+    req: CompletionRequest
+    served: ServedModel
+    prompt_ids: list[list[int]]
+    prompts: list[tuple[list[int], SamplingParams]]  # n per prompt
+    echo: list[str] | None  # per prompt
+
+
+def _prepare(request: Request) -> _Prepared:
+    """Everything before the engine: parse, validate, tokenize, compile the grammar. Its cost
+    grows with the request, so it runs in a worker thread."""
     req = parse_body(request, CompletionRequest)
     served = resolve_model(request, req.model, COMPLETIONS)
     _reject_unsupported(req)
@@ -101,7 +112,13 @@ async def create_completion(request: Request) -> Response | StreamingResponse:
             text if text is not None else tokenizer.decode(ids)
             for ids, text in zip(prompt_ids, prompt_texts, strict=True)
         ]
+    return _Prepared(req, served, prompt_ids, prompts, echo)
 
+
+async def create_completion(request: Request) -> Response | StreamingResponse:
+    # Off the event loop: a large request never delays other clients' tokens.
+    req, served, prompt_ids, prompts, echo = await anyio.to_thread.run_sync(_prepare, request)
+    tokenizer = served.tokenizer
     response_id = response_bodies.completion_id(request)
     if req.stream:
         check_capacity(served, prompts)  # a real 429, before the stream's 200 goes out

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import anyio
+
 from protocol import response_bodies
 from protocol.converter import parse_body
 from protocol.http import Request, Response
@@ -14,7 +16,7 @@ from protocol.pooling.schemas import ClassifyData, ClassifyRequest, ClassifyResp
 async def classify(request: Request) -> Response:
     req = parse_body(request, ClassifyRequest)
     served = resolve_model(request, req.model, CLASSIFY)
-    token_ids = request_token_ids(served, req)
+    token_ids = await anyio.to_thread.run_sync(request_token_ids, served, req)
     probs = (await pooled_vectors(served, token_ids)).cpu()  # [inputs, num_labels]
     id2label = served.engine.encoder.id2label
     data = [

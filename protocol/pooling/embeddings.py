@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 from typing import TYPE_CHECKING, Any
 
+import anyio
 import numpy as np
 
 from protocol import response_bodies
@@ -72,7 +73,7 @@ async def create_embedding(request: Request) -> Response:
     served = resolve_model(request, req.model, EMBEDDINGS)
     check_choice(req.encoding_format, ENCODING_FORMATS, "encoding_format")
     check_dimensions(req.dimensions, served)
-    token_ids = request_token_ids(served, req)
+    token_ids = await anyio.to_thread.run_sync(request_token_ids, served, req)
     vectors = (await pooled_vectors(served, token_ids)).cpu()
     data = [
         EmbeddingData(index=i, embedding=encode_vector(v, req.encoding_format))
@@ -102,7 +103,7 @@ async def create_pooling(request: Request) -> Response:
             "task",
         )
     check_dimensions(req.dimensions, served)
-    token_ids = request_token_ids(served, req)
+    token_ids = await anyio.to_thread.run_sync(request_token_ids, served, req)
     outputs = (await pooled_vectors(served, token_ids)).cpu()
     return response_bodies.json_body(
         PoolingResponse(
@@ -130,14 +131,7 @@ async def create_cohere_embed(request: Request) -> Response:
             f"got {req.embedding_types}",
             "embedding_types",
         )
-    keep = None if req.truncate == "NONE" else served.max_model_len
-    if req.truncate == "START":  # keep the end of each text: tokenize, then cut the start
-        token_ids = [
-            _keep_end(ids, served.max_model_len, served.tokenizer)
-            for ids in encode_texts(served, req.texts, True, None, enforce_max_len=False)
-        ]
-    else:
-        token_ids = encode_texts(served, req.texts, True, keep)
+    token_ids = await anyio.to_thread.run_sync(_cohere_token_ids, served, req)
     vectors = (await pooled_vectors(served, token_ids)).cpu()
     embeddings = {kind: _cohere_embeddings(vectors, kind) for kind in req.embedding_types}
     return response_bodies.json_body(
@@ -157,6 +151,16 @@ def _keep_end(token_ids: list[int], max_len: int, tokenizer: Any) -> list[int]:
     if len(token_ids) <= max_len:
         return token_ids
     return token_ids[:1] + token_ids[len(token_ids) - max_len + 1 :]
+
+
+def _cohere_token_ids(served: ServedModel, req: CohereEmbedRequest) -> list[list[int]]:
+    keep = None if req.truncate == "NONE" else served.max_model_len
+    if req.truncate == "START":  # keep the end of each text: tokenize, then cut the start
+        return [
+            _keep_end(ids, served.max_model_len, served.tokenizer)
+            for ids in encode_texts(served, req.texts, True, None, enforce_max_len=False)
+        ]
+    return encode_texts(served, req.texts, True, keep)
 
 
 def _cohere_embeddings(vectors: torch.Tensor, kind: str) -> list[Any]:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import anyio
+
 from protocol import response_bodies
 from protocol.converter import parse_body
 from protocol.generation.request_schemas import UsageInfo
@@ -51,8 +53,12 @@ async def score_pairs(
     if served.task == "embed":
         from torch.nn.functional import cosine_similarity  # torch loads with the engines
 
-        query_ids = encode_texts(served, queries, True, keep)
-        doc_ids = encode_texts(served, documents, True, keep)
+        query_ids, doc_ids = await anyio.to_thread.run_sync(
+            lambda: (
+                encode_texts(served, queries, True, keep),
+                encode_texts(served, documents, True, keep),
+            )
+        )
         vectors = await pooled_vectors(served, query_ids + doc_ids)
         query_vectors, doc_vectors = vectors[: len(queries)], vectors[len(queries) :]
         if len(queries) == 1:
@@ -64,7 +70,9 @@ async def score_pairs(
         raise bad_request(EMPTY_INPUT_MESSAGE, "documents")
     pair_queries = queries * len(documents) if len(queries) == 1 else queries
     options: dict[str, Any] = {"truncation": True, "max_length": keep} if keep else {}
-    encoded = served.tokenizer(pair_queries, documents, **options)
+    encoded = await anyio.to_thread.run_sync(
+        lambda: served.tokenizer(pair_queries, documents, **options)
+    )
     token_ids = [list(ids) for ids in encoded["input_ids"]]
     for ids in token_ids:
         check_length(len(ids), served.max_model_len)

@@ -6,6 +6,8 @@ as in vLLM, does not enforce max_model_len.
 
 from __future__ import annotations
 
+import anyio
+
 from protocol import response_bodies
 from protocol.converter import parse_body, read_json_object, structure
 from protocol.generation.chat_template import render_request
@@ -22,6 +24,11 @@ from protocol.tokenize.schemas import (
 
 
 async def tokenize(request: Request) -> Response:
+    # Rendering and tokenizing grow with the request: a worker thread does them.
+    return await anyio.to_thread.run_sync(_tokenize, request)
+
+
+def _tokenize(request: Request) -> Response:
     body = read_json_object(request)
     req: TokenizeChatRequest | TokenizeCompletionRequest
     if "messages" in body:
@@ -48,6 +55,10 @@ async def tokenize(request: Request) -> Response:
 
 
 async def detokenize(request: Request) -> Response:
+    return await anyio.to_thread.run_sync(_detokenize, request)
+
+
+def _detokenize(request: Request) -> Response:
     req = parse_body(request, DetokenizeRequest)
     served = resolve_model(request, req.model)
     for i, token in enumerate(req.tokens):

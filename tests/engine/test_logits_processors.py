@@ -73,7 +73,7 @@ def test_grammar_masks_follow_the_matcher(grammars, smollm2_tokenizer):
         json.dumps(schema), defaults={"whitespace_flexible": False}
     )
     seq = _seq(SamplingParams(grammar=grammar))
-    grammars.add(seq.seq_id, grammar)
+    grammars.add(seq.seq_id, grammars.compile(grammar))
     vocab = len(smollm2_tokenizer)
     text = ""
     for _ in range(8):
@@ -92,4 +92,4 @@ def test_grammar_masks_follow_the_matcher(grammars, smollm2_tokenizer):
 
 def test_an_invalid_grammar_is_refused(grammars):
     with pytest.raises(ValueError, match="invalid grammar"):
-        grammars.add(12345, llguidance.LLMatcher.grammar_from_regex("[a-"))
+        grammars.compile(llguidance.LLMatcher.grammar_from_regex("[a-"))
