@@ -135,6 +135,10 @@ class Settings:
     # Most sequences one generation request may start (prompts x n); more is a 400, checked
     # before anything per sequence is built. None: what the running batch holds (max_num_seqs).
     max_sequences_per_request: int | None = attrs.field(default=None, validator=_positive)
+    # Whether a request may bring its own chat template (`chat_template`, or
+    # chat_template_kwargs["chat_template"]); refused with a 400 otherwise, as vLLM does. Even
+    # trusted, such a template renders with a time, size and memory limit.
+    trust_request_chat_template: bool = False
     # Per-request caps, so that what one request costs is bounded (past one, a 400 naming it):
     # entries of `stop`, `stop_token_ids` and `bad_words` (each); the characters of each such
     # string; the characters of a structured-output constraint (a JSON schema as sent, a regex,

@@ -4,6 +4,10 @@ Same environment as Hugging Face's `apply_chat_template` (sandboxed, trim_blocks
 loopcontrols, raise_exception, strftime_now, a `tojson` that keeps non-ASCII, the
 `{% generation %}` tag) so that a model's own template renders here as it does there.
 Templates are compiled once per source string. Every template failure is the client's 400.
+
+A request may bring its own template (`chat_template`) only where the server trusts them
+(`trust_request_chat_template`, as in vLLM); such a template renders under limits
+(protocol/generation/template_limits.py).
 """
 
 from __future__ import annotations
@@ -21,13 +25,23 @@ import jinja2.ext
 import jinja2.nodes
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from protocol.generation.template_limits import LimitedEnvironment, render_limited
 from protocol.http import HTTPError
 from protocol.openai.chat_schemas import ChatContentPart, ChatMessageParam, ChatTool
 
 if TYPE_CHECKING:
+    from configs.settings import Settings
     from protocol.served_model import ServedModel
 
 ContentFormat = Literal["string", "openai"]
+
+UNTRUSTED_TEMPLATE_MESSAGE = (
+    "Chat template is passed with request, but --trust-request-chat-template is not set. "
+    "Refused request with untrusted chat template."
+)
+# A request's own template: how long it may render, and how much the process may grow meanwhile.
+REQUEST_TEMPLATE_TIMEOUT_S = 5.0
+REQUEST_TEMPLATE_MEMORY_BYTES = 1 << 30
 
 NO_TEMPLATE_MESSAGE = (
     "As of transformers v4.44, default chat template is no longer allowed, so you must "
@@ -68,8 +82,10 @@ class _GenerationTag(jinja2.ext.Extension):
         return jinja2.nodes.Scope(body, lineno=lineno)
 
 
-def _environment() -> ImmutableSandboxedEnvironment:
-    env = ImmutableSandboxedEnvironment(
+def _environment(
+    kind: type[ImmutableSandboxedEnvironment] = ImmutableSandboxedEnvironment,
+) -> ImmutableSandboxedEnvironment:
+    env = kind(
         trim_blocks=True,
         lstrip_blocks=True,
         extensions=[_GenerationTag, jinja2.ext.loopcontrols],
@@ -81,6 +97,7 @@ def _environment() -> ImmutableSandboxedEnvironment:
 
 
 _ENV = _environment()
+_REQUEST_ENV = _environment(LimitedEnvironment)
 
 
 def _template_error(exc: Exception) -> HTTPError:
@@ -88,10 +105,10 @@ def _template_error(exc: Exception) -> HTTPError:
 
 
 @functools.lru_cache(maxsize=32)
-def compile_template(source: str) -> jinja2.Template:
+def compile_template(source: str, from_request: bool = False) -> jinja2.Template:
     try:
-        return _ENV.from_string(source)
-    except jinja2.TemplateError as exc:
+        return (_REQUEST_ENV if from_request else _ENV).from_string(source)
+    except (jinja2.TemplateError, RecursionError, MemoryError) as exc:
         raise _template_error(exc) from None
 
 
@@ -198,11 +215,16 @@ def _cut_after_final_message(rendered: str, messages: list[ChatMessageParam]) ->
     )
 
 
-def resolve_template(request_template: str | None, model_template: str | None) -> str:
-    template = request_template or model_template
-    if not template:
+def resolve_template(req: Any, model_template: str | None, trusted: bool) -> tuple[str, bool]:
+    """The template to render and whether it came with the request (then only if trusted)."""
+    request_template = req.chat_template or (req.chat_template_kwargs or {}).get("chat_template")
+    if request_template is not None:
+        if not trusted:
+            raise HTTPError(400, UNTRUSTED_TEMPLATE_MESSAGE, "BadRequestError")
+        return request_template, True
+    if not model_template:
         raise HTTPError(400, NO_TEMPLATE_MESSAGE, "BadRequestError", "chat_template")
-    return template
+    return model_template, False
 
 
 def render_chat(
@@ -216,8 +238,12 @@ def render_chat(
     tools: list[dict[str, Any]] | None = None,
     documents: list[dict[str, str]] | None = None,
     content_format_setting: str = "auto",
+    request_template_chars: int | None = None,
 ) -> str:
-    """The prompt text for `messages`. Raises HTTPError(400) for any template failure."""
+    """The prompt text for `messages`. Raises HTTPError(400) for any template failure.
+
+    request_template_chars: set when the template came with the request: it renders under
+    limits, its output at most this many characters."""
     if continue_final_message and add_generation_prompt:
         raise HTTPError(
             400,
@@ -225,7 +251,8 @@ def render_chat(
             "BadRequestError",
             "continue_final_message",
         )
-    compiled = compile_template(template)
+    from_request = request_template_chars is not None
+    compiled = compile_template(template, from_request)
     fmt: ContentFormat
     if content_format_setting == "string" or content_format_setting == "openai":
         fmt = content_format_setting
@@ -244,9 +271,18 @@ def render_chat(
         documents=documents,
     )
     try:
-        rendered = compiled.render(context)
+        if request_template_chars is None:
+            rendered = compiled.render(context)
+        else:
+            rendered = render_limited(
+                compiled,
+                context,
+                timeout_s=REQUEST_TEMPLATE_TIMEOUT_S,
+                max_chars=request_template_chars,
+                max_memory_bytes=REQUEST_TEMPLATE_MEMORY_BYTES,
+            )
     # A request may bring its own template: whatever it raises while rendering (1/0, a range
-    # past the sandbox's limit) is that request's mistake.
+    # past the sandbox's limit, a limit above, endless recursion) is that request's mistake.
     except (
         jinja2.TemplateError,
         TypeError,
@@ -254,6 +290,8 @@ def render_chat(
         KeyError,
         IndexError,
         ArithmeticError,
+        RecursionError,
+        MemoryError,
     ) as exc:
         raise _template_error(exc) from None
     if continue_final_message:
@@ -278,12 +316,15 @@ def template_tools(tools: list[ChatTool] | None) -> list[dict[str, Any]] | None:
     ]
 
 
-def render_request(req: Any, served: ServedModel) -> str:
+def render_request(req: Any, served: ServedModel, settings: Settings) -> str:
     """The prompt text of a request's `messages`, rendered with the model's template and
-    settings. Chat completions, /tokenize and the pooling routes send the same chat fields;
-    the pooling requests have no `tools` or `documents`."""
+    settings (or the request's own, where trusted). Chat completions, /tokenize and the pooling
+    routes send the same chat fields; the pooling requests have no `tools` or `documents`."""
+    template, from_request = resolve_template(
+        req, served.chat_template, settings.trust_request_chat_template
+    )
     return render_chat(
-        resolve_template(req.chat_template, served.chat_template),
+        template,
         req.messages,
         add_generation_prompt=req.add_generation_prompt,
         tokenizer=served.tokenizer,
@@ -292,6 +333,9 @@ def render_request(req: Any, served: ServedModel) -> str:
         tools=template_tools(getattr(req, "tools", None)),
         documents=getattr(req, "documents", None),
         content_format_setting=served.chat_template_content_format,
+        request_template_chars=settings.prompt_chars(served.max_model_len)
+        if from_request
+        else None,
     )
 
 

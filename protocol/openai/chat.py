@@ -87,7 +87,7 @@ def _prepare(request: Request) -> _Prepared:
     # A forced tool choice replaces the request's own output constraint.
     grammar = plan.grammar or request_grammar(req, settings.max_grammar_chars)
 
-    prompt_text = render_request(req, served)
+    prompt_text = render_request(req, served, settings)
     prompt_ids = encode(
         served.tokenizer,
         prompt_text,

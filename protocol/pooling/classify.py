@@ -7,7 +7,7 @@ import anyio
 from protocol import response_bodies
 from protocol.converter import parse_body
 from protocol.http import Request, Response
-from protocol.model_resolution import CLASSIFY, resolve_model
+from protocol.model_resolution import CLASSIFY, resolve_model, server_state
 from protocol.pooling.embeddings import pooling_usage
 from protocol.pooling.inputs import pooled_vectors, request_token_ids
 from protocol.pooling.schemas import ClassifyData, ClassifyRequest, ClassifyResponse
@@ -16,7 +16,9 @@ from protocol.pooling.schemas import ClassifyData, ClassifyRequest, ClassifyResp
 async def classify(request: Request) -> Response:
     req = parse_body(request, ClassifyRequest)
     served = resolve_model(request, req.model, CLASSIFY)
-    token_ids = await anyio.to_thread.run_sync(request_token_ids, served, req)
+    token_ids = await anyio.to_thread.run_sync(
+        request_token_ids, served, req, server_state(request).settings
+    )
     probs = (await pooled_vectors(served, token_ids)).cpu()  # [inputs, num_labels]
     id2label = served.engine.encoder.id2label
     data = [

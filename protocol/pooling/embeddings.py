@@ -12,7 +12,7 @@ from protocol import response_bodies
 from protocol.converter import parse_body
 from protocol.generation.request_schemas import UsageInfo
 from protocol.http import Request, Response
-from protocol.model_resolution import EMBEDDINGS, POOLING, resolve_model
+from protocol.model_resolution import EMBEDDINGS, POOLING, resolve_model, server_state
 from protocol.pooling.inputs import (
     bad_request,
     check_choice,
@@ -73,7 +73,9 @@ async def create_embedding(request: Request) -> Response:
     served = resolve_model(request, req.model, EMBEDDINGS)
     check_choice(req.encoding_format, ENCODING_FORMATS, "encoding_format")
     check_dimensions(req.dimensions, served)
-    token_ids = await anyio.to_thread.run_sync(request_token_ids, served, req)
+    token_ids = await anyio.to_thread.run_sync(
+        request_token_ids, served, req, server_state(request).settings
+    )
     vectors = (await pooled_vectors(served, token_ids)).cpu()
     data = [
         EmbeddingData(index=i, embedding=encode_vector(v, req.encoding_format))
@@ -103,7 +105,9 @@ async def create_pooling(request: Request) -> Response:
             "task",
         )
     check_dimensions(req.dimensions, served)
-    token_ids = await anyio.to_thread.run_sync(request_token_ids, served, req)
+    token_ids = await anyio.to_thread.run_sync(
+        request_token_ids, served, req, server_state(request).settings
+    )
     outputs = (await pooled_vectors(served, token_ids)).cpu()
     return response_bodies.json_body(
         PoolingResponse(

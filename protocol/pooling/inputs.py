@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from configs.settings import Settings
 from observability.request_log import current_record
 from protocol.generation.chat_template import render_request
 from protocol.generation.prompts import check_token_ids
@@ -89,7 +90,9 @@ def encode_texts(
     return token_ids
 
 
-def request_token_ids(served: ServedModel, req: PoolingInputRequest) -> list[list[int]]:
+def request_token_ids(
+    served: ServedModel, req: PoolingInputRequest, settings: Settings
+) -> list[list[int]]:
     """The token ids of every input of an embeddings, pooling or classify request."""
     if (req.input is None) == (req.messages is None):
         raise bad_request("Send exactly one of `input` and `messages`.", "input")
@@ -97,7 +100,7 @@ def request_token_ids(served: ServedModel, req: PoolingInputRequest) -> list[lis
     if req.messages is not None:
         if not req.messages:
             raise bad_request(EMPTY_INPUT_MESSAGE, "messages")
-        text = render_request(req, served)
+        text = render_request(req, served, settings)
         add_special = bool(req.add_special_tokens)  # default False for chat
         return encode_texts(served, [text], add_special, keep)
     add_special = req.add_special_tokens is not False  # default True for plain input

@@ -34,7 +34,7 @@ def _tokenize(request: Request) -> Response:
     if "messages" in body:
         req = structure(body, TokenizeChatRequest)
         served = resolve_model(request, req.model)
-        text = render_request(req, served)
+        text = render_request(req, served, server_state(request).settings)
     else:
         req = structure(body, TokenizeCompletionRequest)
         served = resolve_model(request, req.model)

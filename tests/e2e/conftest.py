@@ -19,8 +19,13 @@ def _start(tmp_path_factory, name: str, env: dict[str, str]) -> Server:
 
 @pytest.fixture(scope="session")
 def server(tmp_path_factory, smollm2_dir):
-    """The embedded model in float32, so greedy output can be compared with transformers."""
-    s = _start(tmp_path_factory, "fp32", {"LUMEN_DTYPE": "float32"})
+    """The embedded model in float32, so greedy output can be compared with transformers;
+    requests may bring their own chat template (tests of tools and templates do)."""
+    s = _start(
+        tmp_path_factory,
+        "fp32",
+        {"LUMEN_DTYPE": "float32", "LUMEN_TRUST_REQUEST_CHAT_TEMPLATE": "true"},
+    )
     yield s
     s.stop()
 

@@ -46,3 +46,16 @@ def test_a_huge_prompt_being_tokenized_does_not_hold_up_another_clients_stream(r
     assert text
     # Served while the hostile request was still being tokenized, not after it.
     assert finished["well-behaved"] < finished["hostile"]
+
+
+def test_a_request_chat_template_is_refused_by_default_and_the_server_serves_on(auth_server):
+    client = openai.OpenAI(base_url=auth_server.url + "/v1", api_key="token-abc123", max_retries=0)
+    model = client.models.list().data[0].id
+    messages = [{"role": "user", "content": "Hi"}]
+    hostile = "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}"
+    with pytest.raises(openai.BadRequestError, match="trust-request-chat-template"):
+        client.chat.completions.create(
+            model=model, messages=messages, max_tokens=2, extra_body={"chat_template": hostile}
+        )
+    reply = client.chat.completions.create(model=model, messages=messages, max_tokens=2)
+    assert reply.choices[0].finish_reason == "length"

@@ -30,7 +30,9 @@ def pooling_server(tmp_path_factory, smollm2_dir, cross_encoder_dir, classifier_
         {"name": CLASSIFIER, "model": str(classifier_dir), "task": "classify"},
     ]
     log = tmp_path_factory.mktemp("pooling") / "server.log"
-    server = Server({"LUMEN_MODELS": json.dumps(models)}, log)
+    # Trusting request templates: the messages test brings its own.
+    env = {"LUMEN_MODELS": json.dumps(models), "LUMEN_TRUST_REQUEST_CHAT_TEMPLATE": "true"}
+    server = Server(env, log)
     try:
         server.wait_ready()
         yield server

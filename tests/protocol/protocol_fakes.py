@@ -156,9 +156,16 @@ def served(engine: Any) -> ServedModel:
     )
 
 
-def server_with(*engines: Any, status: str = "ready", error: str | None = None) -> ServerState:
+def server_with(
+    *engines: Any,
+    status: str = "ready",
+    error: str | None = None,
+    settings: Settings | None = None,
+) -> ServerState:
+    """A server state serving `engines`. Its settings trust request chat templates unless
+    given: many tests bring their own template."""
     return ServerState(
-        settings=Settings(),
+        settings=settings or Settings(trust_request_chat_template=True),
         models={e.served_model_name: served(e) for e in engines},
         status=status,
         error=error,

@@ -141,11 +141,19 @@ def test_templates_are_compiled_once() -> None:
     assert compile_template(CHATML) is compile_template(CHATML)
 
 
-def test_request_template_wins_and_none_at_all_is_a_400() -> None:
-    assert resolve_template("req", "model") == "req"
-    assert resolve_template(None, "model") == "model"
+def test_a_trusted_request_template_wins_and_none_at_all_is_a_400() -> None:
+    def req(template: str | None = None, kwargs: dict | None = None) -> object:
+        return type("Req", (), {"chat_template": template, "chat_template_kwargs": kwargs})()
+
+    assert resolve_template(req("req"), "model", True) == ("req", True)
+    assert resolve_template(req(kwargs={"chat_template": "kw"}), "model", True) == ("kw", True)
+    assert resolve_template(req(), "model", False) == ("model", False)
+    for untrusted in (req("req"), req(kwargs={"chat_template": "kw"})):
+        with pytest.raises(HTTPError) as info:
+            resolve_template(untrusted, "model", False)
+        assert info.value.status == 400 and "--trust-request-chat-template" in info.value.message
     with pytest.raises(HTTPError) as info:
-        resolve_template(None, None)
+        resolve_template(req(), None, True)
     assert info.value.status == 400 and "chat template" in info.value.message
 
 
