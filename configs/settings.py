@@ -184,6 +184,9 @@ class Settings:
     max_request_body_bytes: int = attrs.field(default=16 * 1024 * 1024, validator=_positive)
     # A client must finish sending its body within this many seconds (slow senders get 408).
     request_body_timeout_s: float = attrs.field(default=30.0, validator=attrs.validators.gt(0))
+    # A model whose engine step (or pooling pass) has run longer than this is reported
+    # unhealthy by /health (503), so an orchestrator can restart a stuck server.
+    step_watchdog_s: float = attrs.field(default=120.0, validator=attrs.validators.gt(0))
     # On SIGTERM: stop admitting (503), let in-flight requests and streams finish for up to
     # this many seconds, then abort the rest and exit.
     shutdown_timeout_s: float = attrs.field(default=30.0, validator=attrs.validators.ge(0))

@@ -19,7 +19,7 @@ import anyio
 from anyio.streams.memory import MemoryObjectSendStream
 
 from engine.admission import Admission
-from engine.errors import EngineDeadError
+from engine.errors import EngineDeadError, EngineStepError, SequenceError
 from engine.llm_engine import LLMEngine
 from engine.outputs import RequestOutput
 from engine.sampling_params import SamplingParams
@@ -55,6 +55,9 @@ class AsyncEngine:
         self._channels: dict[str, tuple[MemoryObjectSendStream[Any], int]] = {}
         self._ids = itertools.count()
         self.admission = Admission(served_model_name, max_sequences, max_tokens)
+        # When the step now running began (time.monotonic()), for the health watchdog.
+        self.step_started: float | None = None
+        self._logged_failures: set[tuple[str, str]] = set()
 
     async def generate(
         self, request_id: str, prompts: list[tuple[list[int], SamplingParams]]
@@ -80,10 +83,10 @@ class AsyncEngine:
                 with receive:
                     while remaining:
                         item = await receive.receive()
+                        if isinstance(item, EngineStepError | EngineDeadError):
+                            raise item  # a failed step, or the engine died
                         if isinstance(item, ValueError):
                             raise item  # this request's input, refused by the engine
-                        if isinstance(item, BaseException):
-                            raise EngineDeadError(str(item)) from item
                         remaining -= item[1].finished
                         yield item
             finally:
@@ -94,7 +97,9 @@ class AsyncEngine:
                     self._submit(lambda: [self._abort(seq_id) for seq_id in unfinished])
 
     async def run(self) -> None:
-        """The engine loop; runs until cancelled (server shutdown) or the engine fails."""
+        """The engine loop; runs until cancelled (server shutdown). A step that fails fails its
+        requests (LLMEngine.step) and the loop goes on; only a failure outside the step (the
+        loop's own bookkeeping) leaves the engine dead, its requests failed (503)."""
         try:
             while True:
                 if not self._inbox and not self.engine.has_work:
@@ -104,14 +109,19 @@ class AsyncEngine:
                 for action in inbox:
                     action()
                 if self.engine.has_work:
-                    results = await anyio.to_thread.run_sync(self.engine.step)
+                    self.step_started = time.monotonic()
+                    try:
+                        results = await anyio.to_thread.run_sync(self.engine.step)
+                    finally:
+                        self.step_started = None
                     self._publish(results)
                 self._update_gauges()
         except Exception as exc:
             logger.exception("engine for %s failed; failing its requests", self.served_model_name)
             self.error = exc
+            dead = EngineDeadError(f"engine for {self.served_model_name} died: {exc!r}")
             for send, _ in self._channels.values():
-                send.send_nowait(exc)
+                send.send_nowait(dead)
             raise
 
     def _add(
@@ -163,7 +173,11 @@ class AsyncEngine:
         if seq is not None:
             self.stats.on_finished(seq)
 
-    def _publish(self, results: list[tuple[Any, RequestOutput]]) -> None:
+    def _publish(self, results: list[tuple[Any, RequestOutput | Exception]]) -> None:
+        failed = [(seq, exc) for seq, exc in results if isinstance(exc, Exception)]
+        if failed:
+            self._report_failures(failed)
+        results = [(seq, out) for seq, out in results if not isinstance(out, Exception)]
         self.stats.on_step(self.engine.last_step, [seq for seq, _ in results])
         for seq, output in results:
             if output.finished:
@@ -174,6 +188,33 @@ class AsyncEngine:
             if target is not None:
                 send, index = target
                 send.send_nowait((index, output))
+
+    def _report_failures(self, failed: list[tuple[Any, Exception]]) -> None:
+        """Fails the requests whose sequences a step failed; logs each kind of failure with
+        its traceback once (a failure that repeats every step must not flood the log)."""
+        for seq, exc in failed:
+            self.stats.on_finished(seq)
+            target = self._channels.pop(seq.request_id, None)
+            if target is not None:
+                target[0].send_nowait(
+                    EngineStepError(f"The engine failed while running this request: {exc}")
+                )
+        exc = failed[0][1]
+        scope = "sequence" if isinstance(exc, SequenceError) else "step"
+        self.stats.on_step_failure(scope)
+        kind = (type(exc).__name__, str(exc))
+        if kind in self._logged_failures:
+            logger.warning("%s: a %s failed again (%s: %s)", self.served_model_name, scope, *kind)
+        else:
+            if len(self._logged_failures) < 100:  # bounded, however varied the messages
+                self._logged_failures.add(kind)
+            logger.error(
+                "%s: a %s failed; its %d sequence(s) failed, the engine goes on",
+                self.served_model_name,
+                scope,
+                len(failed),
+                exc_info=exc,
+            )
 
     def _update_gauges(self) -> None:
         sched = self.engine.scheduler

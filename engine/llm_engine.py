@@ -16,6 +16,7 @@ from transformers import AutoTokenizer
 from configs.settings import Settings
 from engine.block_manager import BlockManager
 from engine.detokenizer import IncrementalDetokenizer
+from engine.errors import SequenceError
 from engine.logits_processors import GrammarMatchers
 from engine.model_runner import ModelRunner, StepOutput, free_memory_bytes, resolve_dtype
 from engine.outputs import RequestOutput, TokenLogprobs
@@ -160,15 +161,37 @@ class LLMEngine:
             self._release(seq)
         return seq
 
-    def step(self) -> list[tuple[Sequence, RequestOutput]]:
+    def step(self) -> list[tuple[Sequence, RequestOutput | Exception]]:
+        """One step's outputs, one per sequence that got a token, or the exception that failed
+        a sequence (it is finished as aborted, its KV freed). A failure that belongs to one
+        sequence fails it alone (the others are scheduled again next step, their state
+        untouched); any other fails every sequence of the step. Either way the engine can
+        step on."""
         scheduled = self.scheduler.schedule()
         self.last_step = scheduled
         if scheduled.is_empty:
             return []
-        result = self.runner.run(scheduled)
-        self._collect_prompt_logprobs(result)
-        updated = self.scheduler.postprocess(scheduled, result.sampled)
-        return [(seq, self._publish(seq, result.logprobs.get(seq.seq_id))) for seq in updated]
+        try:
+            result = self.runner.run(scheduled)
+            self._collect_prompt_logprobs(result)
+            updated = self.scheduler.postprocess(scheduled, result.sampled)
+        except SequenceError as exc:
+            seq = next(s for s in scheduled.seqs if s.seq_id == exc.seq_id)
+            return [(seq, self._fail(seq, exc))]
+        except Exception as exc:
+            return [(seq, self._fail(seq, exc)) for seq in scheduled.seqs if not seq.is_finished]
+        outputs: list[tuple[Sequence, RequestOutput | Exception]] = []
+        for seq in updated:
+            try:
+                outputs.append((seq, self._publish(seq, result.logprobs.get(seq.seq_id))))
+            except Exception as exc:  # its detokenizing, say: the others' outputs stand
+                outputs.append((seq, self._fail(seq, exc)))
+        return outputs
+
+    def _fail(self, seq: Sequence, exc: Exception) -> Exception:
+        if self.abort(seq.request_id) is None:  # it had finished: still forget its state
+            self._release(seq)
+        return exc
 
     def _collect_prompt_logprobs(self, result: StepOutput) -> None:
         for seq_id, (first, entries) in result.prompt_logprobs.items():

@@ -15,6 +15,7 @@ and nothing is retried.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -26,6 +27,7 @@ import llguidance.hf
 import llguidance.torch
 import torch
 
+from engine.errors import SequenceError
 from engine.sampling_params import SamplingParams
 from engine.sequence import Sequence
 
@@ -88,7 +90,10 @@ class GrammarMatchers:
             bitmask = pending[1].result()
         else:
             if pending is not None:
-                pending[1].result()  # never leave a computation running on the matchers
+                # Never leave a computation running on the matchers; a stale one (its step
+                # failed) may have raised, which concerns nobody now.
+                with contextlib.suppress(Exception):
+                    pending[1].result()
             bitmask = self._bitmask(tuple(seq_ids))
         index = torch.tensor(rows, device=logits.device)
         constrained = logits.index_select(0, index).cpu()  # [len(rows), vocab]
@@ -178,7 +183,10 @@ def apply_logits_processors(
     for row, seq in enumerate(seqs):
         seq_rules = rules.get(seq.seq_id)
         if seq_rules is not None:
-            seq_rules.apply(logits[row], seq.output_token_ids)
+            try:
+                seq_rules.apply(logits[row], seq.output_token_ids)
+            except Exception as exc:
+                raise SequenceError(seq.seq_id, exc) from exc
         if grammars is not None and seq.seq_id in grammars:
             grammar_rows.append(row)
     if grammars is not None and grammar_rows:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import time
 from typing import Any, Protocol
 
 import anyio
@@ -18,6 +19,8 @@ import attrs
 import torch
 
 from engine.admission import Admission
+from engine.errors import EngineDeadError, EngineStepError
+from observability.metrics import ENGINE_STEP_FAILURES
 
 logger = logging.getLogger(__name__)
 
@@ -72,11 +75,15 @@ class PoolingEngine:
         self.num_passes = 0  # forward passes run, for metrics and tests
         # An input is one row of a short forward pass: only their tokens are bounded.
         self.admission = Admission(served_model_name, max_tokens=max_tokens)
+        self.error: BaseException | None = None  # set when the loop itself died
+        self.step_started: float | None = None  # when the running pass began, for /health
 
     async def encode(
         self, inputs: list[list[int]], token_type_ids: list[list[int]] | None = None
     ) -> torch.Tensor:
         """One pooled vector per input: [len(inputs), dim] float32, in input order."""
+        if self.error is not None:
+            raise EngineDeadError(f"engine for {self.served_model_name} died: {self.error!r}")
         with self.admission.hold(len(inputs), sum(len(ids) for ids in inputs)):
             request = _Request(len(inputs))
             types = token_type_ids or [None] * len(inputs)
@@ -94,7 +101,22 @@ class PoolingEngine:
         return torch.stack([request.rows[i] for i in range(request.num_inputs)])
 
     async def run(self) -> None:
-        """The batching loop; runs until cancelled (server shutdown)."""
+        """The batching loop; runs until cancelled (server shutdown). A pass that fails fails
+        its requests and the loop goes on; a failure of the loop itself leaves the engine dead:
+        every waiting request fails, new ones are refused (503)."""
+        try:
+            await self._loop()
+        except Exception as exc:
+            logger.exception("pooling engine for %s failed", self.served_model_name)
+            self.error = exc
+            dead = EngineDeadError(f"engine for {self.served_model_name} died: {exc!r}")
+            for item in self._queue:
+                item.request.error = dead
+                item.request.done.set()
+            self._queue.clear()
+            raise
+
+    async def _loop(self) -> None:
         while True:
             if not self._queue:
                 await self._wakeup.wait()
@@ -103,14 +125,19 @@ class PoolingEngine:
             batch = self._next_batch()
             if not batch:
                 continue
+            self.step_started = time.monotonic()
             try:
                 vectors = await anyio.to_thread.run_sync(self._encode, batch)
             except Exception as exc:
                 logger.exception("pooling pass of %d inputs failed", len(batch))
+                ENGINE_STEP_FAILURES.labels(self.served_model_name, "0", "step").inc()
+                failed = EngineStepError(f"The engine failed while running this request: {exc}")
                 for request in {item.request for item in batch}:
-                    request.error = exc
+                    request.error = failed
                     request.done.set()
                 continue
+            finally:
+                self.step_started = None
             self.num_passes += 1
             for item, vector in zip(batch, vectors, strict=True):
                 item.request.rows[item.index] = vector

@@ -103,6 +103,9 @@ class EngineStats:
                 self._itl.observe(seq.last_token_time - last)
             self._last_token_time[seq.seq_id] = seq.last_token_time
 
+    def on_step_failure(self, scope: str) -> None:
+        m.ENGINE_STEP_FAILURES.labels(*self.labels, scope).inc()
+
     def on_finished(self, seq: Any) -> None:
         """A sequence finished: stopped, hit a length limit, or aborted (its client went away).
 

@@ -141,6 +141,13 @@ REQUEST_SUCCESS = _counter(
     ("finished_reason",),
 )
 
+ENGINE_STEP_FAILURES = _counter(
+    "lumen:engine_step_failures",
+    "Engine steps (or pooling passes) that raised; scope sequence: one sequence failed, step: "
+    "every sequence in it. The engine went on serving after each.",
+    ("scope",),
+)
+
 # Histograms.
 ITERATION_TOKENS = _histogram(
     "vllm:iteration_tokens_total",

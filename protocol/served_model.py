@@ -36,6 +36,8 @@ class Engine(Protocol):
     max_model_len: int
     vocab_size: int
     admission: Admission  # the work in flight; check() raises EngineOverloadedError
+    error: BaseException | None  # set once the engine died (it refuses everything then)
+    step_started: float | None  # time.monotonic() when the running step began, else None
 
 
 @runtime_checkable

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import attrs
 
 from configs.settings import Settings
@@ -18,3 +20,5 @@ class ServerState:
     # Set once shutdown begins: new requests get 503 while in-flight ones finish.
     draining: bool = False
     in_flight: int = 0  # requests being served, operational routes aside (GET /load)
+    # The /health?deep=true check now running, which concurrent callers share.
+    deep_probe: Any = None

@@ -10,13 +10,16 @@ stuck.
 from __future__ import annotations
 
 import functools
+import time
 import uuid
 from importlib import metadata
 from typing import Any
 
 import anyio
+import attrs
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from engine.errors import EngineOverloadedError
 from engine.sampling_params import SamplingParams
 from observability import event_loop  # noqa: F401 - registers its gauge with REGISTRY
 from observability.metrics import REGISTRY
@@ -42,6 +45,12 @@ async def health(request: Request) -> Response:
         return json_response({"status": server.status}, 503)
     if server.draining:
         return json_response({"status": "draining"}, 503)
+    problems = _engine_problems(server)
+    if problems:
+        body: dict[str, Any] = {"status": "unhealthy"}
+        if request.authorized:
+            body["errors"] = problems
+        return json_response(body, 503)
     if b"deep=true" in request.query_string.split(b"&"):
         if not request.authorized:
             raise HTTPError(
@@ -49,8 +58,51 @@ async def health(request: Request) -> Response:
                 "/health?deep=true runs the models: it needs the API key.",
                 "AuthenticationError",
             )
-        return await _deep_health(server)
+        return await _shared_deep_health(server)
     return json_response({})
+
+
+def _engine_problems(server: Any) -> dict[str, str]:
+    """Models whose engine died, or whose step has run past the watchdog (step_watchdog_s)."""
+    problems = {}
+    watchdog_s = server.settings.step_watchdog_s
+    now = time.monotonic()
+    for name, served in server.models.items():
+        engine = served.engine
+        if engine.error is not None:
+            problems[name] = f"the engine died: {engine.error!r}"
+        elif engine.step_started is not None and now - engine.step_started > watchdog_s:
+            problems[name] = (
+                f"a step has run for {now - engine.step_started:.0f} s "
+                f"(step_watchdog_s = {watchdog_s:g})"
+            )
+    return problems
+
+
+@attrs.define
+class _DeepProbe:
+    done: anyio.Event = attrs.field(factory=anyio.Event)
+    response: Response | None = None
+
+
+async def _shared_deep_health(server: Any) -> Response:
+    """One deep check at a time, whatever the number of callers: those who come while it runs
+    get its answer, so probes cannot pile work onto the models."""
+    probe = server.deep_probe
+    if probe is not None:
+        await probe.done.wait()
+    else:
+        probe = server.deep_probe = _DeepProbe()
+        try:
+            # Finished even if this caller leaves: the others are waiting for it.
+            with anyio.CancelScope(shield=True):
+                probe.response = await _deep_health(server)
+        finally:
+            server.deep_probe = None
+            probe.done.set()
+    if probe.response is None:
+        return json_response({"status": "unhealthy", "errors": {"check": "it failed"}}, 503)
+    return probe.response
 
 
 async def _deep_health(server: Any) -> Response:
@@ -59,6 +111,8 @@ async def _deep_health(server: Any) -> Response:
         for name, served in server.models.items():
             try:
                 await _serve_one(served)
+            except EngineOverloadedError:
+                pass  # busy serving others: alive, and at capacity is not a failure
             except Exception as exc:  # noqa: BLE001 - reported, not raised: this is a probe
                 failures[name] = f"{type(exc).__name__}: {exc}"
     if deadline.cancelled_caught:

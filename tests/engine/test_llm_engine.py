@@ -175,3 +175,105 @@ async def test_admission_counts_sequences_and_prompt_tokens_and_returns_to_zero(
         await second.aclose()
         tg.cancel_scope.cancel()
     assert (admission.num_sequences, admission.num_tokens) == (0, 0)
+
+
+async def _collect(outputs) -> list | BaseException:
+    """The request's outputs, or the exception that ended it."""
+    try:
+        return [out async for _, out in outputs]
+    except Exception as exc:  # noqa: BLE001 - the test inspects it
+        return exc
+
+
+def _step_failures(scope: str) -> float:
+    from observability.metrics import REGISTRY
+
+    value = REGISTRY.get_sample_value(
+        "lumen:engine_step_failures_total", {"model_name": "m", "engine": "0", "scope": scope}
+    )
+    return value or 0.0
+
+
+@pytest.mark.anyio
+async def test_a_forward_pass_that_raises_fails_its_step_and_the_engine_serves_on(
+    small_engine, monkeypatch
+):
+    import anyio
+
+    from engine.async_engine import AsyncEngine
+    from engine.errors import EngineStepError
+
+    engine = AsyncEngine(small_engine, served_model_name="m")
+    runner = small_engine.runner
+    real_forward = runner.forward
+    calls = {"n": 0}
+
+    def forward_failing_once(*args, **kwargs):
+        assert engine.step_started is not None  # what the /health watchdog reads
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("injected forward failure")
+        return real_forward(*args, **kwargs)
+
+    monkeypatch.setattr(runner, "forward", forward_failing_once)
+    params = SamplingParams(max_tokens=4, temperature=0, ignore_eos=True)
+    before = _step_failures("step")
+    results: dict[str, object] = {}
+
+    async def run_request(name: str) -> None:
+        results[name] = await _collect(engine.generate(name, [([5, 6, 7], params)]))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(run_request, "a")
+        tg.start_soon(run_request, "b")
+        await anyio.wait_all_tasks_blocked()  # both submitted: they share the failing step
+        tg.start_soon(engine.run)
+        while len(results) < 2:
+            await anyio.sleep(0.01)
+        after = await _collect(engine.generate("c", [([5, 6, 7], params)]))
+        tg.cancel_scope.cancel()
+
+    for name in ("a", "b"):
+        assert isinstance(results[name], EngineStepError), results[name]
+        assert "injected forward failure" in str(results[name])
+    assert len(after) == 4 and after[-1].finished  # the engine went on
+    assert engine.error is None and _step_failures("step") == before + 1
+    assert engine.step_started is None
+    assert small_engine.scheduler.block_manager.usage == 0  # the failed ones' blocks were freed
+
+
+@pytest.mark.anyio
+async def test_a_logits_rule_that_raises_fails_its_request_only(small_engine, monkeypatch):
+    import anyio
+
+    from engine.async_engine import AsyncEngine
+    from engine.errors import EngineStepError
+    from engine.logits_processors import TokenRules
+
+    def raising_apply(self, row, output_token_ids):
+        raise IndexError("injected rule failure")
+
+    monkeypatch.setattr(TokenRules, "apply", raising_apply)
+    engine = AsyncEngine(small_engine, served_model_name="m")
+    plain = SamplingParams(max_tokens=4, temperature=0, ignore_eos=True)
+    biased = SamplingParams(max_tokens=4, temperature=0, ignore_eos=True, logit_bias=((9, 1.0),))
+    before = _step_failures("sequence")
+    results: dict[str, object] = {}
+
+    async def run_request(name: str, params: SamplingParams) -> None:
+        results[name] = await _collect(engine.generate(name, [([5, 6, 7], params)]))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(run_request, "biased", biased)
+        tg.start_soon(run_request, "plain", plain)
+        await anyio.wait_all_tasks_blocked()
+        tg.start_soon(engine.run)
+        while len(results) < 2:
+            await anyio.sleep(0.01)
+        tg.cancel_scope.cancel()
+
+    assert isinstance(results["biased"], EngineStepError)
+    assert "injected rule failure" in str(results["biased"])
+    assert len(results["plain"]) == 4 and results["plain"][-1].finished
+    assert _step_failures("sequence") == before + 1
+    assert small_engine.scheduler.block_manager.usage == 0

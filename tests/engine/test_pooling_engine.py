@@ -147,3 +147,33 @@ async def test_prompt_tokens_past_capacity_are_refused(minilm) -> None:
         tg.cancel_scope.cancel()
     assert [type(r).__name__ for r in results[1:]] == ["Tensor", "Tensor"]
     assert (engine.admission.num_sequences, engine.admission.num_tokens) == (0, 0)
+
+
+async def test_a_dead_loop_fails_the_waiting_requests_and_refuses_new_ones(minilm) -> None:
+    from engine.errors import EngineDeadError
+
+    tokenizer, encoder = minilm
+    engine = PoolingEngine(encoder, max_num_batched_tokens=512)
+    ids = tokenizer("dead")["input_ids"]
+
+    def broken_batching() -> list:
+        raise RuntimeError("injected loop failure")
+
+    engine._next_batch = broken_batching
+    results: list[object] = []
+
+    async def waiting() -> None:
+        try:
+            results.append(await engine.encode([ids]))
+        except EngineDeadError as exc:
+            results.append(exc)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(waiting)
+        await anyio.wait_all_tasks_blocked()
+        with pytest.raises(RuntimeError, match="injected loop failure"):
+            await engine.run()
+    assert isinstance(results[0], EngineDeadError)  # not left waiting forever
+    with pytest.raises(EngineDeadError, match="died"):
+        await engine.encode([ids])
+    assert engine.admission.num_sequences == 0

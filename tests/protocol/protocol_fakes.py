@@ -77,6 +77,8 @@ class ScriptedEngine:
         self.tool_call_parser = tool_call_parser
         self.generation_defaults = dict(generation_defaults or {})  # as AsyncEngine's
         self.admission = Admission(name)  # tests fill it to see the 429
+        self.error: BaseException | None = None
+        self.step_started: float | None = None
         self.reply = reply
         self.fail_after = fail_after
         self.stop_reason = stop_reason
@@ -86,6 +88,7 @@ class ScriptedEngine:
     async def generate(
         self, request_id: str, prompts: list[tuple[list[int], SamplingParams]]
     ) -> AsyncIterator[tuple[int, RequestOutput]]:
+        self.admission.check(len(prompts), sum(len(ids) for ids, _ in prompts))  # as engines do
         self.calls.append((request_id, prompts))
         positions = [0] * len(prompts)
         done = [False] * len(prompts)

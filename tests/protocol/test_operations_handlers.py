@@ -149,6 +149,52 @@ async def test_deep_health_serves_a_real_request_on_every_model() -> None:
     assert response.status == 503 and "engine exploded" in body["errors"]["test-model"]
 
 
+async def test_concurrent_deep_checks_share_one_probe() -> None:
+    import anyio
+
+    engine = ScriptedEngine()
+    server = server_with(engine)
+    statuses = []
+
+    async def check() -> None:
+        response = await health(make_request(server=server, query_string=b"deep=true"))
+        statuses.append(response.status)
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(5):
+            tg.start_soon(check)
+    assert statuses == [200] * 5 and len(engine.calls) == 1
+    await check()  # the next one after it finished runs its own
+    assert len(engine.calls) == 2
+
+
+async def test_a_model_at_capacity_is_healthy_under_the_deep_check() -> None:
+    engine = ScriptedEngine()
+    engine.admission = Admission("m", max_sequences=1, num_sequences=1)
+    response = await health(make_request(server=server_with(engine), query_string=b"deep=true"))
+    assert response.status == 200 and engine.calls == []
+
+
+@pytest.mark.parametrize("authorized", [True, False])
+async def test_a_dead_or_stuck_engine_makes_health_503(authorized: bool) -> None:
+    import time
+
+    dead, stuck, fine = (ScriptedEngine(name=n) for n in ("dead", "stuck", "fine"))
+    dead.error = RuntimeError("boom")
+    stuck.step_started = time.monotonic() - 1000  # the default watchdog: 120 s
+    fine.step_started = time.monotonic()
+    request = make_request(server=server_with(dead, stuck, fine), authorized=authorized)
+    response = await health(request)
+    body = orjson.loads(response.body)
+    assert response.status == 503 and body["status"] == "unhealthy"
+    if authorized:
+        assert set(body["errors"]) == {"dead", "stuck"}
+        assert "boom" in body["errors"]["dead"] and "step_watchdog_s" in body["errors"]["stuck"]
+    else:
+        assert body == {"status": "unhealthy"}  # no internals for a client without the key
+    assert (await health(make_request(server=server_with(fine)))).status == 200
+
+
 async def test_load_reports_requests_in_flight() -> None:
     server = server_with(ScriptedEngine())
     server.in_flight = 3
