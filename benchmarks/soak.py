@@ -24,7 +24,10 @@ import attrs
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-REPO = Path(__file__).resolve().parents[1]
+# Importable both as `python benchmarks/soak.py` and as benchmarks.soak (the e2e test).
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from local_server import server_url  # noqa: E402
+
 MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 
 
@@ -185,22 +188,10 @@ def main() -> int:
     parser.add_argument("--max-tokens", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    server = None
-    url = args.url
-    if url is None:
-        sys.path.insert(0, str(REPO))
-        from tests.e2e.server import Server
-
-        server = Server({"LUMEN_MODELS": "[]"}, Path("/tmp/lumen-soak.log"))
-        server.wait_ready()
-        url = server.url
-    try:
+    with server_url(args.url, Path("/tmp/lumen-soak.log")) as url:
         report = asyncio.run(
             soak(url, streams=args.streams, max_tokens=args.max_tokens, seed=args.seed)
         )
-    finally:
-        if server is not None:
-            server.stop()
     print(
         f"{args.streams} streams in {report.seconds:.1f} s: {report.completed} completed, "
         f"{report.cancelled} cancelled, {report.refused} refused (429), "

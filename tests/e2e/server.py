@@ -24,16 +24,21 @@ def free_port() -> int:
 
 class Server:
     def __init__(
-        self, env: dict[str, str], log_path: Path, lumen_serve: list[str] | None = None
+        self,
+        env: dict[str, str],
+        log_path: Path,
+        lumen_serve: list[str] | None = None,
+        hypercorn_options: tuple[str, ...] = (),
     ) -> None:
-        """hypercorn on the app, or with `lumen_serve` (its arguments) the `lumen serve` CLI."""
+        """hypercorn on the app (with these options), or with `lumen_serve` (its arguments)
+        the `lumen serve` CLI."""
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
         self._log = log_path.open("wb")
         if lumen_serve is None:
             command = [sys.executable, "-m", "hypercorn", "asgi.app:app"]
-            command += ["--bind", f"127.0.0.1:{self.port}"]
+            command += ["--bind", f"127.0.0.1:{self.port}", *hypercorn_options]
         else:
             command = [*_lumen(), "serve", *lumen_serve, "--host=127.0.0.1", f"--port={self.port}"]
         self.proc = subprocess.Popen(

@@ -108,3 +108,26 @@ def test_lumen_serve_serves_then_drains_on_sigterm(tmp_path, smollm2_dir):
         assert "Traceback" not in log, log[-3000:]
     finally:
         server.stop()
+
+
+def test_the_readme_hypercorn_command_drains_streams_on_sigterm(tmp_path, smollm2_dir):
+    """Plain hypercorn gives open connections --graceful-timeout (3 s unless set) after a
+    signal; the README's command sets 30 s, so a stream longer than 3 s still completes."""
+    options = ("--graceful-timeout", "30")
+    server = Server({"LUMEN_MODELS": "[]"}, tmp_path / "server.log", hypercorn_options=options)
+    try:
+        server.wait_ready()
+        body = {"prompt": "Once upon a time", "max_tokens": 160, "ignore_eos": True}
+        stream = Stream(server.url, "/v1/completions", {**body, "stream": True})
+        assert stream.started.wait(60) and stream.events, stream.error
+        server.proc.send_signal(signal.SIGTERM)
+        signalled = time.monotonic()
+        assert refused_or_503(server.url)
+        stream.join(60)
+        assert stream.done and stream.error is None
+        assert stream.events[-1]["choices"][0]["finish_reason"] == "length"
+        assert stream.ended_at - signalled > 3  # past hypercorn's default grace
+        assert server.proc.wait(timeout=60) == 0
+        assert "Traceback" not in server.log(), server.log()[-3000:]
+    finally:
+        server.stop()
