@@ -23,12 +23,20 @@ def random_uuid() -> str:
     return f"{uuid.uuid4().int & ((1 << 64) - 1):016x}"
 
 
-def completion_id(request: Request) -> str:
-    return f"cmpl-{request.request_id}"
+def response_id(prefix: str, request: Request, body_request_id: str | None = None) -> str:
+    """`<prefix><base>`, the base being (vLLM's order) the client's X-Request-Id header, else
+    the body's `request_id`, else the id the server gave the request."""
+    sent_header = request.headers.get("x-request-id") == request.request_id
+    base = body_request_id if body_request_id and not sent_header else request.request_id
+    return prefix + base
 
 
-def chat_completion_id(request: Request) -> str:
-    return f"chatcmpl-{request.request_id}"
+def completion_id(request: Request, body_request_id: str | None = None) -> str:
+    return response_id("cmpl-", request, body_request_id)
+
+
+def chat_completion_id(request: Request, body_request_id: str | None = None) -> str:
+    return response_id("chatcmpl-", request, body_request_id)
 
 
 def created_now() -> int:

@@ -107,6 +107,7 @@ class GenerationRequest:
     truncate_prompt_tokens: int | None = documented(minimum=-1)  # -1 or positive (truncate_prompt)
     return_token_ids: bool | None = None
     priority: int = 0  # accepted; scheduling is first come, first served
+    request_id: str | None = None  # the response id's base, unless X-Request-Id is sent
     prompt_logprobs: int | None = documented(minimum=0)  # at most max_logprobs (check_logprobs)
     # Structured outputs: vLLM's field, its older top-level spellings, and OpenAI's
     structured_outputs: StructuredOutputs | None = None

@@ -14,6 +14,7 @@ from typing import Any
 
 import llguidance
 import orjson
+from llguidance.gbnf_to_lark import GbnfToLarkError, any_to_lark
 
 from protocol.generation.request_schemas import GenerationRequest
 from protocol.http import HTTPError
@@ -114,6 +115,11 @@ def request_grammar(req: GenerationRequest, max_chars: int) -> str | None:
             raise _invalid("choice must be a non-empty list of non-empty strings", param)
         grammar = llguidance.LLMatcher.grammar_from_regex("|".join(map(re.escape, value)))
     else:
-        grammar = llguidance.LLMatcher.grammar_from_lark(value)
+        # Lark as llguidance reads it, or GBNF (`root ::= "yes" | "no"`, the form vLLM
+        # documents), converted to Lark first.
+        try:
+            grammar = llguidance.LLMatcher.grammar_from_lark(any_to_lark(value))
+        except GbnfToLarkError as exc:
+            raise _invalid(f"Invalid grammar for structured output: {exc}", param) from None
     _check(grammar, kind, param)
     return grammar

@@ -119,7 +119,7 @@ async def create_chat_completion(request: Request) -> Response | StreamingRespon
     # Off the event loop: a large request never delays other clients' tokens.
     prepared = await anyio.to_thread.run_sync(_prepare, request)
     req, served, prompt_ids, prompts, plan, logprobs = prepared
-    response_id = response_bodies.chat_completion_id(request)
+    response_id = response_bodies.chat_completion_id(request, req.request_id)
     role = _response_role(req)
     echo = _echo_text(req, role)
     if req.stream:

@@ -119,7 +119,7 @@ async def create_completion(request: Request) -> Response | StreamingResponse:
     # Off the event loop: a large request never delays other clients' tokens.
     req, served, prompt_ids, prompts, echo = await anyio.to_thread.run_sync(_prepare, request)
     tokenizer = served.tokenizer
-    response_id = response_bodies.completion_id(request)
+    response_id = response_bodies.completion_id(request, req.request_id)
     if req.stream:
         check_capacity(served, prompts)  # a real 429, before the stream's 200 goes out
         include_usage, continuous = usage_flags(req)

@@ -32,7 +32,7 @@ async def classify(request: Request) -> Response:
     ]
     return response_bodies.json_body(
         ClassifyResponse(
-            id=f"classify-{request.request_id}",
+            id=response_bodies.response_id("classify-", request, req.request_id),
             created=response_bodies.created_now(),
             model=served.name,
             data=data,

@@ -83,7 +83,7 @@ async def create_embedding(request: Request) -> Response:
     ]
     return response_bodies.json_body(
         EmbeddingResponse(
-            id=f"embd-{request.request_id}",
+            id=response_bodies.response_id("embd-", request, req.request_id),
             created=response_bodies.created_now(),
             model=served.name,
             data=data,
@@ -111,7 +111,7 @@ async def create_pooling(request: Request) -> Response:
     outputs = (await pooled_vectors(served, token_ids)).cpu()
     return response_bodies.json_body(
         PoolingResponse(
-            id=f"pooling-{request.request_id}",
+            id=response_bodies.response_id("pooling-", request, req.request_id),
             created=response_bodies.created_now(),
             model=served.name,
             data=[

@@ -33,6 +33,7 @@ class PoolingInputRequest:
     # -1: the model's maximum; k > 0: keep k tokens (on the tokenizer's truncation side).
     truncate_prompt_tokens: int | None = documented(minimum=-1)
     user: str | None = None
+    request_id: str | None = None  # the response id's base, unless X-Request-Id is sent
 
 
 @attrs.frozen(kw_only=True)

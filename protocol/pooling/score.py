@@ -114,7 +114,7 @@ async def create_score(request: Request) -> Response:
     scores, tokens = await score_pairs(served, queries, documents, keep)
     return response_bodies.json_body(
         ScoreResponse(
-            id=f"score-{request.request_id}",
+            id=response_bodies.response_id("score-", request, req.request_id),
             created=response_bodies.created_now(),
             model=served.name,
             data=[ScoreData(index=i, score=s) for i, s in enumerate(scores)],
@@ -145,7 +145,7 @@ async def create_rerank(request: Request) -> Response:
     ]
     return response_bodies.json_body(
         RerankResponse(
-            id=f"score-{request.request_id}",
+            id=response_bodies.response_id("score-", request, req.request_id),
             model=served.name,
             usage=RerankUsage(prompt_tokens=tokens, total_tokens=tokens),
             results=results,

@@ -26,6 +26,7 @@ class ScoreRequest:
     data_2: Texts | None = None
     truncate_prompt_tokens: int | None = documented(minimum=-1)
     user: str | None = None
+    request_id: str | None = None  # the response id's base, unless X-Request-Id is sent
 
 
 @attrs.frozen(kw_only=True)
@@ -55,6 +56,7 @@ class RerankRequest:
     top_n: int = documented(0, minimum=0)  # 0: every document
     return_documents: bool = True
     truncate_prompt_tokens: int | None = documented(minimum=-1)
+    request_id: str | None = None  # the response id's base, unless X-Request-Id is sent
 
 
 @attrs.frozen(kw_only=True)

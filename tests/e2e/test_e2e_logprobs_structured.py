@@ -220,6 +220,14 @@ def test_regex_choice_grammar_and_json_object(client, http):
         json={"prompt": "2 + 2 = ?", "max_tokens": 12, "temperature": 0, "guided_grammar": lark},
     ).json()["choices"][0]["text"]
     assert re.fullmatch(r"The answer is [0-9]+\.", answer), answer
+    gbnf = 'root ::= "yes" | "no"'  # the form vLLM documents
+    reply = client.chat.completions.create(
+        model=MODEL_NAME,
+        messages=[{"role": "user", "content": "Is the sky blue?"}],
+        temperature=0,
+        extra_body={"structured_outputs": {"grammar": gbnf}},
+    )
+    assert reply.choices[0].message.content in ("yes", "no")
     obj = client.chat.completions.create(
         model=MODEL_NAME,
         messages=CHAT,
@@ -236,6 +244,7 @@ def test_invalid_structured_outputs_are_400_before_generation(http):
         ({"structured_outputs": {"regex": "(unclosed"}}, "structured_outputs.regex"),
         ({"guided_json": {"type": "nope"}}, "guided_json"),
         ({"guided_grammar": "start: undefined_rule"}, "guided_grammar"),
+        ({"structured_outputs": {"grammar": 'root ::= ("yes"'}}, "structured_outputs.grammar"),
         ({"guided_choice": []}, "guided_choice"),
     ):
         resp = http.post("/v1/completions", json={"prompt": "x", "stream": True, **body})

@@ -69,6 +69,13 @@ def test_request_id_is_echoed_and_used_in_the_response_id(http):
     assert resp.headers["x-request-id"] == "my-trace-42"
     assert resp.json()["id"] == "cmpl-my-trace-42"
     assert http.get("/health").headers["x-request-id"]
+    # The body's request_id is the base without the header; the header wins over it (vLLM).
+    body = {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 1, "request_id": "b-7"}
+    assert http.post("/v1/chat/completions", json=body).json()["id"] == "chatcmpl-b-7"
+    with_header = http.post("/v1/chat/completions", json=body, headers={"X-Request-Id": "h-1"})
+    assert with_header.json()["id"] == "chatcmpl-h-1"
+    embedding = {"model": EMBEDDING_MODEL_NAME, "input": "x", "request_id": "e-1"}
+    assert http.post("/v1/embeddings", json=embedding).json()["id"] == "embd-e-1"
 
 
 @pytest.mark.parametrize(
