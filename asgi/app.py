@@ -16,6 +16,7 @@ import attrs
 from asgi.access_log import AccessLogMiddleware
 from asgi.auth import AuthMiddleware
 from asgi.body_limits import BodyLimitMiddleware
+from asgi.cors import CORSMiddleware
 from asgi.draining import DrainingMiddleware
 from asgi.errors import ErrorMiddleware
 from asgi.metrics import MetricsMiddleware
@@ -115,6 +116,16 @@ def build_app(settings: Settings) -> ASGIApp:
         (
             AuthMiddleware,
             {"api_key": settings.api_key, "public_paths": paths_where(routes, "public")},
+        ),
+        # Inside auth, as in vLLM: a 401 carries no CORS headers; preflights pass auth.
+        (
+            CORSMiddleware,
+            {
+                "allowed_origins": settings.allowed_origins,
+                "allowed_methods": settings.allowed_methods,
+                "allowed_headers": settings.allowed_headers,
+                "allow_credentials": settings.allow_credentials,
+            },
         ),
         # After auth: a client without the key never gets us to buffer its body.
         (

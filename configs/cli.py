@@ -33,6 +33,7 @@ import orjson
 from configs.settings import (
     EMBEDDED_MODEL,
     ENV_PREFIX,
+    JSON_LIST_SETTINGS,
     Settings,
     load_settings,
     read_config_file,
@@ -68,6 +69,10 @@ _HELP = {
     '"vllm" (none), or a folder holding a generation_config.json',
     "shutdown_timeout_s": "on SIGTERM/SIGINT, seconds requests in flight get to finish",
     "log_requests": "one log line per request",
+    "allowed_origins": 'CORS: origins a browser may call from, a JSON list ("*": any)',
+    "allowed_methods": "CORS: methods a browser may use, a JSON list",
+    "allowed_headers": "CORS: request headers a browser may send, a JSON list",
+    "allow_credentials": "CORS: let browsers send credentials (cookies, Authorization)",
 }
 
 
@@ -79,9 +84,12 @@ class _Default:
     value: Any
 
     def __str__(self) -> str:
-        if isinstance(self.value, tuple):  # models: as --models would take them
-            specs = [attrs.asdict(m, filter=lambda a, v: v != a.default) for m in self.value]
-            return orjson.dumps(specs).decode()
+        if isinstance(self.value, tuple):  # JSON lists, as the option takes them
+            items = [
+                attrs.asdict(m, filter=lambda a, v: v != a.default) if attrs.has(type(m)) else m
+                for m in self.value
+            ]
+            return orjson.dumps(items).decode()
         return str(self.value)
 
 
@@ -111,7 +119,7 @@ def _add_setting_options(parser: argparse.ArgumentParser) -> None:
         if kind is bool:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, **options)
             continue
-        if field.name == "models":
+        if field.name in JSON_LIST_SETTINGS:
             options.update(type=_json_array, metavar="JSON")
         else:
             # int | None -> int: the type a given value must have.

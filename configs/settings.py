@@ -135,6 +135,9 @@ class Settings:
     # Most sequences one generation request may start (prompts x n); more is a 400, checked
     # before anything per sequence is built. None: what the running batch holds (max_num_seqs).
     max_sequences_per_request: int | None = attrs.field(default=None, validator=_positive)
+    # Serve GET /tokenizer_info (the tokenizer's configuration and chat template), as vLLM's
+    # --enable-tokenizer-info-endpoint; off by default (it shows the template and special tokens).
+    enable_tokenizer_info_endpoint: bool = False
     # Whether a request may bring its own chat template (`chat_template`, or
     # chat_template_kwargs["chat_template"]); refused with a 400 otherwise, as vLLM does. Even
     # trusted, such a template renders with a time, size and memory limit.
@@ -164,6 +167,12 @@ class Settings:
     models: tuple[ModelSpec, ...] = (EMBEDDING_MODEL_SPEC,)
 
     # HTTP
+    # CORS, as vLLM's options: the origins, methods and headers a browser may use (JSON lists
+    # on the command line and in the environment), and whether it may send credentials.
+    allowed_origins: tuple[str, ...] = ("*",)
+    allowed_methods: tuple[str, ...] = ("*",)
+    allowed_headers: tuple[str, ...] = ("*",)
+    allow_credentials: bool = False
     # Bearer key(s); several separated by commas (rotation). None: no key, every route open.
     api_key: str | None = attrs.field(default=None, validator=_keys)
     log_level: str = "info"
@@ -220,6 +229,9 @@ class Settings:
 
 _converter = cattrs.Converter(forbid_extra_keys=True)
 
+# Settings given as JSON arrays in the environment and on the command line.
+JSON_LIST_SETTINGS = ("models", "allowed_origins", "allowed_methods", "allowed_headers")
+
 
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
@@ -229,7 +241,7 @@ def _parse_env(field: attrs.Attribute, raw: str) -> Any:
     # a server without auth.
     if raw == "" and field.default is None and field.name != "api_key":
         return None
-    if field.name == "models":
+    if field.name in JSON_LIST_SETTINGS:
         return orjson.loads(raw) if raw.strip() else []
     if field.type in (bool, "bool"):
         # bool("false") is True: booleans need words, not truthiness.

@@ -128,6 +128,17 @@ _NAMED_SCHEMAS: dict[str, dict[str, Any]] = {
         "required": ["version"],
         "properties": {"version": {"type": "string"}},
     },
+    "TokenizerInfo": {
+        "description": "The tokenizer's configuration (tokenizer_config.json as loaded, file "
+        "paths left out), its class and the chat template.",
+        "type": "object",
+        "required": ["tokenizer_class"],
+        "properties": {
+            "tokenizer_class": {"type": "string"},
+            "chat_template": {"type": "string"},
+        },
+        "additionalProperties": True,
+    },
 }
 
 # Unions named by an alias → the component that describes them. Looked up by equality, since a

@@ -6,6 +6,9 @@ as in vLLM, does not enforce max_model_len.
 
 from __future__ import annotations
 
+import urllib.parse
+from typing import Any
+
 import anyio
 
 from protocol import response_bodies
@@ -70,3 +73,39 @@ def _detokenize(request: Request) -> Response:
                 f"tokens[{i}]",
             )
     return response_bodies.json_body(DetokenizeResponse(prompt=served.tokenizer.decode(req.tokens)))
+
+
+async def tokenizer_info(request: Request) -> Response:
+    """vLLM's /tokenizer_info: the tokenizer's configuration as loaded (file paths left out),
+    its class and the model's chat template; `?model=` picks a model (default: the first).
+    Off unless enable_tokenizer_info_endpoint is set (a 404 then, as for any unknown route)."""
+    if not server_state(request).settings.enable_tokenizer_info_endpoint:
+        raise HTTPError(404, "Not Found", "NotFoundError")
+    query = urllib.parse.parse_qs(request.query_string.decode("latin-1"))
+    served = resolve_model(request, (query.get("model") or [None])[0])
+    tokenizer = served.tokenizer
+    config = {
+        key: _json_value(value)
+        for key, value in (getattr(tokenizer, "init_kwargs", None) or {}).items()
+        if key not in ("vocab_file", "merges_file", "tokenizer_file", "name_or_path")
+    }
+    config["tokenizer_class"] = type(tokenizer).__name__
+    if served.chat_template:
+        config["chat_template"] = served.chat_template
+    return response_bodies.json_body(config)
+
+
+def _json_value(value: Any) -> Any:
+    """Special tokens (AddedToken) as their text, huge ints as floats, what JSON cannot hold
+    as its str()."""
+    if hasattr(value, "content"):
+        return value.content
+    if isinstance(value, dict):
+        return {str(k): _json_value(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_value(v) for v in value]
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 2**63:
+        return float(value)  # model_max_length is often 10^30, past what JSON encoders take
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    return str(value)

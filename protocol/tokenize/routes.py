@@ -1,4 +1,4 @@
-"""The tokenizer's routes: /tokenize and /detokenize."""
+"""The tokenizer's routes: /tokenize, /detokenize and /tokenizer_info."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import Any
 
 from protocol.openapi import SchemaBuilder
 from protocol.route import Route
-from protocol.tokenize.handlers import detokenize, tokenize
+from protocol.tokenize.handlers import detokenize, tokenize, tokenizer_info
 from protocol.tokenize.schemas import (
     DetokenizeRequest,
     DetokenizeResponse,
@@ -33,6 +33,16 @@ ROUTES = [
         "tokenization",
         _prompt_or_messages,
         TokenizeResponse,
+    ),
+    Route(
+        "GET",
+        "/tokenizer_info",
+        tokenizer_info,
+        "The tokenizer's configuration (with enable_tokenizer_info_endpoint)",
+        "tokenization",
+        None,
+        "TokenizerInfo",
+        query={"model": {"type": "string"}},
     ),
     Route(
         "POST",

@@ -16,6 +16,7 @@ from asgi_fakes import Collector, http_scope, receive
 from asgi.access_log import AccessLogMiddleware
 from asgi.auth import AuthMiddleware
 from asgi.body_limits import BodyLimitMiddleware
+from asgi.cors import CORSMiddleware
 from asgi.draining import DrainingMiddleware
 from asgi.errors import ErrorMiddleware
 from asgi.metrics import MetricsMiddleware
@@ -35,6 +36,13 @@ MIDDLEWARES: dict[str, Callable[[ASGIApp], ASGIApp]] = {
     "auth": lambda app: AuthMiddleware(app, api_key=KEY, public_paths=frozenset()),
     "draining": lambda app: DrainingMiddleware(app, operational_paths=frozenset()),
     "body_limits": lambda app: BodyLimitMiddleware(app, max_bytes=1024, timeout_s=5),
+    "cors": lambda app: CORSMiddleware(
+        app,
+        allowed_origins=("*",),
+        allowed_methods=("*",),
+        allowed_headers=("*",),
+        allow_credentials=False,
+    ),
 }
 
 

@@ -152,3 +152,25 @@ def test_api_key_protects_inference_routes(auth_server):
         model=MODEL_NAME, messages=[{"role": "user", "content": "Hello!"}], max_tokens=8
     )
     assert resp.choices[0].message.content
+
+
+def test_cors_preflight_passes_auth_and_responses_name_the_origin(auth_server):
+    url, origin = auth_server.url, "https://playground.example"
+    preflight = httpx.options(
+        url + "/v1/chat/completions",
+        headers={
+            "Origin": origin,
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization, content-type",
+        },
+    )
+    assert preflight.status_code == 200  # no key needed: browsers send none with a preflight
+    assert preflight.headers["access-control-allow-origin"] == "*"
+    assert "authorization" in preflight.headers["access-control-allow-headers"]
+    models = httpx.get(
+        url + "/v1/models", headers={"Origin": origin, "Authorization": "Bearer token-abc123"}
+    )
+    assert models.status_code == 200 and models.headers["access-control-allow-origin"] == "*"
+    refused = httpx.get(url + "/v1/models", headers={"Origin": origin})
+    assert refused.status_code == 401  # auth sits outside CORS, as in vLLM: no CORS headers
+    assert "access-control-allow-origin" not in refused.headers

@@ -55,6 +55,7 @@ def test_routes_cover_the_protocol_surface() -> None:
         ("POST", "/v2/embed"),
         ("POST", "/tokenize"),
         ("POST", "/detokenize"),
+        ("GET", "/tokenizer_info"),
         ("GET", "/v1/models"),
         ("GET", "/health"),
         ("GET", "/ping"),

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import orjson
 import pytest
-from protocol_fakes import BOS, ScriptedEngine, make_request, server_with
+from protocol_fakes import BOS, CHATML, ScriptedEngine, make_request, server_with
 
 from protocol.http import HTTPError
 from protocol.tokenize.handlers import detokenize, tokenize
@@ -64,3 +64,21 @@ async def test_detokenize_rejects_out_of_range_ids(tokens: list[int]) -> None:
     with pytest.raises(HTTPError) as info:
         await detokenize(make_request({"tokens": tokens}, server=server_with(ScriptedEngine())))
     assert info.value.status == 400 and "out of vocabulary" in info.value.message
+
+
+async def test_tokenizer_info_is_off_unless_enabled_then_shows_the_tokenizer(smollm2_tokenizer):
+    from configs.settings import Settings
+    from protocol.tokenize.handlers import tokenizer_info
+
+    engine = ScriptedEngine()
+    engine.tokenizer = smollm2_tokenizer
+    with pytest.raises(HTTPError) as info:
+        await tokenizer_info(make_request(method="GET", server=server_with(engine)))
+    assert info.value.status == 404
+    enabled = server_with(engine, settings=Settings(enable_tokenizer_info_endpoint=True))
+    response = await tokenizer_info(make_request(method="GET", server=enabled))
+    body = orjson.loads(response.body)
+    assert body["tokenizer_class"] == type(smollm2_tokenizer).__name__
+    assert body["eos_token"] == smollm2_tokenizer.eos_token  # a special token, as its text
+    assert body["chat_template"] == CHATML  # the served model's
+    assert "vocab_file" not in body and "tokenizer_file" not in body
