@@ -14,7 +14,7 @@ from typing import Any
 
 import llguidance
 import orjson
-from llguidance.gbnf_to_lark import GbnfToLarkError, any_to_lark
+from llguidance.gbnf_to_lark import any_to_lark
 
 from protocol.generation.request_schemas import GenerationRequest
 from protocol.http import HTTPError
@@ -118,8 +118,10 @@ def request_grammar(req: GenerationRequest, max_chars: int) -> str | None:
         # Lark as llguidance reads it, or GBNF (`root ::= "yes" | "no"`, the form vLLM
         # documents), converted to Lark first.
         try:
-            grammar = llguidance.LLMatcher.grammar_from_lark(any_to_lark(value))
-        except GbnfToLarkError as exc:
+            lark = any_to_lark(value)
+        # The converter raises plain Exceptions too (a GBNF grammar without a root rule).
+        except Exception as exc:  # noqa: BLE001 - every failure here is the client's grammar
             raise _invalid(f"Invalid grammar for structured output: {exc}", param) from None
+        grammar = llguidance.LLMatcher.grammar_from_lark(lark)
     _check(grammar, kind, param)
     return grammar

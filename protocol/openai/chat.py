@@ -62,7 +62,7 @@ class _Prepared(NamedTuple):
     logprobs: int | None
 
 
-def _prepare(request: Request) -> _Prepared:
+def prepare_chat(request: Request) -> _Prepared:
     """Everything before the engine: parse, validate, render the template, tokenize, compile
     the grammar. Its cost grows with the request, so it runs in a worker thread."""
     req = parse_body(request, ChatCompletionRequest)
@@ -117,7 +117,7 @@ def _prepare(request: Request) -> _Prepared:
 
 async def create_chat_completion(request: Request) -> Response | StreamingResponse:
     # Off the event loop: a large request never delays other clients' tokens.
-    prepared = await anyio.to_thread.run_sync(_prepare, request)
+    prepared = await anyio.to_thread.run_sync(prepare_chat, request)
     req, served, prompt_ids, prompts, plan, logprobs = prepared
     response_id = response_bodies.chat_completion_id(request, req.request_id)
     role = _response_role(req)

@@ -60,7 +60,7 @@ class _Prepared(NamedTuple):
     echo: list[str] | None  # per prompt
 
 
-def _prepare(request: Request) -> _Prepared:
+def prepare_completion(request: Request) -> _Prepared:
     """Everything before the engine: parse, validate, tokenize, compile the grammar. Its cost
     grows with the request, so it runs in a worker thread."""
     req = parse_body(request, CompletionRequest)
@@ -117,7 +117,9 @@ def _prepare(request: Request) -> _Prepared:
 
 async def create_completion(request: Request) -> Response | StreamingResponse:
     # Off the event loop: a large request never delays other clients' tokens.
-    req, served, prompt_ids, prompts, echo = await anyio.to_thread.run_sync(_prepare, request)
+    req, served, prompt_ids, prompts, echo = await anyio.to_thread.run_sync(
+        prepare_completion, request
+    )
     tokenizer = served.tokenizer
     response_id = response_bodies.completion_id(request, req.request_id)
     if req.stream:

@@ -245,6 +245,8 @@ def test_invalid_structured_outputs_are_400_before_generation(http):
         ({"guided_json": {"type": "nope"}}, "guided_json"),
         ({"guided_grammar": "start: undefined_rule"}, "guided_grammar"),
         ({"structured_outputs": {"grammar": 'root ::= ("yes"'}}, "structured_outputs.grammar"),
+        ({"structured_outputs": {"grammar": 'item ::= "a"'}}, "structured_outputs.grammar"),
+        ({"guided_grammar": ""}, "guided_grammar"),
         ({"guided_choice": []}, "guided_choice"),
     ):
         resp = http.post("/v1/completions", json={"prompt": "x", "stream": True, **body})

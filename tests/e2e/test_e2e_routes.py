@@ -174,3 +174,19 @@ def test_cors_preflight_passes_auth_and_responses_name_the_origin(auth_server):
     refused = httpx.get(url + "/v1/models", headers={"Origin": origin})
     assert refused.status_code == 401  # auth sits outside CORS, as in vLLM: no CORS headers
     assert "access-control-allow-origin" not in refused.headers
+
+
+def test_render_routes_return_the_token_in_request_without_generating(http):
+    messages = [{"role": "user", "content": "Hello there"}]
+    body = {"messages": messages, "max_tokens": 5, "temperature": 0.3}
+    rendered = http.post("/v1/chat/completions/render", json=body).json()
+    assert (
+        rendered["token_ids"]
+        == http.post("/tokenize", json={"messages": messages}).json()["tokens"]
+    )
+    assert rendered["sampling_params"]["max_tokens"] == 5
+    assert rendered["sampling_params"]["temperature"] == 0.3
+    (completion,) = http.post(
+        "/v1/completions/render", json={"prompt": "Hi", "max_tokens": 2}
+    ).json()
+    assert completion["token_ids"] == http.post("/tokenize", json={"prompt": "Hi"}).json()["tokens"]
