@@ -64,7 +64,7 @@ class AsyncEngine:
     ) -> AsyncIterator[tuple[int, RequestOutput]]:
         """Yields (index into prompts, delta) until every sequence finished; closing aborts."""
         if self.error is not None:
-            raise EngineDeadError(f"engine for {self.served_model_name} died: {self.error!r}")
+            raise EngineDeadError.of(self.served_model_name, self.error)
         # Released in the finally below, whether the request finished, failed or was left.
         with self.admission.hold(len(prompts), sum(len(ids) for ids, _ in prompts)):
             arrival_time = time.monotonic()  # not when the loop gets to it: a step may be running
@@ -119,7 +119,7 @@ class AsyncEngine:
         except Exception as exc:
             logger.exception("engine for %s failed; failing its requests", self.served_model_name)
             self.error = exc
-            dead = EngineDeadError(f"engine for {self.served_model_name} died: {exc!r}")
+            dead = EngineDeadError.of(self.served_model_name, exc)
             for send, _ in self._channels.values():
                 send.send_nowait(dead)
             raise
@@ -196,9 +196,7 @@ class AsyncEngine:
             self.stats.on_finished(seq)
             target = self._channels.pop(seq.request_id, None)
             if target is not None:
-                target[0].send_nowait(
-                    EngineStepError(f"The engine failed while running this request: {exc}")
-                )
+                target[0].send_nowait(EngineStepError.caused_by(exc))
         exc = failed[0][1]
         scope = "sequence" if isinstance(exc, SequenceError) else "step"
         self.stats.on_step_failure(scope)

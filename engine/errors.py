@@ -6,9 +6,17 @@ from __future__ import annotations
 class EngineDeadError(RuntimeError):
     """The engine loop failed: its requests fail and new ones are refused (503)."""
 
+    @classmethod
+    def of(cls, model: str, cause: BaseException) -> EngineDeadError:
+        return cls(f"engine for {model} died: {cause!r}")
+
 
 class EngineStepError(RuntimeError):
     """A step failed while running this request (500); the engine went on serving."""
+
+    @classmethod
+    def caused_by(cls, cause: BaseException) -> EngineStepError:
+        return cls(f"The engine failed while running this request: {cause}")
 
 
 class SequenceError(RuntimeError):

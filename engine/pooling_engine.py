@@ -83,7 +83,7 @@ class PoolingEngine:
     ) -> torch.Tensor:
         """One pooled vector per input: [len(inputs), dim] float32, in input order."""
         if self.error is not None:
-            raise EngineDeadError(f"engine for {self.served_model_name} died: {self.error!r}")
+            raise EngineDeadError.of(self.served_model_name, self.error)
         with self.admission.hold(len(inputs), sum(len(ids) for ids in inputs)):
             request = _Request(len(inputs))
             types = token_type_ids or [None] * len(inputs)
@@ -109,7 +109,7 @@ class PoolingEngine:
         except Exception as exc:
             logger.exception("pooling engine for %s failed", self.served_model_name)
             self.error = exc
-            dead = EngineDeadError(f"engine for {self.served_model_name} died: {exc!r}")
+            dead = EngineDeadError.of(self.served_model_name, exc)
             for item in self._queue:
                 item.request.error = dead
                 item.request.done.set()
@@ -131,7 +131,7 @@ class PoolingEngine:
             except Exception as exc:
                 logger.exception("pooling pass of %d inputs failed", len(batch))
                 ENGINE_STEP_FAILURES.labels(self.served_model_name, "0", "step").inc()
-                failed = EngineStepError(f"The engine failed while running this request: {exc}")
+                failed = EngineStepError.caused_by(exc)
                 for request in {item.request for item in batch}:
                     request.error = failed
                     request.done.set()
