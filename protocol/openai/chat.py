@@ -12,12 +12,13 @@ from typing import Any, NamedTuple
 import anyio
 import attrs
 
+from configs.settings import Settings
 from engine.sampling_params import SamplingParams
 from protocol import response_bodies
 from protocol.admission import check_capacity
 from protocol.converter import parse_body
 from protocol.generation.chat_template import message_text, render_request
-from protocol.generation.engine_calls import generate_all, open_generation
+from protocol.generation.engine_calls import FinishedChoice, generate_all, open_generation
 from protocol.generation.logprobs import chat_logprobs, prompt_logprobs_json
 from protocol.generation.prompts import check_token_ids, encode
 from protocol.generation.sampling import (
@@ -46,14 +47,14 @@ from protocol.served_model import ServedModel
 logger = logging.getLogger(__name__)
 
 
-def _response_role(req: ChatCompletionRequest) -> str:
+def response_role(req: ChatCompletionRequest) -> str:
     # vLLM: without a generation prompt the model continues the last message's role.
     if req.add_generation_prompt or not req.messages:
         return "assistant"
     return req.messages[-1].role
 
 
-class _Prepared(NamedTuple):
+class PreparedChat(NamedTuple):
     req: ChatCompletionRequest
     served: ServedModel
     prompt_ids: list[int]
@@ -62,14 +63,26 @@ class _Prepared(NamedTuple):
     logprobs: int | None
 
 
-def prepare_chat(request: Request) -> _Prepared:
+def prepare_chat(request: Request) -> PreparedChat:
     """Everything before the engine: parse, validate, render the template, tokenize, compile
     the grammar. Its cost grows with the request, so it runs in a worker thread."""
     req = parse_body(request, ChatCompletionRequest)
     served = resolve_model(request, req.model, CHAT)
-    logprobs = _requested_logprobs(req)
     settings = server_state(request).settings
-    max_logprobs = settings.max_logprobs
+    limits = check_chat_request(req, served, settings, num_conversations=1)
+    return prepare_conversation(req, served, settings, limits)
+
+
+class _OutputLimits(NamedTuple):
+    max_tokens: int | None  # as the client asked (None: up to the context length)
+    logprobs: int | None
+
+
+def check_chat_request(
+    req: ChatCompletionRequest, served: ServedModel, settings: Settings, num_conversations: int
+) -> _OutputLimits:
+    """What a chat request can be refused for before any conversation is rendered."""
+    logprobs = _requested_logprobs(req)
     if req.max_completion_tokens is not None:
         requested, requested_param = req.max_completion_tokens, "max_completion_tokens"
     else:
@@ -77,12 +90,19 @@ def prepare_chat(request: Request) -> _Prepared:
     check_generation_request(
         req,
         served,
-        num_prompts=1,
+        num_prompts=num_conversations,
         max_tokens=requested,
         max_tokens_param=requested_param,
         logprobs=logprobs,
         settings=settings,
     )
+    return _OutputLimits(requested, logprobs)
+
+
+def prepare_conversation(
+    req: ChatCompletionRequest, served: ServedModel, settings: Settings, limits: _OutputLimits
+) -> PreparedChat:
+    """One conversation's prompt and sampling parameters (one pair per choice)."""
     plan = tool_plan(req, served.tool_call_parser, settings.max_grammar_chars)
     # A forced tool choice replaces the request's own output constraint.
     grammar = plan.grammar or request_grammar(req, settings.max_grammar_chars)
@@ -103,16 +123,16 @@ def prepare_chat(request: Request) -> _Prepared:
         req,
         served,
         len(prompt_ids),
-        max_tokens=requested,
-        logprobs=logprobs,
-        max_logprobs=max_logprobs,
+        max_tokens=limits.max_tokens,
+        logprobs=limits.logprobs,
+        max_logprobs=settings.max_logprobs,
         grammar=grammar,
     )
     if plan.mode == "auto":
         # Tool-call tags are special tokens in some vocabularies; the parser must see them.
         params = attrs.evolve(params, skip_special_tokens=False)
     prompts = [(prompt_ids, p) for p in choice_params(params, req.num_choices)]
-    return _Prepared(req, served, prompt_ids, prompts, plan, logprobs)
+    return PreparedChat(req, served, prompt_ids, prompts, plan, limits.logprobs)
 
 
 async def create_chat_completion(request: Request) -> Response | StreamingResponse:
@@ -120,8 +140,8 @@ async def create_chat_completion(request: Request) -> Response | StreamingRespon
     prepared = await anyio.to_thread.run_sync(prepare_chat, request)
     req, served, prompt_ids, prompts, plan, logprobs = prepared
     response_id = response_bodies.chat_completion_id(request, req.request_id)
-    role = _response_role(req)
-    echo = _echo_text(req, role)
+    role = response_role(req)
+    echo = echo_text(req, role)
     if req.stream:
         check_capacity(served, prompts)  # a real 429, before the stream's 200 goes out
         include_usage, continuous = usage_flags(req)
@@ -140,25 +160,10 @@ async def create_chat_completion(request: Request) -> Response | StreamingRespon
 
     created = response_bodies.created_now()
     finished = await generate_all(served, response_id, prompts)
-    tokenizer = served.tokenizer
-    choices = []
-    for i, choice in enumerate(finished):
-        message, called = _message(role, choice.text, plan)
-        choice_logprobs = None
-        if logprobs is not None:
-            choice_logprobs = chat_logprobs(choice.logprobs, tokenizer)
-        if echo is not None:
-            message = attrs.evolve(message, content=echo + (message.content or ""))
-        choices.append(
-            ChatCompletionResponseChoice(
-                index=i,
-                message=message,
-                logprobs=choice_logprobs,
-                finish_reason=_finish_reason(choice.finish_reason, plan, called),
-                stop_reason=choice.stop_reason,
-                token_ids=choice.token_ids if req.return_token_ids else None,
-            )
-        )
+    choices = [
+        reply_choice(i, choice, role, echo, plan, logprobs, served, req.return_token_ids)
+        for i, choice in enumerate(finished)
+    ]
     num_output_tokens = sum(c.num_output_tokens for c in finished)
     return response_bodies.json_body(
         ChatCompletionResponse(
@@ -169,13 +174,40 @@ async def create_chat_completion(request: Request) -> Response | StreamingRespon
             usage=response_bodies.usage(
                 len(prompt_ids), num_output_tokens, finished[0].num_cached_tokens
             ),
-            prompt_logprobs=prompt_logprobs_json(finished[0].prompt_logprobs, tokenizer),
+            prompt_logprobs=prompt_logprobs_json(finished[0].prompt_logprobs, served.tokenizer),
             prompt_token_ids=prompt_ids if req.return_token_ids else None,
         )
     )
 
 
-def _echo_text(req: ChatCompletionRequest, role: str) -> str | None:
+def reply_choice(
+    index: int,
+    choice: FinishedChoice,
+    role: str,
+    echo: str | None,
+    plan: ToolPlan,
+    logprobs: int | None,
+    served: ServedModel,
+    return_token_ids: bool,
+) -> ChatCompletionResponseChoice:
+    """One finished sequence as a response choice: tool calls parsed out, echo prepended."""
+    message, called = _message(role, choice.text, plan)
+    choice_logprobs = None
+    if logprobs is not None:
+        choice_logprobs = chat_logprobs(choice.logprobs, served.tokenizer)
+    if echo is not None:
+        message = attrs.evolve(message, content=echo + (message.content or ""))
+    return ChatCompletionResponseChoice(
+        index=index,
+        message=message,
+        logprobs=choice_logprobs,
+        finish_reason=_finish_reason(choice.finish_reason, plan, called),
+        stop_reason=choice.stop_reason,
+        token_ids=choice.token_ids if return_token_ids else None,
+    )
+
+
+def echo_text(req: ChatCompletionRequest, role: str) -> str | None:
     """With `echo`, the last message's text when it has the reply's role (vLLM's rule)."""
     if not req.echo or not req.messages or req.messages[-1].role != role:
         return None

@@ -162,3 +162,13 @@ class ChatCompletionStreamResponse:
     model: str
     choices: list[ChatCompletionResponseStreamChoice]
     usage: UsageInfo | None = attrs.field(default=None, metadata=OMITTED_IF_NONE)
+
+
+@attrs.frozen(kw_only=True)
+class BatchChatCompletionRequest(ChatCompletionRequest):
+    """POST /v1/chat/completions/batch: the chat request's fields, with `messages` a list of
+    conversations; each becomes one choice, in order. No streaming, no tools, n = 1."""
+
+    messages: list[list[ChatMessageParam]] = documented(  # type: ignore[assignment]
+        attrs.NOTHING, minItems=1
+    )

@@ -6,7 +6,9 @@ from __future__ import annotations
 from typing import Any
 
 from protocol.openai.chat import create_chat_completion
+from protocol.openai.chat_batch import create_batch_chat_completion
 from protocol.openai.chat_schemas import (
+    BatchChatCompletionRequest,
     ChatCompletionRequest,
     ChatCompletionResponse,
     ChatCompletionStreamResponse,
@@ -49,6 +51,15 @@ ROUTES = [
         ChatCompletionRequest,
         ChatCompletionResponse,
         ChatCompletionStreamResponse,
+    ),
+    Route(
+        "POST",
+        "/v1/chat/completions/batch",
+        create_batch_chat_completion,
+        "Several conversations in one request, one choice each (no streaming or tools)",
+        "generation",
+        BatchChatCompletionRequest,
+        ChatCompletionResponse,
     ),
     Route(
         "POST",

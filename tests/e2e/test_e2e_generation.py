@@ -182,3 +182,34 @@ def test_repeated_prompt_reports_cached_tokens_and_same_text(client):
     assert second.usage.prompt_tokens_details.cached_tokens >= 64
     assert second.usage.prompt_tokens_details.cached_tokens < second.usage.prompt_tokens
     assert second.choices[0].text == first.choices[0].text
+
+
+def test_batch_chat_answers_each_conversation_as_a_chat_alone_would(client, http):
+    conversations = [
+        [{"role": "user", "content": "Name a fruit."}],
+        [
+            {"role": "system", "content": "You answer in one word."},
+            {"role": "user", "content": "What colour is the sky?"},
+        ],
+        [{"role": "user", "content": "Count to five."}],
+    ]
+    sampling = {"max_tokens": 12, "temperature": 0}
+    resp = http.post(
+        "/v1/chat/completions/batch",
+        json={"model": MODEL_NAME, "messages": conversations, **sampling},
+    )
+    assert resp.status_code == 200, resp.text
+    batch = openai.types.chat.ChatCompletion.model_validate(resp.json())
+    assert [c.index for c in batch.choices] == [0, 1, 2]
+    prompt_tokens = 0
+    for conversation, choice in zip(conversations, batch.choices, strict=True):
+        alone = client.chat.completions.create(model=MODEL_NAME, messages=conversation, **sampling)
+        # Greedy decoding is batch-invariant: the same words, in or out of a batch.
+        assert choice.message.content == alone.choices[0].message.content
+        assert choice.finish_reason == alone.choices[0].finish_reason
+        prompt_tokens += alone.usage.prompt_tokens
+    assert batch.usage.prompt_tokens == prompt_tokens
+    refused = http.post(
+        "/v1/chat/completions/batch", json={"messages": conversations, "stream": True}
+    )
+    assert refused.status_code == 400 and refused.json()["error"]["param"] == "stream"

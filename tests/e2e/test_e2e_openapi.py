@@ -36,7 +36,8 @@ MAX_EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "100"))
 # Generation is the one expensive thing a request can ask for: cap what any body may ask.
 MAX_NEW_TOKENS = 4
 MAX_CHOICES = 2
-GENERATION_PATHS = ("/v1/completions", "/v1/chat/completions")
+MAX_CONVERSATIONS = 2
+GENERATION_PATHS = ("/v1/completions", "/v1/chat/completions", "/v1/chat/completions/batch")
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +69,8 @@ schema = schemathesis.pytest.from_fixture("api_schema")
 
 def _cap_generation(case: schemathesis.Case) -> None:
     """Keeps every generation request cheap, valid or not: a bounded max_tokens (set when
-    absent: chat would otherwise run to the context length) and at most two choices."""
+    absent: chat would otherwise run to the context length), at most two choices and two
+    conversations in a batch."""
     body = case.body
     if case.path not in GENERATION_PATHS or not isinstance(body, dict):
         return
@@ -83,6 +85,8 @@ def _cap_generation(case: schemathesis.Case) -> None:
         # Integral floats count as integers (protocol/converter.py); other types are a 400.
         if isinstance(value, int | float) and not isinstance(value, bool) and value > cap:
             body[key] = cap
+    if case.path.endswith("/batch") and isinstance(body.get("messages"), list):
+        body["messages"] = body["messages"][:MAX_CONVERSATIONS]
 
 
 @settings(deadline=None, suppress_health_check=list(HealthCheck), database=None)

@@ -44,6 +44,7 @@ def test_routes_cover_the_protocol_surface() -> None:
     assert {(route.method, route.path) for route in build_routes()} == {
         ("POST", "/v1/completions"),
         ("POST", "/v1/chat/completions"),
+        ("POST", "/v1/chat/completions/batch"),
         ("POST", "/v1/completions/render"),
         ("POST", "/v1/chat/completions/render"),
         ("POST", "/v1/embeddings"),
