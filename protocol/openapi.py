@@ -414,7 +414,7 @@ def _operation(op: Route, builder: SchemaBuilder) -> dict[str, Any]:
     else:
         content = {op.media_type: {"schema": {"type": "string"}}}
     if op.stream is not None:
-        chunk = builder.component(op.stream, "response")
+        chunk = _body_schema(op.stream, builder, "response")
         content[SSE] = {"schema": _sse_event(chunk)}
     error = {"description": "OpenAI's error body", "content": {JSON: {"schema": ref("Error")}}}
     responses: dict[str, Any] = {"200": {"description": "Success", "content": content}}

@@ -27,7 +27,8 @@ class Route:
     # body that comes in several forms. None: no body.
     request: Any = None
     response: Any = None  # an attrs class, a component name of protocol/openapi.py, or None
-    stream: type | None = None  # the chunk class when the route streams with `stream: true`
+    # The chunk class (or, as `request`, a schema callable) when `stream: true` streams.
+    stream: Any = None
     media_type: str = JSON
     query: dict[str, Any] = attrs.field(factory=dict)  # name -> schema of a query parameter
     public: bool = False  # answered without the API key

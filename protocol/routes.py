@@ -15,9 +15,16 @@ from protocol.openapi import document_routes
 from protocol.operations import routes as operations
 from protocol.pooling import routes as pooling
 from protocol.route import Route
+from protocol.sagemaker import routes as sagemaker
 from protocol.tokenize import routes as tokenize
 
-API_ROUTES = [*openai.ROUTES, *pooling.ROUTES, *tokenize.ROUTES, *operations.ROUTES]
+API_ROUTES = [
+    *openai.ROUTES,
+    *pooling.ROUTES,
+    *tokenize.ROUTES,
+    *sagemaker.ROUTES,
+    *operations.ROUTES,
+]
 
 
 def build_routes() -> list[Route]:

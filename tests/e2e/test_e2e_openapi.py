@@ -37,7 +37,12 @@ MAX_EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "100"))
 MAX_NEW_TOKENS = 4
 MAX_CHOICES = 2
 MAX_CONVERSATIONS = 2
-GENERATION_PATHS = ("/v1/completions", "/v1/chat/completions", "/v1/chat/completions/batch")
+GENERATION_PATHS = (
+    "/v1/completions",
+    "/v1/chat/completions",
+    "/v1/chat/completions/batch",
+    "/invocations",  # chat and completion bodies among others
+)
 
 
 @pytest.fixture(scope="module")

@@ -190,3 +190,27 @@ def test_render_routes_return_the_token_in_request_without_generating(http):
         "/v1/completions/render", json={"prompt": "Hi", "max_tokens": 2}
     ).json()
     assert completion["token_ids"] == http.post("/tokenize", json={"prompt": "Hi"}).json()["tokens"]
+
+
+def test_invocations_serves_each_body_by_the_api_it_fits(http):
+    chat = {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 3, "temperature": 0}
+    answer = openai.types.chat.ChatCompletion.model_validate(
+        http.post("/invocations", json=chat).json()
+    )
+    direct = http.post("/v1/chat/completions", json=chat).json()
+    assert answer.choices[0].message.content == direct["choices"][0]["message"]["content"]
+    completion = http.post("/invocations", json={"prompt": "Hi", "max_tokens": 2}).json()
+    assert completion["object"] == "text_completion"
+    embedding = http.post("/invocations", json={"input": "a sentence"}).json()
+    assert embedding["model"] == EMBEDDING_MODEL_NAME and len(embedding["data"][0]["embedding"])
+    rerank = http.post("/invocations", json={"query": "fruit", "documents": ["apple", "car"]})
+    assert [r["index"] for r in rerank.json()["results"]] == [0, 1]
+    with http.stream("POST", "/invocations", json={**chat, "stream": True}) as stream:
+        assert stream.headers["content-type"].startswith("text/event-stream")
+        assert list(stream.iter_lines())[-2] == "data: [DONE]"
+    error = _assert_error(http.post("/invocations", json={"question": "?"}), 400)
+    assert error["message"] == (
+        "Cannot find suitable handler for request. Expected one of: ['ChatCompletionRequest', "
+        "'CompletionRequest', 'EmbeddingRequest', 'ScoreRequest', 'RerankRequest', "
+        "'PoolingRequest']"
+    )

@@ -46,6 +46,7 @@ def test_routes_cover_the_protocol_surface() -> None:
         ("POST", "/v1/chat/completions"),
         ("POST", "/v1/chat/completions/batch"),
         ("POST", "/v1/completions/render"),
+        ("POST", "/invocations"),
         ("POST", "/v1/chat/completions/render"),
         ("POST", "/v1/embeddings"),
         ("POST", "/pooling"),
