@@ -260,6 +260,7 @@ class ModelRunner:
                 all_logprobs[wanted],
                 tokens[wanted],
                 [sample_seqs[i].params.logprobs for i in wanted],
+                [sample_seqs[i].params.logprob_token_ids for i in wanted],
             )
             logprobs = {sample_seqs[i].seq_id: e for i, e in zip(wanted, entries, strict=True)}
         sampled = dict(zip((s.seq_id for s in sample_seqs), tokens.tolist(), strict=True))
@@ -310,13 +311,24 @@ class ModelRunner:
 
 
 def token_logprobs(
-    logprobs: torch.Tensor, tokens: torch.Tensor, top_k: list[int]
+    logprobs: torch.Tensor,
+    tokens: torch.Tensor,
+    top_k: list[int],
+    named: list[tuple[int, ...]] | None = None,
 ) -> list[TokenLogprobs]:
     """logprobs: [n, vocab]; tokens: [n] the chosen ones; top_k: how many of the most likely
-    to list per row. One host transfer for all rows."""
+    to list per row; named: the tokens each row reports whatever their rank. One host
+    transfer for all rows."""
+    named = named or [()] * len(top_k)
     chosen = logprobs.gather(1, tokens[:, None])  # [n, 1]
     ranks = (logprobs > chosen).sum(dim=1) + 1
     top_values, top_ids = logprobs.topk(max(top_k), dim=1)
+    width = max(map(len, named))
+    named_values: list[list[float]] = [[] for _ in named]
+    if width:
+        padded = [list(ids) + [0] * (width - len(ids)) for ids in named]
+        index = torch.tensor(padded, device=logprobs.device)  # [n, width]
+        named_values = logprobs.gather(1, index).tolist()
     rows = zip(
         tokens.tolist(),
         chosen[:, 0].tolist(),
@@ -324,9 +336,17 @@ def token_logprobs(
         top_ids.tolist(),
         top_values.tolist(),
         top_k,
+        named,
+        named_values,
         strict=True,
     )
     return [
-        TokenLogprobs(token, value, rank, tuple(zip(ids[:n], values[:n], strict=True)))
-        for token, value, rank, ids, values, n in rows
+        TokenLogprobs(
+            token,
+            value,
+            rank,
+            tuple(zip(ids[:n], values[:n], strict=True)),
+            tuple(zip(asked, asked_values, strict=False)),  # drops the padding
+        )
+        for token, value, rank, ids, values, n, asked, asked_values in rows
     ]

@@ -13,6 +13,7 @@ class TokenLogprobs:
     logprob: float  # may be -inf (a token the sampling filters had removed)
     rank: int  # 1 = the most likely token
     top: tuple[tuple[int, float], ...] = ()  # (token id, logprob), most likely first
+    named: tuple[tuple[int, float], ...] = ()  # (token id, logprob) of logprob_token_ids
 
 
 @attrs.frozen

@@ -27,6 +27,9 @@ class SamplingParams:
     include_stop_str_in_output: bool = False
     min_tokens: int = 0  # EOS and stop tokens are masked until this many tokens are out
     logprobs: int | None = None  # most likely tokens to report per output token (0: only it)
+    # Tokens whose logprobs are reported with each output token's too, whatever their rank
+    # (needs `logprobs`).
+    logprob_token_ids: tuple[int, ...] = ()
     prompt_logprobs: int | None = None  # the same for every prompt token
     logit_bias: tuple[tuple[int, float], ...] = ()  # (token id, bias added to its logit)
     allowed_token_ids: tuple[int, ...] | None = None  # all others are masked

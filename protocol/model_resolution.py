@@ -17,6 +17,7 @@ POOLING = "Pooling API"
 SCORE = "Score API"
 RERANK = "Rerank API"
 CLASSIFY = "Classification API"
+GENERATIVE_SCORING = "Generative Scoring API"
 
 # API -> the engine tasks that can serve it. An embedding model scores and reranks by cosine
 # similarity (a bi-encoder); a cross-encoder ("score") reads each pair jointly and also
@@ -29,6 +30,7 @@ API_TASKS: dict[str, tuple[str, ...]] = {
     SCORE: ("score", "embed"),
     RERANK: ("score", "embed"),
     CLASSIFY: ("classify", "score"),
+    GENERATIVE_SCORING: ("generate",),
 }
 
 

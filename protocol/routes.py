@@ -9,6 +9,7 @@ from __future__ import annotations
 import attrs
 
 from protocol.admission import engine_errors_as_http
+from protocol.generative_scoring import routes as generative_scoring
 from protocol.nesting import nesting_errors_as_http
 from protocol.openai import routes as openai
 from protocol.openapi import document_routes
@@ -20,6 +21,7 @@ from protocol.tokenize import routes as tokenize
 
 API_ROUTES = [
     *openai.ROUTES,
+    *generative_scoring.ROUTES,
     *pooling.ROUTES,
     *tokenize.ROUTES,
     *sagemaker.ROUTES,

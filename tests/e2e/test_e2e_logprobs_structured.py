@@ -264,3 +264,29 @@ def test_completion_stream_logprobs_match_the_response(client):
                 tokens += choice.logprobs.tokens
                 offsets += choice.logprobs.text_offset
     assert tokens == whole.tokens and offsets == whole.text_offset
+
+
+def test_generative_scoring_gives_the_next_token_probability_prompt_logprobs_give(http):
+    query, items = "Is Paris in France? Answer:", [" Yes.", " Maybe."]
+    label_ids = [
+        http.post("/tokenize", json={"prompt": w}).json()["tokens"][0] for w in (" yes", " no")
+    ]
+    body = {"query": query, "items": items, "label_token_ids": label_ids}
+    own = http.post("/generative_scoring", json={**body, "apply_softmax": False}).json()
+    normalised = http.post("/generative_scoring", json=body).json()
+    query_ids = http.post("/tokenize", json={"prompt": query}).json()["tokens"]
+    for index, item in enumerate(items):
+        item_ids = http.post("/tokenize", json={"prompt": item, "add_special_tokens": False})
+        prompt = query_ids + item_ids.json()["tokens"]
+        # The same position scored by the prefill path: the label's logprob as a prompt token.
+        probabilities = []
+        for label in label_ids:
+            raw = http.post(
+                "/v1/completions",
+                json={"prompt": prompt + [label], "max_tokens": 1, "prompt_logprobs": 0},
+            ).json()["choices"][0]
+            probabilities.append(math.exp(raw["prompt_logprobs"][-1][str(label)]["logprob"]))
+        assert own["data"][index]["score"] == pytest.approx(probabilities[0], rel=1e-3)
+        expected = probabilities[0] / sum(probabilities)
+        assert normalised["data"][index]["score"] == pytest.approx(expected, rel=1e-3)
+    assert own["usage"]["completion_tokens"] == len(items)

@@ -142,6 +142,23 @@ def test_logprobs_and_prompt_logprobs_reach_the_outputs(small_engine):
         assert entry.top[0][1] == entry.logprob
 
 
+def test_named_token_logprobs_are_reported_whatever_their_rank(small_engine):
+    prompt = [5, 6, 7, 8]
+    small_engine.add_request("top", prompt, SamplingParams(max_tokens=1, temperature=0, logprobs=3))
+    (top,) = _run(small_engine)["top"][0].logprobs
+    # The three most likely tokens, asked for by id (in another order), and one far down.
+    named = (top.top[2][0], top.top[0][0], top.top[1][0], 4242)
+    params = SamplingParams(max_tokens=1, temperature=0, logprobs=0, logprob_token_ids=named)
+    small_engine.add_request("named", prompt, params)
+    (entry,) = _run(small_engine)["named"][0].logprobs
+    assert [token for token, _ in entry.named] == list(named)
+    values = dict(entry.named)
+    for token, value in top.top:
+        assert values[token] == value  # the same step, the same distribution
+    assert values[4242] <= top.top[2][1]
+    assert entry.top == ()  # logprobs=0: no most-likely list
+
+
 @pytest.mark.anyio
 async def test_admission_counts_sequences_and_prompt_tokens_and_returns_to_zero(small_engine):
     import anyio

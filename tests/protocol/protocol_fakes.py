@@ -14,7 +14,7 @@ import orjson
 
 from configs.settings import Settings
 from engine.admission import Admission
-from engine.outputs import RequestOutput
+from engine.outputs import RequestOutput, TokenLogprobs
 from engine.sampling_params import SamplingParams
 from protocol.http import Request, StreamingResponse
 from protocol.served_model import ServedModel
@@ -108,6 +108,7 @@ class ScriptedEngine:
                         finished = positions[i] >= params.max_tokens
                         output = self._output(
                             request_id,
+                            params,
                             ids,
                             [ord(char)],
                             char,
@@ -116,7 +117,9 @@ class ScriptedEngine:
                         )
                     else:  # the script is over: EOS, which decodes to no text
                         positions[i] += 1
-                        output = self._output(request_id, ids, [EOS], "", positions[i], "stop")
+                        output = self._output(
+                            request_id, params, ids, [EOS], "", positions[i], "stop"
+                        )
                     done[i] = output.finished
                     emitted += 1
                     yield i, output
@@ -126,6 +129,7 @@ class ScriptedEngine:
     def _output(
         self,
         request_id: str,
+        params: SamplingParams,
         ids: list[int],
         new_ids: list[int],
         text: str,
@@ -141,7 +145,18 @@ class ScriptedEngine:
             finished=finish_reason is not None,
             finish_reason=finish_reason,
             stop_reason=self.stop_reason if finish_reason == "stop" else None,
+            logprobs=None if params.logprobs is None else [_scored(new_ids[0], params)],
         )
+
+
+def fake_logprob(token_id: int) -> float:
+    """The fake engine's log-probability of every token, at every position."""
+    return -token_id / 100
+
+
+def _scored(token_id: int, params: SamplingParams) -> TokenLogprobs:
+    named = tuple((t, fake_logprob(t)) for t in params.logprob_token_ids)
+    return TokenLogprobs(token_id, fake_logprob(token_id), 1, (), named)
 
 
 def served(engine: Any) -> ServedModel:

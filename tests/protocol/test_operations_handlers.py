@@ -47,6 +47,7 @@ def test_routes_cover_the_protocol_surface() -> None:
         ("POST", "/v1/chat/completions/batch"),
         ("POST", "/v1/completions/render"),
         ("POST", "/invocations"),
+        ("POST", "/generative_scoring"),
         ("POST", "/v1/chat/completions/render"),
         ("POST", "/v1/embeddings"),
         ("POST", "/pooling"),
