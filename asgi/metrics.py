@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from asgi.router import ASGIApp, Message, Receive, Scope, Send, route_path
+from asgi.router import ASGIApp, Message, PathTemplates, Receive, Scope, Send
 from observability.metrics import (
     HTTP_REQUEST_DURATION,
     HTTP_REQUESTS,
@@ -18,13 +18,12 @@ _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"
 class MetricsMiddleware:
     def __init__(self, app: ASGIApp, *, known_paths: frozenset[str]) -> None:
         self.app = app
-        self.known_paths = known_paths
+        self.known_paths = PathTemplates(known_paths)
 
     def handler_label(self, path: str) -> str:
-        if path in self.known_paths:
-            return path
-        path = route_path(path)
-        return path if path in self.known_paths else "other"
+        """The route's path (a template's, not the id in it), or "other"."""
+        found = self.known_paths.match(path)
+        return found[0] if found is not None else "other"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

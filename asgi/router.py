@@ -1,4 +1,5 @@
-"""Exact-path router: reads the body, calls a handler, turns its result into ASGI messages.
+"""Router: finds a request's route (exact paths, and templates with `{name}` segments), reads
+the body, calls the handler and turns its result into ASGI messages.
 
 A client disconnect cancels the handler and its stream: the response runs in a task group next
 to a task that waits for `http.disconnect`, because hypercorn never raises on `send` to a gone
@@ -8,7 +9,7 @@ client. Closing the stream's iterator (always, shielded) is what aborts the requ
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
 
 import anyio
@@ -36,6 +37,37 @@ def route_path(path: str) -> str:
     return path[:-1] if len(path) > 1 and path.endswith("/") else path
 
 
+class PathTemplates:
+    """The route paths, some with `{name}` segments (/v1/responses/{response_id}): which one a
+    request's path is, and its segments' values."""
+
+    def __init__(self, paths: Iterable[str]) -> None:
+        paths = {route_path(p) for p in paths}
+        self.exact = frozenset(p for p in paths if "{" not in p)
+        self.templates = [(p, p.split("/")) for p in sorted(paths - self.exact)]
+
+    def match(self, path: str) -> tuple[str, dict[str, str]] | None:
+        """(the route's path, its named segments' values), or None for no route."""
+        path = route_path(path)
+        if path in self.exact:
+            return path, {}
+        parts = path.split("/")
+        for template, segments in self.templates:
+            if len(segments) != len(parts):
+                continue
+            values = {}
+            for segment, part in zip(segments, parts, strict=True):
+                if segment.startswith("{"):
+                    if not part:
+                        break
+                    values[segment[1:-1]] = part
+                elif segment != part:
+                    break
+            else:
+                return template, values
+        return None
+
+
 class Router:
     def __init__(
         self,
@@ -49,14 +81,17 @@ class Router:
         self.routes: dict[str, dict[str, Handler]] = {}
         for (method, path), handler in routes.items():
             self.routes.setdefault(route_path(path), {})[method.upper()] = handler
+        self.paths = PathTemplates(self.routes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         assert scope["type"] == "http", "lifespan is handled in front of the router"
         path: str = scope["path"]
-        methods = self.routes.get(route_path(path))
-        if methods is None:
+        found = self.paths.match(path)
+        if found is None:
             await send_response(send, error_response(404, f"Not Found: {path}", "NotFoundError"))
             return
+        template, path_params = found
+        methods = self.routes[template]
         handler = methods.get(scope["method"])
         if handler is None:
             response = error_response(405, "Method Not Allowed", "MethodNotAllowed")
@@ -64,7 +99,7 @@ class Router:
             await send_response(send, response)
             return
 
-        if (scope["method"], route_path(path)) in self.bodiless:
+        if (scope["method"], template) in self.bodiless:
             body: bytes | None = b""
         else:
             body = await _read_body(receive)
@@ -80,6 +115,7 @@ class Router:
             state=scope.get("state", {}),
             request_id=scope.get("request_id") or uuid.uuid4().hex,
             authorized=scope.get("authorized", True),
+            path_params=path_params,
         )
 
         # Caught inside the task group and re-raised after it, so callers see the handler's own

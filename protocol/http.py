@@ -26,6 +26,7 @@ class Request:
     # Whether the client showed a valid key (always, when the server has none); public routes
     # are reached either way and may answer less to a client without one.
     authorized: bool = True
+    path_params: dict[str, str] = attrs.field(factory=dict)  # a template's {name} segments
 
 
 @attrs.define

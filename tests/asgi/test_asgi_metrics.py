@@ -12,7 +12,7 @@ from observability.metrics import REGISTRY
 
 pytestmark = pytest.mark.anyio
 
-KNOWN = frozenset({"/v1/chat/completions", "/v1/models", "/health"})
+KNOWN = frozenset({"/v1/chat/completions", "/v1/models", "/health", "/v1/responses/{response_id}"})
 
 
 def requests(handler: str, method: str, status: str) -> float:
@@ -46,6 +46,9 @@ def responding(status: int) -> Any:
         ("/v1/models/", 200, "/v1/models", "2xx"),  # trailing slash joins its route
         ("/v1/no/such/thing", 404, "other", "4xx"),  # unknown paths share one label
         ("/v1/models/some-model-id", 404, "other", "4xx"),
+        # A path with an id in it is labelled by its route, never by the id.
+        ("/v1/responses/resp_0123", 200, "/v1/responses/{response_id}", "2xx"),
+        ("/v1/responses/resp_0123/extra", 404, "other", "4xx"),
     ],
 )
 async def test_counts_by_route_and_status_class(

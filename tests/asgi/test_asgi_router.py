@@ -331,3 +331,31 @@ async def test_a_route_that_takes_no_body_never_reads_one() -> None:
     await router(route_scope("/ping"), make_receive([b"x" * 1000, b"y" * 1000]), send)
     assert seen == [b""]
     assert send.messages[0]["status"] == 200
+
+
+async def test_a_template_route_gets_its_named_segments() -> None:
+    seen: list[Request] = []
+
+    async def handler(request: Request) -> Response:
+        seen.append(request)
+        return json_response({"ok": True})
+
+    routes = {
+        ("GET", "/v1/responses/{response_id}"): handler,
+        ("DELETE", "/v1/responses/{response_id}"): handler,
+        ("POST", "/v1/responses"): ok,
+    }
+    router = Router(routes, bodiless=frozenset({("GET", "/v1/responses/{response_id}")}))
+    send = Collector()
+    await router(route_scope("/v1/responses/resp_1/", "GET"), make_receive(), send)
+    assert send.start["status"] == 200
+    assert seen[0].path_params == {"response_id": "resp_1"}
+    assert seen[0].path == "/v1/responses/resp_1"
+    for path, method, status in [
+        ("/v1/responses/resp_1", "PUT", 405),  # the template's methods answer Allow
+        ("/v1/responses/resp_1/cancel", "GET", 404),
+        ("/v1/responses//", "GET", 404),  # an empty segment is no id
+    ]:
+        send = Collector()
+        await router(route_scope(path, method), make_receive(), send)
+        assert send.start["status"] == status, path
