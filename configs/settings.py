@@ -152,6 +152,9 @@ class Settings:
     max_stop_string_chars: int = attrs.field(default=1024, validator=_positive)
     max_grammar_chars: int = attrs.field(default=128 * 1024, validator=_positive)
     max_prompt_chars: int | None = attrs.field(default=None, validator=_positive)
+    # Responses kept for GET /v1/responses/{id} and previous_response_id (`store: true`, the
+    # Responses API's default), in memory; past this many the oldest is dropped. 0 keeps none.
+    max_stored_responses: int = attrs.field(default=1000, validator=attrs.validators.ge(0))
     # Compile the whole model with torch.compile (inductor) at startup. Off by default on the
     # CPU, where it measured no faster than eager (docs/performance.md); the compiled code is
     # cached under torch_compile_cache_dir, so only the first start pays the full compile.

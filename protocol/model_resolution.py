@@ -12,6 +12,7 @@ from protocol.server_state import ServerState
 
 COMPLETIONS = "Completions API"
 CHAT = "Chat Completions API"
+RESPONSES = "Responses API"
 EMBEDDINGS = "Embeddings API"
 POOLING = "Pooling API"
 SCORE = "Score API"
@@ -25,6 +26,7 @@ GENERATIVE_SCORING = "Generative Scoring API"
 API_TASKS: dict[str, tuple[str, ...]] = {
     COMPLETIONS: ("generate",),
     CHAT: ("generate",),
+    RESPONSES: ("generate",),
     EMBEDDINGS: ("embed",),
     POOLING: ("embed", "score", "classify"),
     SCORE: ("score", "embed"),

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import operator
+import re
 import types
 import typing
 from typing import Any
@@ -433,11 +434,16 @@ def _operation(op: Route, builder: SchemaBuilder) -> dict[str, Any]:
             "required": True,
             "content": {JSON: {"schema": _body_schema(op.request, builder, "request")}},
         }
-    if op.query:
-        result["parameters"] = [
-            {"name": name, "in": "query", "required": False, "schema": schema}
-            for name, schema in op.query.items()
-        ]
+    parameters = [
+        {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+        for name in re.findall(r"\{(\w+)\}", op.path)
+    ]
+    parameters += [
+        {"name": name, "in": "query", "required": False, "schema": schema}
+        for name, schema in op.query.items()
+    ]
+    if parameters:
+        result["parameters"] = parameters
     if op.public:  # open even when the server has an API key
         result["security"] = []
     return result

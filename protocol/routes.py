@@ -15,12 +15,14 @@ from protocol.openai import routes as openai
 from protocol.openapi import document_routes
 from protocol.operations import routes as operations
 from protocol.pooling import routes as pooling
+from protocol.responses import routes as responses
 from protocol.route import Route
 from protocol.sagemaker import routes as sagemaker
 from protocol.tokenize import routes as tokenize
 
 API_ROUTES = [
     *openai.ROUTES,
+    *responses.ROUTES,
     *generative_scoring.ROUTES,
     *pooling.ROUTES,
     *tokenize.ROUTES,

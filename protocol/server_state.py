@@ -7,6 +7,7 @@ from typing import Any
 import attrs
 
 from configs.settings import Settings
+from protocol.responses.store import ResponseStore
 from protocol.served_model import ServedModel
 
 
@@ -22,3 +23,9 @@ class ServerState:
     in_flight: int = 0  # requests being served, operational routes aside (GET /load)
     # The /health?deep=true check now running, which concurrent callers share.
     deep_probe: Any = None
+    # The Responses API's stored responses (max_stored_responses of them).
+    responses: ResponseStore = attrs.field(
+        default=attrs.Factory(
+            lambda self: ResponseStore(self.settings.max_stored_responses), takes_self=True
+        )
+    )

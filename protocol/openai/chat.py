@@ -236,7 +236,7 @@ def _finish_reason(engine_reason: str, plan: ToolPlan, called: bool) -> str:
     return engine_reason
 
 
-def _parse_piece(parser: ToolParser, text: str, last: bool) -> ParsedDelta:
+def parse_piece(parser: ToolParser, text: str, last: bool) -> ParsedDelta:
     parsed = parser.feed(text) if text else ParsedDelta()
     if last:
         rest = parser.finish()
@@ -328,7 +328,7 @@ async def _stream(
                 if parser is None:
                     delta = DeltaMessage(content=output.new_text or None)
                 else:
-                    parsed = _parse_piece(parser, output.new_text, output.finished)
+                    parsed = parse_piece(parser, output.new_text, output.finished)
                     delta = DeltaMessage(
                         content=parsed.content or None, tool_calls=parsed.tool_calls or None
                     )

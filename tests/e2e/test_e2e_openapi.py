@@ -42,6 +42,7 @@ GENERATION_PATHS = (
     "/v1/chat/completions",
     "/v1/chat/completions/batch",
     "/invocations",  # chat and completion bodies among others
+    "/v1/responses",
 )
 
 
@@ -73,17 +74,19 @@ schema = schemathesis.pytest.from_fixture("api_schema")
 
 
 def _cap_generation(case: schemathesis.Case) -> None:
-    """Keeps every generation request cheap, valid or not: a bounded max_tokens (set when
+    """Keeps every generation request cheap, valid or not: a bounded output budget (set when
     absent: chat would otherwise run to the context length), at most two choices and two
     conversations in a batch."""
     body = case.body
     if case.path not in GENERATION_PATHS or not isinstance(body, dict):
         return
-    if body.get("max_tokens") is None:
-        body["max_tokens"] = MAX_NEW_TOKENS
+    budget = "max_output_tokens" if case.path == "/v1/responses" else "max_tokens"
+    if body.get(budget) is None:
+        body[budget] = MAX_NEW_TOKENS
     for key, cap in (
         ("max_tokens", MAX_NEW_TOKENS),
         ("max_completion_tokens", MAX_NEW_TOKENS),
+        ("max_output_tokens", MAX_NEW_TOKENS),
         ("n", MAX_CHOICES),
     ):
         value = body.get(key)
