@@ -15,7 +15,7 @@ from protocol.http import error_body
 
 _UNAUTHORIZED_BODY = error_body(
     401,
-    "Invalid or missing API key. Send it as 'Authorization: Bearer <key>'.",
+    "Invalid or missing API key. Send it as 'Authorization: Bearer <key>' (or 'x-api-key: <key>').",
     "AuthenticationError",
 )
 _UNAUTHORIZED_HEADERS = [
@@ -58,12 +58,20 @@ class AuthMiddleware:
         await send({"type": "http.response.body", "body": _UNAUTHORIZED_BODY, "more_body": False})
 
     def _authorized(self, scope: Scope) -> bool:
+        """A known key as `Authorization: Bearer <key>` or as `x-api-key: <key>` (what the
+        anthropic SDK sends)."""
         for name, value in scope.get("headers", ()):
-            if name.lower() == b"authorization":
+            name = name.lower()
+            if name == b"authorization":
                 scheme, _, token = value.strip().partition(b" ")
-                # Raw header bytes: a non-ASCII key arrives as its UTF-8 bytes, as encoded here.
-                digest = hashlib.sha256(token.strip()).digest()
-                # Every key is compared, so the time taken does not tell which one matched.
-                matches = [hmac.compare_digest(digest, key) for key in self.key_digests]
-                return scheme.lower() == b"bearer" and any(matches)
+                if scheme.lower() == b"bearer" and self._known(token.strip()):
+                    return True
+            elif name == b"x-api-key" and self._known(value.strip()):
+                return True
         return False
+
+    def _known(self, token: bytes) -> bool:
+        # Raw header bytes: a non-ASCII key arrives as its UTF-8 bytes, as encoded here.
+        digest = hashlib.sha256(token).digest()
+        # Every key is compared, so the time taken does not tell which one matched.
+        return any([hmac.compare_digest(digest, key) for key in self.key_digests])

@@ -13,6 +13,7 @@ from protocol.server_state import ServerState
 COMPLETIONS = "Completions API"
 CHAT = "Chat Completions API"
 RESPONSES = "Responses API"
+MESSAGES = "Messages API"
 EMBEDDINGS = "Embeddings API"
 POOLING = "Pooling API"
 SCORE = "Score API"
@@ -27,6 +28,7 @@ API_TASKS: dict[str, tuple[str, ...]] = {
     COMPLETIONS: ("generate",),
     CHAT: ("generate",),
     RESPONSES: ("generate",),
+    MESSAGES: ("generate",),
     EMBEDDINGS: ("embed",),
     POOLING: ("embed", "score", "classify"),
     SCORE: ("score", "embed"),

@@ -417,7 +417,8 @@ def _operation(op: Route, builder: SchemaBuilder) -> dict[str, Any]:
     if op.stream is not None:
         chunk = _body_schema(op.stream, builder, "response")
         content[SSE] = {"schema": _sse_event(chunk)}
-    error = {"description": "OpenAI's error body", "content": {JSON: {"schema": ref("Error")}}}
+    error_schema = ref("Error") if op.error is None else _body_schema(op.error, builder, "response")
+    error = {"description": "The error body", "content": {JSON: {"schema": error_schema}}}
     responses: dict[str, Any] = {"200": {"description": "Success", "content": content}}
     if op.response == "HealthStatus":
         responses["503"] = {"description": "Not ready", "content": content}

@@ -31,6 +31,8 @@ class Route:
     stream: Any = None
     media_type: str = JSON
     query: dict[str, Any] = attrs.field(factory=dict)  # name -> schema of a query parameter
+    # The error body's schema, as `response`; None: OpenAI's ({"error": {...}}).
+    error: Any = None
     public: bool = False  # answered without the API key
     # Health, load and metrics: still answered while the server drains, and not load themselves.
     operational: bool = False

@@ -9,6 +9,7 @@ from __future__ import annotations
 import attrs
 
 from protocol.admission import engine_errors_as_http
+from protocol.anthropic import routes as anthropic
 from protocol.generative_scoring import routes as generative_scoring
 from protocol.nesting import nesting_errors_as_http
 from protocol.openai import routes as openai
@@ -23,6 +24,7 @@ from protocol.tokenize import routes as tokenize
 API_ROUTES = [
     *openai.ROUTES,
     *responses.ROUTES,
+    *anthropic.ROUTES,
     *generative_scoring.ROUTES,
     *pooling.ROUTES,
     *tokenize.ROUTES,

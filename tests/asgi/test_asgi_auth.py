@@ -139,3 +139,24 @@ async def test_a_public_route_is_told_whether_the_client_showed_the_key(
     scope = auth_scope(path="/health", method="GET", authorization=authorization)
     reached, _ = await run(KEY, scope)
     assert reached and scope["authorized"] is expected
+
+
+@pytest.mark.parametrize(
+    ("value", "passes"), [(b"sk-test-key", True), (b" sk-test-key ", True), (b"sk-wrong", False)]
+)
+async def test_the_key_is_also_read_from_x_api_key(value: bytes, passes: bool) -> None:
+    scope = http_scope("/v1/messages", "POST", [(b"x-api-key", value)])
+    reached, sent = await run(KEY, scope)
+    assert reached is passes
+    assert sent[0]["status"] == (200 if passes else 401)
+
+
+async def test_either_header_holding_the_key_lets_the_client_in() -> None:
+    # Either header alone decides; a client sending both gets in if either holds the key.
+    scope = http_scope(
+        "/v1/messages",
+        "POST",
+        [(b"authorization", b"Bearer sk-wrong"), (b"x-api-key", b"sk-test-key")],
+    )
+    reached, _ = await run(KEY, scope)
+    assert reached

@@ -43,6 +43,7 @@ GENERATION_PATHS = (
     "/v1/chat/completions/batch",
     "/invocations",  # chat and completion bodies among others
     "/v1/responses",
+    "/v1/messages",
 )
 
 

@@ -51,6 +51,8 @@ def test_routes_cover_the_protocol_surface() -> None:
         ("POST", "/v1/responses"),
         ("GET", "/v1/responses/{response_id}"),
         ("DELETE", "/v1/responses/{response_id}"),
+        ("POST", "/v1/messages"),
+        ("POST", "/v1/messages/count_tokens"),
         ("POST", "/v1/chat/completions/render"),
         ("POST", "/v1/embeddings"),
         ("POST", "/pooling"),
