@@ -138,6 +138,9 @@ class Settings:
     # Serve GET /tokenizer_info (the tokenizer's configuration and chat template), as vLLM's
     # --enable-tokenizer-info-endpoint; off by default (it shows the template and special tokens).
     enable_tokenizer_info_endpoint: bool = False
+    # Serve POST /sleep, POST /wake_up and GET /is_sleeping, as vLLM's --enable-sleep-mode:
+    # free the generation models' KV cache (and weights) while they are not needed.
+    enable_sleep_mode: bool = False
     # Whether a request may bring its own chat template (`chat_template`, or
     # chat_template_kwargs["chat_template"]); refused with a 400 otherwise, as vLLM does. Even
     # trusted, such a template renders with a time, size and memory limit.

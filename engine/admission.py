@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 import attrs
 
-from engine.errors import EngineOverloadedError
+from engine.errors import EngineOverloadedError, EngineSleepingError
 
 
 @attrs.define
@@ -24,6 +24,7 @@ class Admission:
     max_tokens: int | None = None
     num_sequences: int = 0
     num_tokens: int = 0
+    asleep: bool = False  # the model sleeps (POST /sleep): every request is refused
 
     def admits(self, num_sequences: int, num_tokens: int) -> bool:
         if self.num_sequences == 0:
@@ -33,6 +34,10 @@ class Admission:
         ) and (self.max_tokens is None or self.num_tokens + num_tokens <= self.max_tokens)
 
     def check(self, num_sequences: int, num_tokens: int) -> None:
+        if self.asleep:
+            raise EngineSleepingError(
+                f"The model `{self.model}` is asleep (POST /sleep); POST /wake_up to serve it."
+            )
         if not self.admits(num_sequences, num_tokens):
             raise EngineOverloadedError(
                 f"The model `{self.model}` is at capacity ({self.num_sequences} sequences, "

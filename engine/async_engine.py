@@ -58,6 +58,36 @@ class AsyncEngine:
         # When the step now running began (time.monotonic()), for the health watchdog.
         self.step_started: float | None = None
         self._logged_failures: set[tuple[str, str]] = set()
+        self._sleep_lock = anyio.Lock()
+
+    @property
+    def sleep_level(self) -> int:
+        return self.engine.runner.sleep_level
+
+    async def sleep(self, level: int) -> None:
+        """Refuses new requests (503), lets those in flight finish, then frees the KV cache
+        (level 2: the weights too). Asleep already, it only goes deeper."""
+        async with self._sleep_lock:
+            self.admission.asleep = True
+            while self._busy():
+                await anyio.sleep(0.02)
+            # Idle and admitting nothing: the loop will not touch the engine meanwhile.
+            await anyio.to_thread.run_sync(self.engine.sleep, level)
+
+    async def wake_up(self) -> None:
+        """Reloads what sleep freed (the weights from disk at level 2) and serves again."""
+        async with self._sleep_lock:
+            if self.sleep_level:
+                await anyio.to_thread.run_sync(self.engine.wake_up)
+            self.admission.asleep = False
+
+    def _busy(self) -> bool:
+        return bool(
+            self.admission.num_sequences
+            or self._inbox
+            or self.engine.has_work
+            or self.step_started is not None
+        )
 
     async def generate(
         self, request_id: str, prompts: list[tuple[list[int], SamplingParams]]

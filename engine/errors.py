@@ -32,3 +32,8 @@ class EngineOverloadedError(RuntimeError):
     """The model already has as much work in flight as it admits (429; engine/admission.py).
     Refusing beats queueing without bound, where every client waits longer and memory grows
     until something breaks."""
+
+
+class EngineSleepingError(EngineDeadError):
+    """The model was put to sleep (POST /sleep): refused with the 503 a dead engine's requests
+    get, until POST /wake_up."""

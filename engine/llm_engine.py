@@ -111,6 +111,16 @@ class LLMEngine:
             "kv_cache_memory_bytes": str(runner.num_blocks * runner.bytes_per_block),
         }
 
+    def sleep(self, level: int) -> None:
+        """Frees the KV cache (level 2: the weights too); nothing may be in flight. The prefix
+        cache's blocks lose their contents, so it forgets them."""
+        assert not self.has_work, "sleep with sequences in flight"
+        self.scheduler.block_manager.reset_prefix_cache()
+        self.runner.sleep(level)
+
+    def wake_up(self) -> None:
+        self.runner.wake_up()
+
     @property
     def has_work(self) -> bool:
         return self.scheduler.has_work

@@ -9,10 +9,12 @@ prefill). The model class comes from the registry (engine/models/registry.py).
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import attrs
 import torch
@@ -96,21 +98,11 @@ class ModelRunner:
             raise ValueError(f"quantization {quantization!r} runs on the CPU only; use bf16")
         self.dtype = dtype
         self.block_size = block_size
-        model_cls = model_class(model_dir)
-        self.config = model_cls.config_class.from_dir(model_dir)
+        self.model_dir = model_dir
+        self.quantization = quantization
+        self.config = model_class(model_dir).config_class.from_dir(model_dir)
         cfg = self.config
-        # Built on the meta device (no random init), then filled from the checkpoint.
-        torch.set_default_dtype(dtype)
-        try:
-            with torch.device("meta"):
-                model = model_cls(cfg)
-        finally:
-            torch.set_default_dtype(torch.float32)
-        model = model.to_empty(device=self.device)
-        model.init_derived_state()
-        model.load_weights(model_dir)
-        quantize_linears(model, quantization)
-        self.model = model.eval()
+        self.model = self._load_model()
 
         bytes_per_block = (
             2
@@ -124,15 +116,8 @@ class ModelRunner:
         self.num_blocks = max(1, kv_cache_bytes // bytes_per_block)
         # On the GPU one more block, owned by no sequence: CUDA graphs' padding rows write there.
         total_blocks = self.num_blocks + (self.device.type == "cuda")
-        shape = (cfg.num_key_value_heads, total_blocks, block_size, cfg.head_dim)
-        # One tensor for all layers, viewed per layer: [2, layers, kv_heads, blocks, block_size,
-        # head_dim]; head-major so that decode attention gathers contiguous per-head contexts.
-        self.kv_cache = torch.zeros(
-            (2, cfg.num_hidden_layers, *shape), dtype=dtype, device=self.device
-        )
-        self.kv_caches = [
-            (self.kv_cache[0, i], self.kv_cache[1, i]) for i in range(cfg.num_hidden_layers)
-        ]
+        self.total_blocks = total_blocks
+        self._allocate_kv_cache()
         # Whether decode attention runs a kernel that takes all decodes in one call (C, or
         # Triton on the GPU) or the torch twin (one call per group of equal block counts): see
         # compiled_kernels/attention.py.
@@ -157,17 +142,15 @@ class ModelRunner:
         # structured-output matchers.
         self.eos_token_ids: frozenset[int] = frozenset()
         self.grammars: GrammarMatchers | None = None
-        # The one torch.compile call site: the whole model, dynamic in the number of tokens,
-        # with attention as an opaque op (engine/models/attention.py). Compiled lazily by the
-        # first forward; the engine's warm-up makes that happen at startup.
         self.compiled = compile_cache_dir is not None
-        self._model_forward = self.model
         if compile_cache_dir is not None:
             # Inductor reads its cache location from this variable whenever it looks for
             # compiled code (it may already hold inductor's default, a temp dir).
             os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(compile_cache_dir)
-            self._model_forward = torch.compile(self.model, dynamic=True, fullgraph=True)
+        self._model_forward = self._forward_of(self.model)
         self.cuda_graphs: CudaGraphDecoder | None = None
+        self._graph_shape: tuple[int, int] | None = None  # capture_cuda_graphs' arguments
+        self.sleep_level = 0  # 1: no KV cache; 2: no weights either (sleep())
         # Float layers through the library GEMM in fixed tiles (engine/models/linear.py);
         # eager CPU only: compiled graphs and the GPU take their own.
         if matmul == "auto":
@@ -175,6 +158,65 @@ class ModelRunner:
         on_eager_cpu = self.device.type == "cpu" and not self.compiled
         self.library_matmul = matmul == "library" and on_eager_cpu
         logger.info("linear layers: %s", "library tiles" if self.library_matmul else "kernel")
+
+    def _load_model(self) -> torch.nn.Module:
+        model_cls = model_class(self.model_dir)
+        # Built on the meta device (no random init), then filled from the checkpoint.
+        torch.set_default_dtype(self.dtype)
+        try:
+            with torch.device("meta"):
+                model = model_cls(self.config)
+        finally:
+            torch.set_default_dtype(torch.float32)
+        model = model.to_empty(device=self.device)
+        model.init_derived_state()
+        model.load_weights(self.model_dir)
+        quantize_linears(model, self.quantization)
+        return model.eval()
+
+    def _forward_of(self, model: torch.nn.Module) -> Any:
+        """The one torch.compile call site: the whole model, dynamic in the number of tokens,
+        with attention as an opaque op (engine/models/attention.py). Compiled lazily by the
+        first forward; the engine's warm-up makes that happen at startup."""
+        if not self.compiled:
+            return model
+        return torch.compile(model, dynamic=True, fullgraph=True)
+
+    def _allocate_kv_cache(self) -> None:
+        cfg = self.config
+        shape = (cfg.num_key_value_heads, self.total_blocks, self.block_size, cfg.head_dim)
+        # One tensor for all layers, viewed per layer: [2, layers, kv_heads, blocks, block_size,
+        # head_dim]; head-major so that decode attention gathers contiguous per-head contexts.
+        self.kv_cache = torch.zeros(
+            (2, cfg.num_hidden_layers, *shape), dtype=self.dtype, device=self.device
+        )
+        self.kv_caches = [
+            (self.kv_cache[0, i], self.kv_cache[1, i]) for i in range(cfg.num_hidden_layers)
+        ]
+
+    def sleep(self, level: int) -> None:
+        """Frees the KV cache (its contents are lost: the engine forgets its prefix cache) and
+        at level 2 the weights too, until wake_up(). Nothing may run meanwhile."""
+        self.kv_cache = torch.empty(0, dtype=self.dtype, device=self.device)
+        self.kv_caches = []
+        self.cuda_graphs = None  # the graphs hold the old cache's memory
+        if level >= 2:
+            self.model = None  # type: ignore[assignment]
+            self._model_forward = None
+        self.sleep_level = max(self.sleep_level, level)
+        gc.collect()
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    def wake_up(self) -> None:
+        """Reloads what sleep() freed: the weights from the checkpoint, a zeroed KV cache."""
+        if self.model is None:
+            self.model = self._load_model()
+            self._model_forward = self._forward_of(self.model)
+        self._allocate_kv_cache()
+        if self._graph_shape is not None:
+            self.capture_cuda_graphs(*self._graph_shape)
+        self.sleep_level = 0
 
     @torch.inference_mode()
     def capture_cuda_graphs(self, max_batch: int, max_model_len: int) -> None:
@@ -186,6 +228,7 @@ class ModelRunner:
         if not self.one_decode_group:
             logger.warning("no Triton decode kernel: the GPU decodes eagerly, without CUDA graphs")
             return
+        self._graph_shape = (max_batch, max_model_len)
         start = time.perf_counter()
         self.cuda_graphs = CudaGraphDecoder(
             self._model_forward,

@@ -7,9 +7,12 @@ class, a few fixed reasons). docs/metrics.md lists every series and how it is me
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
 REGISTRY = CollectorRegistry(auto_describe=True)
+# The process's own figures (resident memory, CPU seconds, open files) under their usual
+# process_* names, as any Python server exports them.
+PROCESS = ProcessCollector(registry=REGISTRY)
 
 # vLLM's histogram buckets, so its dashboards' quantiles mean the same here.
 # fmt: off

@@ -119,6 +119,14 @@ _NAMED_SCHEMAS: dict[str, dict[str, Any]] = {
             "models": {"type": "array", "items": {"type": "string"}},
         },
     },
+    "SleepState": {
+        "type": "object",
+        "required": ["is_sleeping", "level"],
+        "properties": {
+            "is_sleeping": {"type": "boolean"},
+            "level": {"type": "integer", "minimum": 0, "maximum": 2},
+        },
+    },
     "Load": {
         "type": "object",
         "required": ["server_load"],

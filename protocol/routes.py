@@ -19,6 +19,7 @@ from protocol.pooling import routes as pooling
 from protocol.responses import routes as responses
 from protocol.route import Route
 from protocol.sagemaker import routes as sagemaker
+from protocol.sleep_mode import routes as sleep_mode
 from protocol.tokenize import routes as tokenize
 
 API_ROUTES = [
@@ -29,6 +30,7 @@ API_ROUTES = [
     *pooling.ROUTES,
     *tokenize.ROUTES,
     *sagemaker.ROUTES,
+    *sleep_mode.ROUTES,
     *operations.ROUTES,
 ]
 

@@ -14,7 +14,7 @@ from protocol.anthropic.errors import anthropic_error
 from protocol.anthropic.schemas import MessagesResponse, TextBlock, ToolUseBlock
 from protocol.converter import dumps
 from protocol.generation.engine_calls import open_generation
-from protocol.openai.chat import PreparedChat, parse_piece
+from protocol.openai.chat import PreparedChat, content_piece
 from protocol.openai.chat_schemas import ChatMessage
 
 logger = logging.getLogger(__name__)
@@ -41,10 +41,7 @@ async def stream_message(message_id: str, chat: PreparedChat) -> AsyncIterator[b
         yield _event("message_start", {"type": "message_start", "message": started})
         async with open_generation(served, message_id, chat.prompts) as outputs:
             async for _, output in outputs:
-                if parser is None:
-                    text = output.new_text
-                else:
-                    text = parse_piece(parser, output.new_text, output.finished).content
+                text = content_piece(parser, output)
                 if text:
                     if not text_open:
                         yield _block_start(0, TextBlock(text=""))

@@ -13,6 +13,7 @@ import anyio
 import attrs
 
 from configs.settings import Settings
+from engine.outputs import RequestOutput
 from engine.sampling_params import SamplingParams
 from protocol import response_bodies
 from protocol.admission import check_capacity
@@ -234,6 +235,13 @@ def _finish_reason(engine_reason: str, plan: ToolPlan, called: bool) -> str:
     if called and engine_reason == "stop" and plan.mode in ("auto", "required"):
         return "tool_calls"
     return engine_reason
+
+
+def content_piece(parser: ToolParser | None, output: RequestOutput) -> str:
+    """The text of one engine output that is the reply's content (tool calls held back)."""
+    if parser is None:
+        return output.new_text
+    return parse_piece(parser, output.new_text, output.finished).content
 
 
 def parse_piece(parser: ToolParser, text: str, last: bool) -> ParsedDelta:

@@ -19,7 +19,7 @@ import anyio
 import attrs
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from engine.errors import EngineOverloadedError
+from engine.errors import EngineOverloadedError, EngineSleepingError
 from engine.sampling_params import SamplingParams
 from observability import event_loop  # noqa: F401 - registers its gauge with REGISTRY
 from observability.metrics import REGISTRY
@@ -113,6 +113,8 @@ async def _deep_health(server: Any) -> Response:
                 await _serve_one(served)
             except EngineOverloadedError:
                 pass  # busy serving others: alive, and at capacity is not a failure
+            except EngineSleepingError:
+                pass  # put to sleep on purpose (POST /sleep): nothing to restart
             except Exception as exc:  # noqa: BLE001 - reported, not raised: this is a probe
                 failures[name] = f"{type(exc).__name__}: {exc}"
     if deadline.cancelled_caught:

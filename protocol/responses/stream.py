@@ -20,7 +20,7 @@ from protocol import response_bodies
 from protocol.converter import dumps
 from protocol.generation.engine_calls import open_generation
 from protocol.generation.logprobs import chat_logprobs
-from protocol.openai.chat import PreparedChat, parse_piece
+from protocol.openai.chat import PreparedChat, content_piece
 from protocol.responses.objects import finished_object
 from protocol.responses.schemas import (
     FunctionCallItem,
@@ -61,10 +61,7 @@ async def stream_response(
         yield event("response.in_progress", response=created)
         async with open_generation(served, created.id, chat.prompts) as outputs:
             async for _, output in outputs:
-                if parser is None:
-                    text = output.new_text
-                else:
-                    text = parse_piece(parser, output.new_text, output.finished).content
+                text = content_piece(parser, output)
                 if text:
                     if not texts:
                         item = OutputMessage(id=message_id, status="in_progress", content=[])

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -85,9 +86,17 @@ async def test_public_paths_are_open(path: str) -> None:
     assert reached
 
 
-@pytest.mark.parametrize(
-    "path", ["/v1/models", "/tokenize", "/invocations", "/v2/anything", "/", "/healthz"]
+# Every route of the table that is not public (an id standing in for a path's {segment}).
+PROTECTED = sorted(
+    {
+        re.sub(r"\{\w+\}", "some-id", route.path)
+        for route in build_routes()
+        if route.path not in PUBLIC
+    }
 )
+
+
+@pytest.mark.parametrize("path", [*PROTECTED, "/v2/anything", "/", "/healthz"])
 async def test_every_other_route_is_protected(path: str) -> None:
     reached, sent = await run(KEY, auth_scope(path=path, method="GET"))
     assert not reached

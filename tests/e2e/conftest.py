@@ -32,8 +32,10 @@ def server(tmp_path_factory, smollm2_dir):
 
 @pytest.fixture(scope="session")
 def auth_server(tmp_path_factory, smollm2_dir):
-    """The default configuration (dtype auto), with an API key set the way vLLM users do."""
-    s = _start(tmp_path_factory, "auth", {"VLLM_API_KEY": "token-abc123"})
+    """The default configuration (dtype auto), with an API key set the way vLLM users do, and
+    sleep mode on."""
+    env = {"VLLM_API_KEY": "token-abc123", "LUMEN_ENABLE_SLEEP_MODE": "true"}
+    s = _start(tmp_path_factory, "auth", env)
     yield s
     s.stop()
 

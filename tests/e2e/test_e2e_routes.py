@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import httpx
 import openai
 import pytest
@@ -214,3 +216,35 @@ def test_invocations_serves_each_body_by_the_api_it_fits(http):
         "'CompletionRequest', 'EmbeddingRequest', 'ScoreRequest', 'RerankRequest', "
         "'PoolingRequest']"
     )
+
+
+def _resident_bytes(http: httpx.Client) -> float:
+    metrics = http.get("/metrics").text
+    return float(re.search(r"^process_resident_memory_bytes (\S+)$", metrics, re.M).group(1))
+
+
+def test_sleep_frees_memory_and_the_woken_model_says_the_same(auth_server):
+    key = {"Authorization": "Bearer token-abc123"}
+    body = {
+        "messages": [{"role": "user", "content": "Name three colours."}],
+        "max_tokens": 12,
+        "temperature": 0,
+    }
+    with httpx.Client(base_url=auth_server.url, headers=key, timeout=120) as http:
+        assert httpx.post(auth_server.url + "/sleep").status_code == 401  # the key guards it
+        before = http.post("/v1/chat/completions", json=body).json()["choices"][0]["message"]
+        awake = _resident_bytes(http)
+        assert http.post("/sleep", params={"level": 2}).json() == {"is_sleeping": True, "level": 2}
+        try:
+            asleep = _resident_bytes(http)
+            assert http.get("/is_sleeping").json()["is_sleeping"] is True
+            refused = http.post("/v1/chat/completions", json=body)
+            error = _assert_error(refused, 503)
+            assert "asleep" in error["message"]
+            assert http.get("/health").status_code == 200  # asleep on purpose, not unwell
+        finally:
+            assert http.post("/wake_up").json()["is_sleeping"] is False
+        # The weights (135M parameters) and the KV cache are gone while asleep.
+        assert awake - asleep > 100 * 2**20, (awake, asleep)
+        after = http.post("/v1/chat/completions", json=body).json()["choices"][0]["message"]
+        assert after["content"] == before["content"]

@@ -84,6 +84,20 @@ class ScriptedEngine:
         self.stop_reason = stop_reason
         self.calls: list[tuple[str, list[tuple[list[int], SamplingParams]]]] = []
         self.closed = False
+        self._sleep_level = 0
+
+    @property
+    def sleep_level(self) -> int:
+        return self._sleep_level
+
+    async def sleep(self, level: int) -> None:
+        """As AsyncEngine's, without memory to free: refuses requests until wake_up()."""
+        self.admission.asleep = True
+        self._sleep_level = max(self._sleep_level, level)
+
+    async def wake_up(self) -> None:
+        self.admission.asleep = False
+        self._sleep_level = 0
 
     async def generate(
         self, request_id: str, prompts: list[tuple[list[int], SamplingParams]]
