@@ -1,4 +1,5 @@
-"""Our Llama-family decoder (Llama, SmolLM, Mistral; qwen2.py adds Qwen2's qkv bias).
+"""Our Llama-family decoder (Llama, SmolLM, Mistral; qwen2.py adds Qwen2's qkv bias, qwen3.py
+Qwen3's per-head q/k norms).
 
 It reads HF checkpoints (safetensors) and runs on flat token batches: every forward takes the
 new tokens of all scheduled sequences concatenated, their positions, and the paged KV cache.
@@ -95,10 +96,8 @@ class DecoderLayer(nn.Module):
             hidden, residual = add_rms_norm(hidden, residual, self.input_layernorm, self.eps)
         n = hidden.shape[0]
         qkv = self.qkv_proj(hidden)  # [n, (heads + 2 * kv_heads) * head_dim]
+        q, k = self.rotated_qk(qkv, rope)
         qk_heads = self.num_heads + self.num_kv_heads
-        # q and k heads rotate together in one call: [n, heads + kv_heads, head_dim]
-        qk = apply_rotary(qkv[:, : qk_heads * self.head_dim].view(n, qk_heads, -1), *rope)
-        q, k = qk.split((self.num_heads, self.num_kv_heads), dim=1)
         v = qkv[:, qk_heads * self.head_dim :].view(n, self.num_kv_heads, self.head_dim)
         out = attention(q, k, v, self.index, self.head_dim**-0.5)
         hidden = self.o_proj(out)
@@ -106,15 +105,27 @@ class DecoderLayer(nn.Module):
         hidden = self.down_proj(silu_and_mul(self.gate_up_proj(hidden)))
         return hidden, residual
 
+    def rotated_qk(
+        self, qkv: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The query and key heads of qkv, rotated: [n, heads, head_dim], [n, kv_heads,
+        head_dim]."""
+        n, qk_heads = qkv.shape[0], self.num_heads + self.num_kv_heads
+        # q and k heads rotate together in one call: [n, heads + kv_heads, head_dim]
+        qk = apply_rotary(qkv[:, : qk_heads * self.head_dim].view(n, qk_heads, -1), *rope)
+        q, k = qk.split((self.num_heads, self.num_kv_heads), dim=1)
+        return q, k
+
 
 class LlamaModel(nn.Module):
     config_class = LlamaConfig  # what reads this family's config.json
+    layer_class = DecoderLayer  # a family with its own attention or MLP brings its own
 
     def __init__(self, cfg: LlamaConfig) -> None:
         super().__init__()
         self.cfg = cfg
         self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
-        self.layers = nn.ModuleList(DecoderLayer(cfg, i) for i in range(cfg.num_hidden_layers))
+        self.layers = nn.ModuleList(self.layer_class(cfg, i) for i in range(cfg.num_hidden_layers))
         self.norm = nn.Parameter(torch.ones(cfg.hidden_size))
         self.lm_head = Linear(cfg.hidden_size, cfg.vocab_size)
         self.init_derived_state()
@@ -202,6 +213,8 @@ class LlamaModel(nn.Module):
             if parts[2] in ("input_layernorm", "post_attention_layernorm"):
                 return f"{prefix}.{parts[2]}", None
             proj, kind = parts[3], parts[4]
+            if proj in ("q_norm", "k_norm"):  # Qwen3's per-head norms
+                return f"{prefix}.{proj}", None
             if proj in fused:
                 target, shard = fused[proj]
                 return f"{prefix}.{target}.{kind}", shard

@@ -8,11 +8,13 @@ from pathlib import Path
 
 from engine.models.llama import LlamaModel
 from engine.models.qwen2 import Qwen2Model
+from engine.models.qwen3 import Qwen3Model
 
 ARCHITECTURES: dict[str, type[LlamaModel]] = {
     "LlamaForCausalLM": LlamaModel,
     "MistralForCausalLM": LlamaModel,
     "Qwen2ForCausalLM": Qwen2Model,
+    "Qwen3ForCausalLM": Qwen3Model,
 }
 
 

@@ -19,20 +19,30 @@ TINY = dict(
 )
 
 
-@pytest.fixture(params=["llama", "qwen2"])
+@pytest.fixture(params=["llama", "qwen2", "qwen3"])
 def tiny_model_dir(request, tmp_path, smollm2_tokenizer):
     if request.param == "llama":
         config = transformers.LlamaConfig(
             vocab_size=len(smollm2_tokenizer), tie_word_embeddings=False, **TINY
         )
         model_cls = transformers.LlamaForCausalLM
-    else:
+    elif request.param == "qwen2":
         config = transformers.Qwen2Config(
             vocab_size=len(smollm2_tokenizer), tie_word_embeddings=True, **TINY
         )
         model_cls = transformers.Qwen2ForCausalLM
+    else:
+        # Its own head_dim (Qwen3's default is 128, not hidden_size / heads).
+        config = transformers.Qwen3Config(
+            vocab_size=len(smollm2_tokenizer), tie_word_embeddings=True, head_dim=32, **TINY
+        )
+        model_cls = transformers.Qwen3ForCausalLM
     torch.manual_seed(0)
     model = model_cls(config).eval()
+    with torch.no_grad():  # norms start at ones: give theirs values, so loading them counts
+        for name, param in model.named_parameters():
+            if "norm" in name:
+                param.uniform_(0.5, 1.5)
     model.save_pretrained(tmp_path)
     smollm2_tokenizer.save_pretrained(tmp_path)
     return tmp_path, model
