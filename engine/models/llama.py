@@ -1,5 +1,5 @@
 """Our Llama-family decoder (Llama, SmolLM, Mistral; qwen2.py adds Qwen2's qkv bias, qwen3.py
-Qwen3's per-head q/k norms).
+Qwen3's per-head q/k norms, granite.py Granite's multipliers).
 
 It reads HF checkpoints (safetensors) and runs on flat token batches: every forward takes the
 new tokens of all scheduled sequences concatenated, their positions, and the paged KV cache.
@@ -81,6 +81,9 @@ class DecoderLayer(nn.Module):
         self.down_proj = Linear(cfg.intermediate_size, cfg.hidden_size)
         self.input_layernorm = nn.Parameter(torch.ones(cfg.hidden_size))
         self.post_attention_layernorm = nn.Parameter(torch.ones(cfg.hidden_size))
+        self.attention_scale = self.head_dim**-0.5
+        # What each sublayer's output is scaled by before it joins the residual (Granite's).
+        self.residual_multiplier = 1.0
 
     def forward(
         self,
@@ -99,11 +102,14 @@ class DecoderLayer(nn.Module):
         q, k = self.rotated_qk(qkv, rope)
         qk_heads = self.num_heads + self.num_kv_heads
         v = qkv[:, qk_heads * self.head_dim :].view(n, self.num_kv_heads, self.head_dim)
-        out = attention(q, k, v, self.index, self.head_dim**-0.5)
-        hidden = self.o_proj(out)
+        out = attention(q, k, v, self.index, self.attention_scale)
+        hidden = self._scaled(self.o_proj(out))
         hidden, residual = add_rms_norm(hidden, residual, self.post_attention_layernorm, self.eps)
-        hidden = self.down_proj(silu_and_mul(self.gate_up_proj(hidden)))
+        hidden = self._scaled(self.down_proj(silu_and_mul(self.gate_up_proj(hidden))))
         return hidden, residual
+
+    def _scaled(self, out: torch.Tensor) -> torch.Tensor:
+        return out if self.residual_multiplier == 1.0 else out * self.residual_multiplier
 
     def rotated_qk(
         self, qkv: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor]
@@ -137,13 +143,17 @@ class LlamaModel(nn.Module):
     ) -> torch.Tensor:
         # input_ids, positions: [num_tokens] -> hidden: [num_tokens, hidden_size]
         # Attention reads the step's metadata and KV cache from `attention_context`.
-        hidden = self.embed_tokens(input_ids)
+        hidden = self.embed(input_ids)
         residual = None
         rope = rotary_for_positions(positions, self.rope_cos, self.rope_sin, hidden.dtype)
         for layer in self.layers:
             hidden, residual = layer(hidden, residual, rope)
         hidden, _ = add_rms_norm(hidden, residual, self.norm, self.cfg.rms_norm_eps)
         return hidden
+
+    def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
+        # input_ids: [num_tokens] -> [num_tokens, hidden_size]
+        return self.embed_tokens(input_ids)
 
     def init_derived_state(self) -> None:
         """What is not loaded from a checkpoint: the tied LM head and the rope tables.

@@ -6,11 +6,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from engine.models.granite import GraniteModel
 from engine.models.llama import LlamaModel
 from engine.models.qwen2 import Qwen2Model
 from engine.models.qwen3 import Qwen3Model
 
 ARCHITECTURES: dict[str, type[LlamaModel]] = {
+    "GraniteForCausalLM": GraniteModel,
     "LlamaForCausalLM": LlamaModel,
     "MistralForCausalLM": LlamaModel,
     "Qwen2ForCausalLM": Qwen2Model,

@@ -19,7 +19,7 @@ TINY = dict(
 )
 
 
-@pytest.fixture(params=["llama", "qwen2", "qwen3"])
+@pytest.fixture(params=["llama", "qwen2", "qwen3", "granite"])
 def tiny_model_dir(request, tmp_path, smollm2_tokenizer):
     if request.param == "llama":
         config = transformers.LlamaConfig(
@@ -31,6 +31,17 @@ def tiny_model_dir(request, tmp_path, smollm2_tokenizer):
             vocab_size=len(smollm2_tokenizer), tie_word_embeddings=True, **TINY
         )
         model_cls = transformers.Qwen2ForCausalLM
+    elif request.param == "granite":
+        config = transformers.GraniteConfig(
+            vocab_size=len(smollm2_tokenizer),
+            tie_word_embeddings=True,
+            embedding_multiplier=1.5,
+            residual_multiplier=0.7,
+            attention_multiplier=0.3,
+            logits_scaling=2.0,
+            **TINY,
+        )
+        model_cls = transformers.GraniteForCausalLM
     else:
         # Its own head_dim (Qwen3's default is 128, not hidden_size / heads).
         config = transformers.Qwen3Config(

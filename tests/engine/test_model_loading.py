@@ -1,6 +1,6 @@
-"""Any local HF folder loads: tiny random-weight Llama (untied head), Qwen2 (qkv bias) and
-Qwen3 (per-head q/k norms) checkpoints, saved by transformers, decode greedily exactly like
-transformers itself."""
+"""Any local HF folder loads: tiny random-weight Llama (untied head), Qwen2 (qkv bias), Qwen3
+(per-head q/k norms) and Granite (its multipliers) checkpoints, saved by transformers, decode
+greedily exactly like transformers itself."""
 
 from __future__ import annotations
 
