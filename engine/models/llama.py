@@ -1,5 +1,6 @@
 """Our Llama-family decoder (Llama, SmolLM, Mistral; qwen2.py adds Qwen2's qkv bias, qwen3.py
-Qwen3's per-head q/k norms, granite.py Granite's multipliers).
+Qwen3's per-head q/k norms, granite.py Granite's multipliers,
+olmo2.py OLMo 2's post-norms).
 
 It reads HF checkpoints (safetensors) and runs on flat token batches: every forward takes the
 new tokens of all scheduled sequences concatenated, their positions, and the paged KV cache.
@@ -64,6 +65,10 @@ class LlamaConfig:
             tie_word_embeddings=raw.get("tie_word_embeddings", False),
             qkv_bias=raw.get("attention_bias", False),
         )
+
+
+# A layer's own norms, by their names in HF checkpoints (post_feedforward_layernorm: OLMo 2).
+_LAYER_NORMS = ("input_layernorm", "post_attention_layernorm", "post_feedforward_layernorm")
 
 
 class DecoderLayer(nn.Module):
@@ -148,6 +153,8 @@ class LlamaModel(nn.Module):
         rope = rotary_for_positions(positions, self.rope_cos, self.rope_sin, hidden.dtype)
         for layer in self.layers:
             hidden, residual = layer(hidden, residual, rope)
+        if residual is None:  # a family whose layers keep the stream in `hidden` (OLMo 2)
+            return rms_norm(hidden, self.norm, self.cfg.rms_norm_eps)
         hidden, _ = add_rms_norm(hidden, residual, self.norm, self.cfg.rms_norm_eps)
         return hidden
 
@@ -220,7 +227,7 @@ class LlamaModel(nn.Module):
         parts = name.split(".")  # layers.{i}.{self_attn|mlp}.{proj}.{weight|bias}
         if parts[0] == "layers":
             prefix = f"layers.{parts[1]}"
-            if parts[2] in ("input_layernorm", "post_attention_layernorm"):
+            if parts[2] in _LAYER_NORMS:
                 return f"{prefix}.{parts[2]}", None
             proj, kind = parts[3], parts[4]
             if proj in ("q_norm", "k_norm"):  # Qwen3's per-head norms

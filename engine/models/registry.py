@@ -8,6 +8,7 @@ from pathlib import Path
 
 from engine.models.granite import GraniteModel
 from engine.models.llama import LlamaModel
+from engine.models.olmo2 import Olmo2Model
 from engine.models.qwen2 import Qwen2Model
 from engine.models.qwen3 import Qwen3Model
 
@@ -15,6 +16,7 @@ ARCHITECTURES: dict[str, type[LlamaModel]] = {
     "GraniteForCausalLM": GraniteModel,
     "LlamaForCausalLM": LlamaModel,
     "MistralForCausalLM": LlamaModel,
+    "Olmo2ForCausalLM": Olmo2Model,
     "Qwen2ForCausalLM": Qwen2Model,
     "Qwen3ForCausalLM": Qwen3Model,
 }

@@ -19,7 +19,7 @@ TINY = dict(
 )
 
 
-@pytest.fixture(params=["llama", "qwen2", "qwen3", "granite"])
+@pytest.fixture(params=["llama", "qwen2", "qwen3", "granite", "olmo2"])
 def tiny_model_dir(request, tmp_path, smollm2_tokenizer):
     if request.param == "llama":
         config = transformers.LlamaConfig(
@@ -31,6 +31,11 @@ def tiny_model_dir(request, tmp_path, smollm2_tokenizer):
             vocab_size=len(smollm2_tokenizer), tie_word_embeddings=True, **TINY
         )
         model_cls = transformers.Qwen2ForCausalLM
+    elif request.param == "olmo2":
+        config = transformers.Olmo2Config(
+            vocab_size=len(smollm2_tokenizer), tie_word_embeddings=False, **TINY
+        )
+        model_cls = transformers.Olmo2ForCausalLM
     elif request.param == "granite":
         config = transformers.GraniteConfig(
             vocab_size=len(smollm2_tokenizer),

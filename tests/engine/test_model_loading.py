@@ -1,6 +1,6 @@
 """Any local HF folder loads: tiny random-weight Llama (untied head), Qwen2 (qkv bias), Qwen3
-(per-head q/k norms) and Granite (its multipliers) checkpoints, saved by transformers, decode
-greedily exactly like transformers itself."""
+(per-head q/k norms), Granite (its multipliers) and OLMo 2 (post-norms) checkpoints, saved by
+transformers, decode greedily exactly like transformers itself."""
 
 from __future__ import annotations
 
