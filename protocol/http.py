@@ -87,3 +87,8 @@ class HTTPError(Exception):
         response = error_response(self.status, self.message, self.err_type, self.param)
         response.headers.extend(self.headers)
         return response
+
+
+def bad_request(message: str, param: str | None = None) -> HTTPError:
+    """The client's mistake: a 400 BadRequestError naming the field (`param`) at fault."""
+    return HTTPError(400, message, "BadRequestError", param)

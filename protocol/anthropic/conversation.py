@@ -24,7 +24,7 @@ from protocol.anthropic.schemas import (
     TextBlock,
     ToolUseBlock,
 )
-from protocol.http import HTTPError
+from protocol.http import bad_request
 from protocol.openai.chat_schemas import (
     ChatCompletionRequest,
     ChatMessage,
@@ -34,13 +34,9 @@ from protocol.openai.chat_schemas import (
 )
 
 
-def _invalid(message: str, param: str) -> HTTPError:
-    return HTTPError(400, message, "BadRequestError", param)
-
-
 def _block_text(block: dict[str, Any], param: str) -> str:
     if block.get("type") != "text" or not isinstance(block.get("text"), str):
-        raise _invalid(
+        raise bad_request(
             f"Unsupported content block {block.get('type')!r} here: this server reads text, "
             "tool_use (assistant) and tool_result (user) blocks.",
             param,
@@ -62,7 +58,7 @@ def system_text(system: ContentBlocks | None) -> str | None:
 def _tool_result(block: dict[str, Any], param: str) -> ChatMessageParam:
     tool_use_id = block.get("tool_use_id")
     if not isinstance(tool_use_id, str):
-        raise _invalid("A tool_result block needs its tool_use_id.", param)
+        raise bad_request("A tool_result block needs its tool_use_id.", param)
     content = block.get("content", "")
     text = _text(content, f"{param}.content") if isinstance(content, str | list) else ""
     return ChatMessageParam(role="tool", content=text, tool_call_id=tool_use_id)
@@ -71,7 +67,7 @@ def _tool_result(block: dict[str, Any], param: str) -> ChatMessageParam:
 def _tool_use(block: dict[str, Any], param: str) -> dict[str, Any]:
     call_id, name, arguments = block.get("id"), block.get("name"), block.get("input", {})
     if not isinstance(call_id, str) or not isinstance(name, str) or not isinstance(arguments, dict):
-        raise _invalid("A tool_use block needs id, name and an input object.", param)
+        raise bad_request("A tool_use block needs id, name and an input object.", param)
     arguments_json = orjson.dumps(arguments).decode()
     return {
         "id": call_id,
@@ -86,10 +82,10 @@ def chat_messages(req: CountTokensRequest) -> list[ChatMessageParam]:
     if system:
         messages.append(ChatMessageParam(role="system", content=system))
     if not req.messages:
-        raise _invalid("messages must hold at least one message.", "messages")
+        raise bad_request("messages must hold at least one message.", "messages")
     for i, message in enumerate(req.messages):
         if message.role not in ("user", "assistant"):
-            raise _invalid("A message's role is user or assistant.", f"messages[{i}].role")
+            raise bad_request("A message's role is user or assistant.", f"messages[{i}].role")
         param = f"messages[{i}].content"
         if isinstance(message.content, str):
             messages.append(ChatMessageParam(role=message.role, content=message.content))
@@ -133,11 +129,11 @@ def _chat_tool_choice(choice: AnthropicToolChoice | None) -> Any:
         return None
     if choice.type == "tool":
         if not choice.name:
-            raise _invalid("tool_choice of type tool needs the tool's name.", "tool_choice.name")
+            raise bad_request("tool_choice of type tool needs the tool's name.", "tool_choice.name")
         return {"type": "function", "function": {"name": choice.name}}
     chat_choice = {"auto": "auto", "any": "required", "none": "none"}.get(choice.type)
     if chat_choice is None:
-        raise _invalid(
+        raise bad_request(
             f"Unknown tool_choice type {choice.type!r}: auto, any, tool or none.",
             "tool_choice.type",
         )

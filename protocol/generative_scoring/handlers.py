@@ -23,28 +23,24 @@ from protocol.generative_scoring.schemas import (
     GenerativeScoringRequest,
     GenerativeScoringResponse,
 )
-from protocol.http import HTTPError, Request, Response
+from protocol.http import Request, Response, bad_request
 from protocol.model_resolution import GENERATIVE_SCORING, resolve_model, server_state
 from protocol.pooling.score_schemas import ScoreData
 from protocol.served_model import ServedModel
 
 
-def _invalid(message: str, param: str) -> HTTPError:
-    return HTTPError(400, message, "BadRequestError", param)
-
-
 def _check_labels(labels: list[int], vocab_size: int) -> None:
     if not labels:
-        raise _invalid("label_token_ids must contain at least one token ID.", "label_token_ids")
+        raise bad_request("label_token_ids must contain at least one token ID.", "label_token_ids")
     if len(labels) > vocab_size:
-        raise _invalid(
+        raise bad_request(
             f"label_token_ids has {len(labels)} entries, more than the vocabulary's "
             f"{vocab_size} tokens.",
             "label_token_ids",
         )
     for token_id in labels:
         if not 0 <= token_id < vocab_size:
-            raise _invalid(
+            raise bad_request(
                 f"label_token_id {token_id} is out of vocabulary range [0, {vocab_size}). "
                 "Please provide valid token IDs.",
                 "label_token_ids",
@@ -72,13 +68,13 @@ def prepare_scoring(
     _check_labels(req.label_token_ids, served.vocab_size)
     query, items = req.query, req.items
     if not (isinstance(query, str) or all(isinstance(t, int) for t in query)):
-        raise _invalid("query must be a string or a list of token ids.", "query")
+        raise bad_request("query must be a string or a list of token ids.", "query")
     if isinstance(items, str) or (items and isinstance(items[0], int)):
-        raise _invalid("items must be a list of strings or a list of token id lists.", "items")
+        raise bad_request("items must be a list of strings or a list of token id lists.", "items")
     if not items:
-        raise _invalid("items must contain at least one item.", "items")
+        raise bad_request("items must contain at least one item.", "items")
     if len(items) > settings.sequences_per_request:
-        raise _invalid(
+        raise bad_request(
             f"items has {len(items)} entries; this server scores at most "
             f"{settings.sequences_per_request} per request (max_sequences_per_request).",
             "items",

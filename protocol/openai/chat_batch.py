@@ -12,7 +12,7 @@ import attrs
 from protocol import response_bodies
 from protocol.converter import parse_body
 from protocol.generation.engine_calls import generate_all
-from protocol.http import HTTPError, Request, Response
+from protocol.http import Request, Response, bad_request
 from protocol.model_resolution import CHAT, resolve_model, server_state
 from protocol.openai.chat import (
     PreparedChat,
@@ -31,25 +31,23 @@ from protocol.openai.chat_schemas import (
 from protocol.served_model import ServedModel
 
 
-def _refuse(message: str, param: str) -> HTTPError:
-    return HTTPError(400, message, "BadRequestError", param)
-
-
 def _check_batch_mode(batch: BatchChatCompletionRequest) -> None:
     """What a batch leaves out, each refused by name rather than silently ignored."""
     if not batch.messages:
-        raise _refuse("messages must hold at least one conversation.", "messages")
+        raise bad_request("messages must hold at least one conversation.", "messages")
     for conversation in batch.messages:
         if not conversation:
-            raise _refuse("Each conversation in messages must hold a message.", "messages")
+            raise bad_request("Each conversation in messages must hold a message.", "messages")
     if batch.stream:
-        raise _refuse("Batch chat completions do not support streaming.", "stream")
+        raise bad_request("Batch chat completions do not support streaming.", "stream")
     if batch.tools:
-        raise _refuse("Batch chat completions do not support tools.", "tools")
+        raise bad_request("Batch chat completions do not support tools.", "tools")
     if batch.tool_choice not in (None, "none"):
-        raise _refuse("Batch chat completions do not support tool_choice.", "tool_choice")
+        raise bad_request("Batch chat completions do not support tool_choice.", "tool_choice")
     if batch.num_choices != 1:
-        raise _refuse("Batch chat completions do not support `n > 1`. Please set `n` to 1.", "n")
+        raise bad_request(
+            "Batch chat completions do not support `n > 1`. Please set `n` to 1.", "n"
+        )
 
 
 def _single(

@@ -11,10 +11,9 @@ import numpy as np
 from protocol import response_bodies
 from protocol.converter import parse_body
 from protocol.generation.request_schemas import UsageInfo
-from protocol.http import Request, Response
+from protocol.http import Request, Response, bad_request
 from protocol.model_resolution import EMBEDDINGS, POOLING, resolve_model, server_state
 from protocol.pooling.inputs import (
-    bad_request,
     check_choice,
     encode_texts,
     pooled_vectors,

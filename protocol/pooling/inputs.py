@@ -9,15 +9,11 @@ from configs.settings import Settings
 from observability.request_log import current_record
 from protocol.generation.chat_template import render_request
 from protocol.generation.prompts import check_token_ids
-from protocol.http import HTTPError
+from protocol.http import bad_request
 from protocol.pooling.schemas import PoolingInputRequest
 from protocol.served_model import ServedModel
 
 EMPTY_INPUT_MESSAGE = "Input cannot be empty."
-
-
-def bad_request(message: str, param: str | None = None) -> HTTPError:
-    return HTTPError(400, message, "BadRequestError", param)
 
 
 def check_choice(value: str, choices: tuple[str, ...], param: str) -> None:

@@ -14,11 +14,10 @@ import anyio
 from protocol import response_bodies
 from protocol.converter import parse_body
 from protocol.generation.request_schemas import UsageInfo
-from protocol.http import Request, Response
+from protocol.http import Request, Response, bad_request
 from protocol.model_resolution import RERANK, SCORE, resolve_model
 from protocol.pooling.inputs import (
     EMPTY_INPUT_MESSAGE,
-    bad_request,
     check_length,
     encode_texts,
     pooled_vectors,

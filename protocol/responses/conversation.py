@@ -16,7 +16,7 @@ from protocol.generation.request_schemas import (
     JsonSchemaFormat,
     ResponseFormat,
 )
-from protocol.http import HTTPError
+from protocol.http import bad_request
 from protocol.openai.chat_schemas import (
     ChatCompletionRequest,
     ChatContentPart,
@@ -38,20 +38,16 @@ _TEXT_PARTS = ("input_text", "output_text", "text")
 _ROLES = ("user", "assistant", "system", "developer")
 
 
-def _invalid(message: str, param: str) -> HTTPError:
-    return HTTPError(400, message, "BadRequestError", param)
-
-
 def _content(content: Any, param: str) -> str | list[ChatContentPart]:
     if isinstance(content, str):
         return content
     if not isinstance(content, list):
-        raise _invalid("content must be a string or a list of content parts.", param)
+        raise bad_request("content must be a string or a list of content parts.", param)
     parts = []
     for j, part in enumerate(content):
         kind = part.get("type") if isinstance(part, dict) else None
         if kind not in _TEXT_PARTS or not isinstance(part.get("text"), str):
-            raise _invalid(
+            raise bad_request(
                 f"Unsupported content part {kind!r}: this server reads text parts "
                 "(input_text, output_text).",
                 f"{param}[{j}]",
@@ -71,7 +67,7 @@ def input_messages(items: str | list[dict[str, Any]]) -> list[ChatMessageParam]:
         if kind == "message":
             role = item.get("role")
             if role not in _ROLES:
-                raise _invalid(f"A message's role must be one of {list(_ROLES)}.", param)
+                raise bad_request(f"A message's role must be one of {list(_ROLES)}.", param)
             # Chat templates know system prompts; a developer message is one.
             role = "system" if role == "developer" else role
             content = _content(item.get("content"), f"{param}.content")
@@ -88,12 +84,12 @@ def input_messages(items: str | list[dict[str, Any]]) -> list[ChatMessageParam]:
         elif kind == "function_call_output":
             call_id, output = item.get("call_id"), item.get("output")
             if not isinstance(call_id, str) or not isinstance(output, str):
-                raise _invalid("A function_call_output needs call_id and output strings.", param)
+                raise bad_request("A function_call_output needs call_id and output strings.", param)
             messages.append(ChatMessageParam(role="tool", content=output, tool_call_id=call_id))
         elif kind == "reasoning":
             continue  # this server's models do not read back their reasoning
         else:
-            raise _invalid(
+            raise bad_request(
                 f"Unsupported input item type {kind!r}: this server reads message, "
                 "function_call and function_call_output items.",
                 param,
@@ -104,7 +100,7 @@ def input_messages(items: str | list[dict[str, Any]]) -> list[ChatMessageParam]:
 def _function_call(item: dict[str, Any], param: str) -> dict[str, Any]:
     call_id, name, arguments = item.get("call_id"), item.get("name"), item.get("arguments")
     if not all(isinstance(v, str) for v in (call_id, name, arguments)):
-        raise _invalid("A function_call needs call_id, name and arguments strings.", param)
+        raise bad_request("A function_call needs call_id, name and arguments strings.", param)
     return _tool_call(call_id, name, arguments)
 
 
@@ -124,7 +120,7 @@ def _response_format(text_format: TextFormat | None) -> ResponseFormat | None:
     if text_format is None or text_format.type == "text":
         return None
     if text_format.type == "json_schema" and text_format.schema is None:
-        raise _invalid("text.format of type json_schema needs a schema.", "text.format.schema")
+        raise bad_request("text.format of type json_schema needs a schema.", "text.format.schema")
     schema = None
     if text_format.type == "json_schema":
         schema = JsonSchemaFormat(
@@ -136,15 +132,18 @@ def _response_format(text_format: TextFormat | None) -> ResponseFormat | None:
     return ResponseFormat(type=text_format.type, json_schema=schema)
 
 
-def chat_request(req: ResponsesRequest, history: list[ChatMessageParam]) -> ChatCompletionRequest:
-    """The chat request `req` amounts to, after `history` (a stored conversation)."""
+def chat_request(
+    req: ResponsesRequest, conversation: list[ChatMessageParam]
+) -> ChatCompletionRequest:
+    """The chat request `req` amounts to: its instructions, then `conversation` (a stored
+    one continued, then `req.input`'s messages)."""
     shared = {f.name: getattr(req, f.name) for f in attrs.fields(GenerationRequest)}
     messages = []
     if req.instructions:
         messages.append(ChatMessageParam(role="system", content=req.instructions))
-    messages += history + input_messages(req.input)
+    messages += conversation
     if not messages:
-        raise _invalid("input must hold at least one item.", "input")
+        raise bad_request("input must hold at least one item.", "input")
     tools = None
     if req.tools is not None:
         tools = [

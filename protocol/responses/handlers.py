@@ -79,13 +79,14 @@ def prepare_response(request: Request) -> PreparedResponse:
         if stored is None:
             raise _not_found(req.previous_response_id, "previous_response_id")
         history = stored.conversation
+    conversation = history + input_messages(req.input)
     try:
-        chat = chat_request(req, history)
+        chat = chat_request(req, conversation)
         limits = check_chat_request(chat, served, settings, num_conversations=1)
         prepared = prepare_conversation(chat, served, settings, limits)
     except HTTPError as exc:
         raise _renamed(exc) from None
-    return PreparedResponse(req, prepared, history + input_messages(req.input))
+    return PreparedResponse(req, prepared, conversation)
 
 
 async def create_response(request: Request) -> Response | StreamingResponse:
