@@ -28,7 +28,11 @@ def rotary_for_positions(
 
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     # x: [num_tokens, num_heads, head_dim] (heads contiguous, tokens may be strided);
-    # cos, sin: [num_tokens, 1, head_dim // 2] contiguous -> [num_tokens, num_heads, head_dim]
+    # cos, sin: [num_tokens, 1, rotary_dim // 2] contiguous -> [num_tokens, num_heads, head_dim]
+    rotary_dim = 2 * cos.shape[-1]
+    if rotary_dim < x.shape[-1]:  # partial rotary: the rest of each head passes through
+        rotated = apply_rotary_reference(x[..., :rotary_dim], cos, sin)
+        return torch.cat((rotated, x[..., rotary_dim:]), dim=-1)
     lib = native.kernels_for(x, cos, sin)
     heads, head_dim = x.shape[1:]
     if lib is None or x.stride(2) != 1 or x.stride(1) != head_dim or not cos.is_contiguous():

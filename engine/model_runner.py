@@ -31,6 +31,7 @@ from engine.logits_processors import (
 )
 from engine.models.attention import attention_context
 from engine.models.linear import NO_POSITIONS, LibraryPlan, library_matmul, quantize_linears
+from engine.models.moe import SparseMoe
 from engine.models.registry import model_class
 from engine.outputs import TokenLogprobs
 from engine.scheduler import SchedulerOutput
@@ -227,6 +228,10 @@ class ModelRunner:
             return
         if not self.one_decode_group:
             logger.warning("no Triton decode kernel: the GPU decodes eagerly, without CUDA graphs")
+            return
+        if any(isinstance(m, SparseMoe) for m in self.model.modules()):
+            # Routing decides on the host which experts run: no fixed graph to replay.
+            logger.warning("mixture of experts: the GPU decodes eagerly, without CUDA graphs")
             return
         self._graph_shape = (max_batch, max_model_len)
         start = time.perf_counter()

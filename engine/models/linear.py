@@ -103,12 +103,13 @@ class Int4Linear(nn.Module):
 
 
 def quantize_linears(
-    model: nn.Module, mode: str, int8_only: tuple[str, ...] = ("lm_head",)
+    model: nn.Module, mode: str, int8_only: tuple[str, ...] = ("lm_head", "router")
 ) -> None:
     """Replace every `Linear` in `model` by its `mode` ("int8" or "int4") version, in place.
 
     Layers named in `int8_only` never go below int8: the vocabulary projection is the most
-    sensitive (GGUF Q4 files keep the embedding at 8 bits for the same reason).
+    sensitive (GGUF Q4 files keep the embedding at 8 bits for the same reason), and an MoE
+    router's choice of experts flips on small errors.
     """
     assert mode in QUANTIZATIONS, mode
     if mode == "none":

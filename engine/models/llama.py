@@ -1,6 +1,6 @@
-"""Our Llama-family decoder (Llama, SmolLM, Mistral; qwen2.py adds Qwen2's qkv bias, qwen3.py
-Qwen3's per-head q/k norms, granite.py Granite's multipliers,
-olmo2.py OLMo 2's post-norms).
+"""Our Llama-family decoder (Llama, SmolLM, Mistral, Phi-3; qwen2.py adds Qwen2's qkv bias,
+qwen3.py Qwen3's per-head q/k norms, granite.py Granite's multipliers, olmo2.py OLMo 2's
+post-norms). Scaled and partial rotary embeddings come from the checkpoint's config (rope.py).
 
 It reads HF checkpoints (safetensors) and runs on flat token batches: every forward takes the
 new tokens of all scheduled sequences concatenated, their positions, and the paged KV cache.
@@ -20,9 +20,10 @@ from torch import nn
 
 from compiled_kernels.activation import silu_and_mul
 from compiled_kernels.norm import add_rms_norm, rms_norm
-from compiled_kernels.rotary import apply_rotary, rope_cos_sin, rotary_for_positions
+from compiled_kernels.rotary import apply_rotary, rotary_for_positions
 from engine.models.attention import attention
 from engine.models.linear import Linear
+from engine.models.rope import Rope, rope_from_hf
 
 
 @attrs.frozen
@@ -35,7 +36,7 @@ class LlamaConfig:
     num_key_value_heads: int
     head_dim: int
     rms_norm_eps: float
-    rope_theta: float
+    rope: Rope
     max_position_embeddings: int
     tie_word_embeddings: bool
     qkv_bias: bool
@@ -47,10 +48,8 @@ class LlamaConfig:
     @classmethod
     def from_hf(cls, raw: dict[str, Any]) -> LlamaConfig:
         """From a Hugging Face config.json's contents."""
-        rope = raw.get("rope_parameters") or raw.get("rope_scaling") or {}
-        if rope.get("rope_type", "default") not in ("default", None):
-            raise ValueError(f"unsupported rope scaling {rope}")
         heads = raw["num_attention_heads"]
+        head_dim = raw.get("head_dim") or raw["hidden_size"] // heads
         return cls(
             vocab_size=raw["vocab_size"],
             hidden_size=raw["hidden_size"],
@@ -58,9 +57,9 @@ class LlamaConfig:
             num_hidden_layers=raw["num_hidden_layers"],
             num_attention_heads=heads,
             num_key_value_heads=raw.get("num_key_value_heads") or heads,
-            head_dim=raw.get("head_dim") or raw["hidden_size"] // heads,
+            head_dim=head_dim,
             rms_norm_eps=raw.get("rms_norm_eps", 1e-6),
-            rope_theta=rope.get("rope_theta", raw.get("rope_theta", 10000.0)),
+            rope=rope_from_hf(raw, head_dim),
             max_position_embeddings=raw.get("max_position_embeddings", 2048),
             tie_word_embeddings=raw.get("tie_word_embeddings", False),
             qkv_bias=raw.get("attention_bias", False),
@@ -69,6 +68,11 @@ class LlamaConfig:
 
 # A layer's own norms, by their names in HF checkpoints (post_feedforward_layernorm: OLMo 2).
 _LAYER_NORMS = ("input_layernorm", "post_attention_layernorm", "post_feedforward_layernorm")
+
+
+def _num_shards(param_name: str) -> int:
+    """How many checkpoint tensors a parameter is merged from (q, k, v; gate, up)."""
+    return 3 if ".qkv_proj." in param_name else 2 if ".gate_up_proj." in param_name else 1
 
 
 class DecoderLayer(nn.Module):
@@ -110,8 +114,12 @@ class DecoderLayer(nn.Module):
         out = attention(q, k, v, self.index, self.attention_scale)
         hidden = self._scaled(self.o_proj(out))
         hidden, residual = add_rms_norm(hidden, residual, self.post_attention_layernorm, self.eps)
-        hidden = self._scaled(self.down_proj(silu_and_mul(self.gate_up_proj(hidden))))
+        hidden = self._scaled(self.mlp(hidden))
         return hidden, residual
+
+    def mlp(self, hidden: torch.Tensor) -> torch.Tensor:
+        # hidden: [n, hidden_size] -> [n, hidden_size]; a mixture of experts in MoE families
+        return self.down_proj(silu_and_mul(self.gate_up_proj(hidden)))
 
     def _scaled(self, out: torch.Tensor) -> torch.Tensor:
         return out if self.residual_multiplier == 1.0 else out * self.residual_multiplier
@@ -174,7 +182,7 @@ class LlamaModel(nn.Module):
             self.lm_head.weight = self.embed_tokens.weight
         device = self.embed_tokens.weight.device
         # Built for real (never on the meta device) and in float32 whatever the model dtype.
-        cos, sin = rope_cos_sin(cfg.head_dim, cfg.max_position_embeddings, cfg.rope_theta)
+        cos, sin = cfg.rope.cos_sin(cfg.max_position_embeddings)
         self.register_buffer("rope_cos", cos.to(device), persistent=False)
         self.register_buffer("rope_sin", sin.to(device), persistent=False)
 
@@ -203,14 +211,13 @@ class LlamaModel(nn.Module):
                         continue
                     target, shard = name
                     param = params[target]
-                    if shard is None:
+                    if shard is None:  # a whole tensor, fused already in some (Phi-3)
                         param.copy_(tensor)
+                        loaded.update(f"{target}:{s}" for s in range(_num_shards(target)))
                     else:
                         param[self._shard_rows(target, shard)].copy_(tensor)
-                    loaded.add(f"{target}:{shard}")
-        expected = sum(
-            3 if ".qkv_proj." in n else 2 if ".gate_up_proj." in n else 1 for n in params
-        )
+                        loaded.add(f"{target}:{shard}")
+        expected = sum(_num_shards(n) for n in params)
         if len(loaded) != expected:
             raise ValueError(f"{model_dir} is missing tensors: loaded {len(loaded)} of {expected}")
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from compiled_kernels.activation import silu_and_mul
 from compiled_kernels.norm import rms_norm
 from compiled_kernels.rotary import apply_rotary
 from engine.models.attention import attention
@@ -47,7 +46,7 @@ class Olmo2DecoderLayer(DecoderLayer):
         v = qkv[:, v_start:].view(n, self.num_kv_heads, self.head_dim)
         out = self.o_proj(attention(q, k, v, self.index, self.attention_scale))
         hidden = hidden + rms_norm(out, self.post_attention_layernorm, self.eps)
-        out = self.down_proj(silu_and_mul(self.gate_up_proj(hidden)))
+        out = self.mlp(hidden)
         hidden = hidden + rms_norm(out, self.post_feedforward_layernorm, self.eps)
         return hidden, None
 

@@ -8,17 +8,23 @@ from pathlib import Path
 
 from engine.models.granite import GraniteModel
 from engine.models.llama import LlamaModel
+from engine.models.moe import MoeModel
 from engine.models.olmo2 import Olmo2Model
 from engine.models.qwen2 import Qwen2Model
 from engine.models.qwen3 import Qwen3Model
+from engine.models.qwen3_moe import Qwen3MoeModel
 
 ARCHITECTURES: dict[str, type[LlamaModel]] = {
     "GraniteForCausalLM": GraniteModel,
     "LlamaForCausalLM": LlamaModel,
     "MistralForCausalLM": LlamaModel,
+    "MixtralForCausalLM": MoeModel,
     "Olmo2ForCausalLM": Olmo2Model,
+    # Llama with q/k/v and gate/up fused in the checkpoint and LongRoPE (engine/models/rope.py)
+    "Phi3ForCausalLM": LlamaModel,
     "Qwen2ForCausalLM": Qwen2Model,
     "Qwen3ForCausalLM": Qwen3Model,
+    "Qwen3MoeForCausalLM": Qwen3MoeModel,
 }
 
 

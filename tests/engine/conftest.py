@@ -19,18 +19,88 @@ TINY = dict(
 )
 
 
-@pytest.fixture(params=["llama", "qwen2", "qwen3", "granite", "olmo2"])
+# Llama 3.1's rope scaling, with a pretraining length the test prompts pass.
+LLAMA3_ROPE = dict(
+    rope_type="llama3",
+    factor=8.0,
+    low_freq_factor=1.0,
+    high_freq_factor=4.0,
+    original_max_position_embeddings=16,
+    rope_theta=500000.0,
+)
+
+
+FAMILIES = [
+    "llama",
+    "llama3_rope",
+    "qwen2",
+    "qwen3",
+    "granite",
+    "olmo2",
+    "phi3",
+    "mixtral",
+    "qwen3_moe",
+]
+
+
+@pytest.fixture(params=FAMILIES)
 def tiny_model_dir(request, tmp_path, smollm2_tokenizer):
-    if request.param == "llama":
+    if request.param in ("llama", "llama3_rope"):
+        rope = LLAMA3_ROPE if request.param == "llama3_rope" else None
         config = transformers.LlamaConfig(
-            vocab_size=len(smollm2_tokenizer), tie_word_embeddings=False, **TINY
+            vocab_size=len(smollm2_tokenizer), tie_word_embeddings=False, rope_scaling=rope, **TINY
         )
         model_cls = transformers.LlamaForCausalLM
+    elif request.param == "phi3":
+        # Phi-3.5's LongRoPE: served past its pretraining length (1 here, with its own
+        # attention factor), so the long factors apply, as in transformers for sequences longer
+        # than that; Phi-4-mini's partial rotary.
+        head_dim = TINY["hidden_size"] // TINY["num_attention_heads"]
+        rotary_pairs = head_dim // 4
+        config = transformers.Phi3Config(
+            vocab_size=len(smollm2_tokenizer),
+            tie_word_embeddings=False,
+            partial_rotary_factor=0.5,
+            original_max_position_embeddings=1,
+            rope_scaling=dict(
+                type="longrope",
+                attention_factor=1.2,
+                short_factor=[1.0 + i / 4 for i in range(rotary_pairs)],
+                long_factor=[1.5 + i for i in range(rotary_pairs)],
+            ),
+            pad_token_id=0,
+            **TINY,
+        )
+        model_cls = transformers.Phi3ForCausalLM
     elif request.param == "qwen2":
         config = transformers.Qwen2Config(
             vocab_size=len(smollm2_tokenizer), tie_word_embeddings=True, **TINY
         )
         model_cls = transformers.Qwen2ForCausalLM
+    elif request.param == "mixtral":
+        config = transformers.MixtralConfig(
+            vocab_size=len(smollm2_tokenizer),
+            tie_word_embeddings=False,
+            num_local_experts=4,
+            num_experts_per_tok=2,
+            **TINY,
+        )
+        model_cls = transformers.MixtralForCausalLM
+    elif request.param == "qwen3_moe":
+        # Layer 1 dense (mlp_only_layers), layer 0 experts of their own size, probabilities
+        # of the chosen experts not renormalized.
+        config = transformers.Qwen3MoeConfig(
+            vocab_size=len(smollm2_tokenizer),
+            tie_word_embeddings=True,
+            head_dim=32,
+            num_experts=4,
+            num_experts_per_tok=2,
+            moe_intermediate_size=32,
+            norm_topk_prob=False,
+            mlp_only_layers=[1],
+            **TINY,
+        )
+        model_cls = transformers.Qwen3MoeForCausalLM
     elif request.param == "olmo2":
         config = transformers.Olmo2Config(
             vocab_size=len(smollm2_tokenizer), tie_word_embeddings=False, **TINY

@@ -1,4 +1,5 @@
-"""Any local HF folder loads: tiny random-weight Llama (untied head), Qwen2 (qkv bias), Qwen3
+"""Any local HF folder loads: tiny random-weight Llama (untied head; also with Llama 3.1 rope
+scaling), Phi-3 (fused q/k/v and gate/up, LongRoPE, partial rotary), Qwen2 (qkv bias), Qwen3
 (per-head q/k norms), Granite (its multipliers) and OLMo 2 (post-norms) checkpoints, saved by
 transformers, decode greedily exactly like transformers itself."""
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
 
 from engine.models.llama import LlamaModel
 from engine.models.qwen2 import Qwen2Config, Qwen2Model
+from engine.models.qwen3_moe import Qwen3MoeModel
 from engine.models.registry import ARCHITECTURES, UnsupportedArchitectureError, model_class
 
 TINY = {
@@ -21,6 +23,7 @@ TINY = {
 
 
 def _checkpoint(tmp_path: Path, **config: object) -> Path:
+    tmp_path.mkdir(exist_ok=True)
     (tmp_path / "config.json").write_text(json.dumps({**TINY, **config}))
     return tmp_path
 
@@ -30,6 +33,7 @@ def _checkpoint(tmp_path: Path, **config: object) -> Path:
     [
         ("LlamaForCausalLM", LlamaModel),
         ("MistralForCausalLM", LlamaModel),
+        ("Phi3ForCausalLM", LlamaModel),
         ("Qwen2ForCausalLM", Qwen2Model),
     ],
 )
@@ -58,3 +62,64 @@ def test_an_unsupported_architecture_is_named_with_the_supported_ones(tmp_path: 
     message = str(info.value)
     assert "GPTNeoXForCausalLM" in message
     assert all(name in message for name in ARCHITECTURES)
+
+
+def test_a_phi3_checkpoint_in_its_published_form_reads_its_long_factors(tmp_path: Path) -> None:
+    """Phi-3-mini-128k's config spells LongRoPE the old way ("su", the pretraining length at
+    the top level); served at its full length, the long factors and the attention factor
+    sqrt(1 + ln(ratio) / ln(original)) apply."""
+    pairs = TINY["hidden_size"] // TINY["num_attention_heads"] // 2
+    path = _checkpoint(
+        tmp_path,
+        architectures=["Phi3ForCausalLM"],
+        model_type="phi3",
+        max_position_embeddings=131072,
+        original_max_position_embeddings=4096,
+        rope_scaling={"type": "su", "short_factor": [1.0] * pairs, "long_factor": [4.0] * pairs},
+    )
+    rope = model_class(path).config_class.from_dir(path).rope
+    plain = LlamaModel.config_class.from_dir(_checkpoint(tmp_path / "plain")).rope
+    assert rope.inv_freq == pytest.approx([f / 4 for f in plain.inv_freq])
+    assert rope.attention_factor == pytest.approx((1 + math.log(32) / math.log(4096)) ** 0.5)
+
+
+def test_partial_rotary_rotates_only_the_leading_dimensions(tmp_path: Path) -> None:
+    rope = LlamaModel.config_class.from_dir(_checkpoint(tmp_path, partial_rotary_factor=0.5)).rope
+    assert rope.rotary_dim == TINY["hidden_size"] // TINY["num_attention_heads"] // 2
+
+
+def test_a_rope_scaling_that_depends_on_the_running_length_is_refused(tmp_path: Path) -> None:
+    path = _checkpoint(
+        tmp_path, model_type="llama", rope_scaling={"rope_type": "dynamic", "factor": 2.0}
+    )
+    with pytest.raises(ValueError, match="unsupported rope scaling 'dynamic'"):
+        LlamaModel.config_class.from_dir(path)
+
+
+def test_qwen3_moe_layers_are_sparse_where_its_config_says(tmp_path: Path) -> None:
+    """Every decoder_sparse_step-th layer has experts, except those in mlp_only_layers;
+    Mixtral's (no such fields) are all sparse and always renormalized."""
+    fields = dict(num_hidden_layers=6, num_experts_per_tok=2, moe_intermediate_size=8)
+    path = _checkpoint(
+        tmp_path,
+        architectures=["Qwen3MoeForCausalLM"],
+        num_experts=4,
+        decoder_sparse_step=2,
+        mlp_only_layers=[3],
+        norm_topk_prob=False,
+        **fields,
+    )
+    cfg = model_class(path).config_class.from_dir(path)
+    assert model_class(path) is Qwen3MoeModel
+    assert (cfg.sparse_layers, cfg.num_experts, cfg.normalize_top_k) == ((1, 5), 4, False)
+    assert cfg.moe_intermediate_size == 8
+    path = _checkpoint(
+        tmp_path / "mixtral",
+        architectures=["MixtralForCausalLM"],
+        num_local_experts=8,
+        num_hidden_layers=2,
+        num_experts_per_tok=2,
+    )
+    cfg = model_class(path).config_class.from_dir(path)
+    assert (cfg.sparse_layers, cfg.num_experts, cfg.normalize_top_k) == ((0, 1), 8, True)
+    assert cfg.moe_intermediate_size == TINY["intermediate_size"]
