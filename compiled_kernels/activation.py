@@ -1,4 +1,5 @@
-"""The gated MLP activation of the Llama family (C kernel in csrc/activation.c)."""
+"""The gated MLP activations: SiLU for the Llama family (C kernel in csrc/activation.c),
+tanh-approximated GELU for Gemma (torch)."""
 
 from __future__ import annotations
 
@@ -25,3 +26,9 @@ def silu_and_mul(gate_up: torch.Tensor) -> torch.Tensor:
 def silu_and_mul_reference(gate_up: torch.Tensor) -> torch.Tensor:
     gate, up = gate_up.chunk(2, dim=-1)
     return F.silu(gate) * up
+
+
+def gelu_tanh_and_mul(gate_up: torch.Tensor) -> torch.Tensor:
+    # gate_up: [num_tokens, 2 * intermediate] -> [num_tokens, intermediate]
+    gate, up = gate_up.chunk(2, dim=-1)
+    return F.gelu(gate, approximate="tanh") * up

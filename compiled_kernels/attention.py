@@ -10,6 +10,10 @@ shapes, and with them the GEMM kernels' rounding, depend only on that block coun
 (or prefill chunk) attends on its own to exactly its own context with SDPA. So no result depends
 on what else is in the batch, and a request decodes the same alone or among others. The caller
 builds the index tensors once per step (AttentionInputs); every layer reuses them.
+
+Each layer brings its own `Masking`: a sliding window (the query sees only the last `window`
+positions, itself included; blocks before that are never read) and Gemma 2's soft-capping of
+the scores (softcap * tanh(score / softcap), before the softmax).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from compiled_kernels import native, triton_attention
+from compiled_kernels.masking import NO_MASKING, Masking
 
 
 @attrs.frozen
@@ -87,18 +92,20 @@ def paged_attention(
     v_cache: torch.Tensor,
     inputs: AttentionInputs,
     scale: float,
+    masking: Masking = NO_MASKING,
 ) -> torch.Tensor:
     # q: [num_rows, num_heads, head_dim] -> [num_rows, num_heads * head_dim]; rows that are no
     # sequence's token (padding) stay zero.
     decodes = inputs.decodes
     if len(decodes) == 1 and not inputs.prefills and decodes[0].rows.shape[0] == q.shape[0]:
         # A pure decode step, the common case: its rows are all of q's, in order.
-        return decode_attention(q, k_cache, v_cache, decodes[0], scale)
+        return decode_attention(q, k_cache, v_cache, decodes[0], scale, masking)
     out = q.new_zeros(q.shape[0], q.shape[1] * q.shape[2])
     for g in decodes:
-        out[g.rows] = decode_attention(q[g.rows], k_cache, v_cache, g, scale)
+        out[g.rows] = decode_attention(q[g.rows], k_cache, v_cache, g, scale, masking)
     for p in inputs.prefills:
-        out[p.start : p.end] = prefill_attention(q[p.start : p.end], k_cache, v_cache, p, scale)
+        rows = slice(p.start, p.end)
+        out[rows] = prefill_attention(q[rows], k_cache, v_cache, p, scale, masking)
     return out
 
 
@@ -108,6 +115,7 @@ def decode_attention(
     v_cache: torch.Tensor,
     group: DecodeGroup,
     scale: float,
+    masking: Masking = NO_MASKING,
 ) -> torch.Tensor:
     """The C kernel (csrc/decode_attention.c) or on the GPU the Triton one, where they can run;
     else the torch twin, which needs the group's sequences to hold equally many blocks (the
@@ -117,24 +125,30 @@ def decode_attention(
     """
     if triton_attention.supports(k_cache) and q.stride(2) == 1:
         return triton_attention.paged_decode_attention(
-            q, k_cache, v_cache, group.block_tables, group.context_lens, scale
+            q, k_cache, v_cache, group.block_tables, group.context_lens, scale, masking
         )
     lib = native.kernels_for(q, k_cache, v_cache)
     num_seqs, num_heads, head_dim = q.shape
     num_kv_heads, num_blocks, block_size, _ = k_cache.shape
     block_tables = group.block_tables
     if lib is None or q.stride(2) != 1 or q.stride(1) != head_dim:
-        # [1, num_seqs, 1, num_blocks * block_size] bool: key position < context length
-        keys = torch.arange(block_tables.shape[1] * block_size, device=q.device)
-        mask = (keys[None, :] < group.context_lens[:, None])[None, :, None, :]
-        return decode_attention_reference(q, k_cache, v_cache, block_tables, mask, scale)
+        # [1, num_seqs, 1, num_blocks * block_size] bool: key position < context length (and
+        # within the window)
+        keys = torch.arange(block_tables.shape[1] * block_size, device=q.device)[None, :]
+        lens = group.context_lens[:, None]
+        mask = keys < lens
+        if masking.window:
+            mask &= keys >= lens - masking.window
+        return decode_attention_reference(
+            q, k_cache, v_cache, block_tables, mask[None, :, None, :], scale, masking.softcap
+        )
     block_tables, context_lens = block_tables.contiguous(), group.context_lens.contiguous()
     out = q.new_empty(num_seqs, num_heads * head_dim)
     status = lib.paged_decode_attention(
         q.data_ptr(), k_cache.data_ptr(), v_cache.data_ptr(), block_tables.data_ptr(),
         context_lens.data_ptr(), out.data_ptr(), num_seqs, num_heads, num_kv_heads, head_dim,
-        block_size, num_blocks, block_tables.shape[1], q.stride(0), scale,
-        q.dtype == torch.bfloat16, torch.get_num_threads(),
+        block_size, num_blocks, block_tables.shape[1], q.stride(0), scale, masking.window,
+        masking.softcap, q.dtype == torch.bfloat16, torch.get_num_threads(),
     )  # fmt: skip
     if status != 0:
         raise RuntimeError(f"paged_decode_attention failed ({status}) for q {tuple(q.shape)}")
@@ -148,6 +162,7 @@ def decode_attention_reference(
     block_tables: torch.Tensor,
     mask: torch.Tensor,
     scale: float,
+    softcap: float = 0.0,
 ) -> torch.Tensor:
     """The torch twin of `decode_attention`, for one group of sequences with equal block counts.
 
@@ -164,6 +179,7 @@ def decode_attention_reference(
             block_tables.expand(2, -1),
             mask.expand(-1, 2, -1, -1),
             scale,
+            softcap,
         )
         return out[:1]
     num_kv_heads = k_cache.shape[0]
@@ -177,6 +193,8 @@ def decode_attention_reference(
     qg = q.reshape(num_seqs, num_kv_heads, group, head_dim).transpose(0, 1).contiguous()
     # Scores in float32: bf16 scores would perturb the softmax weights by several percent.
     scores = torch.matmul(qg.float(), k.float().transpose(-1, -2)) * scale  # [.., group, ctx]
+    if softcap:
+        scores = softcap * torch.tanh(scores / softcap)
     scores = scores.masked_fill(~mask, float("-inf"))  # mask: [1, num_seqs, 1, ctx]
     probs = scores.softmax(dim=-1).to(q.dtype)
     out = torch.matmul(probs, v)  # [kv_heads, num_seqs, group, dim]
@@ -184,7 +202,12 @@ def decode_attention_reference(
 
 
 def prefill_attention(
-    q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, p: PrefillInputs, scale: float
+    q: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    p: PrefillInputs,
+    scale: float,
+    masking: Masking = NO_MASKING,
 ) -> torch.Tensor:
     """The C kernel (csrc/prefill_attention.c), where it can run; else the SDPA twin.
 
@@ -195,13 +218,14 @@ def prefill_attention(
     # The kernel works in 16-lane vectors over head_dim (64, 80, 128, ... in practice).
     shape_ok = head_dim % 16 == 0 and head_dim <= 256 and q.stride(1) == head_dim
     if lib is None or not shape_ok or q.stride(2) != 1:
-        return prefill_attention_reference(q, k_cache, v_cache, p, scale)
+        return prefill_attention_reference(q, k_cache, v_cache, p, scale, masking)
     num_kv_heads, num_blocks, block_size, _ = k_cache.shape
     out = q.new_empty(num_new, num_heads * head_dim)
     status = lib.paged_prefill_attention(
         q.data_ptr(), k_cache.data_ptr(), v_cache.data_ptr(), p.block_table.data_ptr(),
         out.data_ptr(), num_new, p.context_len, num_heads, num_kv_heads, head_dim, block_size,
-        num_blocks, q.stride(0), scale, q.dtype == torch.bfloat16, torch.get_num_threads(),
+        num_blocks, q.stride(0), scale, masking.window, masking.softcap,
+        q.dtype == torch.bfloat16, torch.get_num_threads(),
     )  # fmt: skip
     if status != 0:
         raise RuntimeError(f"paged_prefill_attention failed ({status}) for q {tuple(q.shape)}")
@@ -209,9 +233,15 @@ def prefill_attention(
 
 
 def prefill_attention_reference(
-    q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, p: PrefillInputs, scale: float
+    q: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    p: PrefillInputs,
+    scale: float,
+    masking: Masking = NO_MASKING,
 ) -> torch.Tensor:
-    """The SDPA twin of `prefill_attention`: gathers the context and runs torch's kernel."""
+    """The SDPA twin of `prefill_attention`: gathers the context and runs torch's kernel
+    (with soft-capping, which SDPA cannot do, explicit float32 matmuls)."""
     num_new, num_heads, head_dim = q.shape
     # [kv_heads, num_blocks, block_size, dim] -> [1, kv_heads, context_len, dim]
     k = k_cache.index_select(1, p.block_table).flatten(1, 2)[:, : p.context_len].unsqueeze(0)
@@ -220,10 +250,15 @@ def prefill_attention_reference(
     # bitwise the rows the explicit mask would); after one, key position <= query position:
     # [1, 1, num_new, context_len] bool.
     mask = None
-    if p.context_len > num_new:
+    if p.context_len > num_new or masking.window or masking.softcap:
         query_pos = torch.arange(p.context_len - num_new, p.context_len, device=q.device)
-        mask = torch.arange(p.context_len, device=q.device)[None, :] <= query_pos[:, None]
+        keys = torch.arange(p.context_len, device=q.device)[None, :]
+        mask = keys <= query_pos[:, None]
+        if masking.window:
+            mask &= keys > query_pos[:, None] - masking.window
         mask = mask[None, None]
+    if masking.softcap:
+        return _softcapped_attention(q, k[0], v[0], mask[0, 0], scale, masking.softcap)
     out = F.scaled_dot_product_attention(
         q.transpose(0, 1).unsqueeze(0),
         k,
@@ -234,3 +269,23 @@ def prefill_attention_reference(
         enable_gqa=num_heads != k.shape[1],
     )  # [1, num_heads, num_new, head_dim]
     return out[0].transpose(0, 1).reshape(num_new, num_heads * head_dim)
+
+
+def _softcapped_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    mask: torch.Tensor,
+    scale: float,
+    softcap: float,
+) -> torch.Tensor:
+    # q: [num_new, heads, dim]; k, v: [kv_heads, context_len, dim]; mask: [num_new, context_len]
+    num_new, num_heads, head_dim = q.shape
+    group = num_heads // k.shape[0]
+    k = k.repeat_interleave(group, dim=0).float()  # [heads, context_len, dim]
+    v = v.repeat_interleave(group, dim=0).float()
+    scores = torch.matmul(q.transpose(0, 1).float(), k.transpose(-1, -2)) * scale
+    scores = softcap * torch.tanh(scores / softcap)  # [heads, num_new, context_len]
+    probs = scores.masked_fill(~mask, float("-inf")).softmax(dim=-1)
+    out = torch.matmul(probs, v).to(q.dtype)  # [heads, num_new, dim]
+    return out.transpose(0, 1).reshape(num_new, num_heads * head_dim)

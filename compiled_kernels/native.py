@@ -48,14 +48,14 @@ SIGNATURES = {
         [_ptr] * 6  # q, k_cache, v_cache, block_tables, context_lens, out
         + [_i64] * 8  # num_seqs, num_heads, num_kv_heads, head_dim, block_size, num_blocks,
         # max_blocks, q_row_stride
-        + [_f32, _int, _int],  # scale, is_bf16, num_threads
+        + [_f32, _i64, _f32, _int, _int],  # scale, window, softcap, is_bf16, num_threads
         _int,
     ),
     "paged_prefill_attention": (
         [_ptr] * 5  # q, k_cache, v_cache, block_table, out
         + [_i64] * 8  # num_new, context_len, num_heads, num_kv_heads, head_dim, block_size,
         # num_blocks, q_row_stride
-        + [_f32, _int, _int],  # scale, is_bf16, num_threads
+        + [_f32, _i64, _f32, _int, _int],  # scale, window, softcap, is_bf16, num_threads
         _int,
     ),
     # x, x_stride, w, scales, mins, bias, out, rows, in, out, kind, is_bf16, threads

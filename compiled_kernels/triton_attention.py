@@ -5,7 +5,8 @@ program reading only its own sequence's KV blocks in place (the torch twin gathe
 blocks up to the longest in the batch). One program per (sequence, kv head) handles the query
 heads that share that kv head, with an online softmax over a tile of tokens (several blocks) at a
 time. It reads the context lengths and block tables from device memory, so a CUDA graph replays
-it for any batch contents; a sequence of context length 0 (a padding row) gets zeros.
+it for any batch contents; a sequence of context length 0 (a padding row) gets zeros. A
+sliding window starts each sequence's walk at its window; soft-capping applies to the scores.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from __future__ import annotations
 import functools
 
 import torch
+
+from compiled_kernels.masking import NO_MASKING, Masking
 
 try:
     import triton
@@ -54,6 +57,8 @@ if triton is not None:
         stride_cache_block,
         stride_table_seq,
         scale,
+        window,  # 0: the whole context
+        softcap,  # 0.0: none
         GROUP: tl.constexpr,  # query heads per kv head
         GROUP_PAD: tl.constexpr,  # GROUP rounded up to a power of two
         HEAD_DIM: tl.constexpr,
@@ -77,9 +82,11 @@ if triton is not None:
         acc = tl.zeros([GROUP_PAD, DIM_PAD], tl.float32)
         head_base = kv_head * stride_cache_head
         # TILE tokens (several KV blocks) per iteration: fewer dependent round trips to memory.
-        for start in range(0, context_len, TILE):
+        # The first position the query sees: the window's start, or 0
+        first = tl.where(window > 0, tl.maximum(context_len - window, 0), 0)
+        for start in range(first // TILE * TILE, context_len, TILE):
             pos = start + t  # [TILE] token positions
-            valid = pos < context_len
+            valid = (pos < context_len) & (pos >= first)
             block = tl.load(
                 block_tables_ptr + seq * stride_table_seq + pos // BLOCK_SIZE, mask=valid, other=0
             )
@@ -89,6 +96,8 @@ if triton is not None:
             k = tl.load(k_cache_ptr + kv_offsets, mask=kv_mask, other=0.0).to(tl.float32)
             v = tl.load(v_cache_ptr + kv_offsets, mask=kv_mask, other=0.0).to(tl.float32)
             scores = tl.sum(q[:, None, :] * k[None, :, :], axis=2)  # [GROUP_PAD, TILE]
+            if softcap > 0:  # softcap * tanh(scores / softcap), tanh(x) = 1 - 2 / (e^2x + 1)
+                scores = softcap * (1.0 - 2.0 / (tl.exp(2.0 * scores / softcap) + 1.0))
             scores = tl.where(valid[None, :], scores, float("-inf"))
             m_new = tl.maximum(m, tl.max(scores, axis=1))
             correction = tl.exp(m - m_new)
@@ -108,6 +117,7 @@ def paged_decode_attention(
     block_tables: torch.Tensor,
     context_lens: torch.Tensor,
     scale: float,
+    masking: Masking = NO_MASKING,
 ) -> torch.Tensor:
     """q: [num_seqs, num_heads, head_dim] -> [num_seqs, num_heads * head_dim].
 
@@ -124,7 +134,7 @@ def paged_decode_attention(
     _paged_decode_kernel[(num_seqs, num_kv_heads)](
         q, k_cache, v_cache, block_tables, context_lens, out,
         q.stride(0), q.stride(1), k_cache.stride(0), k_cache.stride(1), block_tables.stride(0),
-        scale,
+        scale, masking.window, masking.softcap,
         GROUP=group, GROUP_PAD=triton.next_power_of_2(group), HEAD_DIM=head_dim,
         DIM_PAD=triton.next_power_of_2(head_dim), BLOCK_SIZE=block_size,
         TILE=max(32, block_size),

@@ -6,6 +6,10 @@ only together with its whole prefix. A new sequence shares the cached blocks of 
 matching prefix and computes only the rest. A freed block keeps its hash and stays in the free
 list: it is free capacity, but until it is handed out for new data its KV can still be hit.
 The free list is the LRU order: freed blocks go to the back, allocation takes from the front.
+
+With a sliding window on every layer, a sequence's blocks that no future token can see are
+given back as its computed tokens advance (`release_outside_window`), so its memory stays
+bounded by the window however long it grows; they stay cached while they sit free.
 """
 
 from __future__ import annotations
@@ -36,12 +40,19 @@ def hash_block(parent_hash: int | None, token_ids: tuple[int, ...]) -> int:
 
 class BlockManager:
     def __init__(
-        self, num_blocks: int, block_size: int, *, enable_prefix_caching: bool = True
+        self,
+        num_blocks: int,
+        block_size: int,
+        *,
+        enable_prefix_caching: bool = True,
+        sliding_window: int = 0,
     ) -> None:
-        assert num_blocks > 0 and block_size > 0
+        assert num_blocks > 0 and block_size > 0 and sliding_window >= 0
         self.num_blocks = num_blocks
         self.block_size = block_size
         self.enable_prefix_caching = enable_prefix_caching
+        # Tokens every layer's queries look back over (the query's own included); 0: all.
+        self.sliding_window = sliding_window
         # Keys only, in LRU order; an OrderedDict so that a cache hit can take a block out of
         # the middle in O(1).
         self.free_block_ids: OrderedDict[int, None] = OrderedDict.fromkeys(range(num_blocks))
@@ -132,7 +143,11 @@ class BlockManager:
         num_full = seq.num_computed_tokens // bs
         assert num_full <= len(seq.block_table)
         first_new = num_full
-        while first_new > 0 and self.block_hashes[seq.block_table[first_new - 1]] is None:
+        # Released blocks are not the sequence's any more: the walk stops before them.
+        while (
+            first_new > seq.num_released_blocks
+            and self.block_hashes[seq.block_table[first_new - 1]] is None
+        ):
             first_new -= 1
         hashes = self._hashes(seq, num_full)
         for i in range(first_new, num_full):
@@ -197,13 +212,30 @@ class BlockManager:
     def free(self, seq: Sequence) -> None:
         # Reverse order puts a sequence's tail blocks ahead of its head in the free list, so
         # they are evicted first: a longer prefix is useless without its head.
-        for block_id in reversed(seq.block_table):
-            assert self.ref_counts[block_id] > 0, f"double free of block {block_id}"
-            self.ref_counts[block_id] -= 1
-            if self.ref_counts[block_id] == 0:
-                self.free_block_ids[block_id] = None  # keeps its hash: cached, evictable
+        for block_id in reversed(seq.block_table[seq.num_released_blocks :]):
+            self._release(block_id)
         seq.block_table.clear()
+        seq.num_released_blocks = 0
         assert self.num_free_blocks <= self.num_blocks
+
+    def release_outside_window(self, seq: Sequence) -> None:
+        """Give back seq's blocks that lie wholly before the sliding window of its next token
+        (at position num_computed_tokens, which sees the window's tokens up to itself); later
+        tokens see even less. Call after num_computed_tokens advances (and after
+        cache_computed_blocks, so that they stay cached)."""
+        if not self.sliding_window:
+            return
+        first_seen = seq.num_computed_tokens - self.sliding_window + 1
+        num_outside = max(0, first_seen // self.block_size)
+        while seq.num_released_blocks < num_outside:
+            self._release(seq.block_table[seq.num_released_blocks])
+            seq.num_released_blocks += 1
+
+    def _release(self, block_id: int) -> None:
+        assert self.ref_counts[block_id] > 0, f"double free of block {block_id}"
+        self.ref_counts[block_id] -= 1
+        if self.ref_counts[block_id] == 0:
+            self.free_block_ids[block_id] = None  # keeps its hash: cached, evictable
 
     def check_invariants(self) -> None:
         """O(num_blocks) consistency check, for tests and debugging."""

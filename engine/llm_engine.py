@@ -67,6 +67,7 @@ class LLMEngine:
                 self.runner.num_blocks,
                 settings.block_size,
                 enable_prefix_caching=settings.enable_prefix_caching,
+                sliding_window=cfg.kv_window,
             ),
             max_num_seqs=settings.max_num_seqs,
             max_num_batched_tokens=settings.max_num_batched_tokens,

@@ -181,6 +181,10 @@ class ModelRunner:
         first forward; the engine's warm-up makes that happen at startup."""
         if not self.compiled:
             return model
+        # Every family's forward is LlamaModel.forward, one code object: Dynamo keeps one
+        # compiled entry per model class on it, and past its limit (8) a fullgraph compile
+        # fails. A process serving many families (or the tests) needs more.
+        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
         return torch.compile(model, dynamic=True, fullgraph=True)
 
     def _allocate_kv_cache(self) -> None:

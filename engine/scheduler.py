@@ -166,6 +166,7 @@ class Scheduler:
             # Their KV is written now: full blocks become hits for later requests, before a
             # stop below frees them (so a multi-turn chat reuses the generated text too).
             self.block_manager.cache_computed_blocks(seq)
+            self.block_manager.release_outside_window(seq)
             token_id = sampled.get(seq.seq_id)
             if token_id is None:
                 continue  # a prefill chunk, or a recompute still catching up

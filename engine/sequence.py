@@ -42,6 +42,9 @@ class Sequence:
         # Tokens whose KV is already in the cache; the rest are fed to the model next.
         self.num_computed_tokens: int = 0
         self.block_table: list[int] = []
+        # Leading blocks given back because they fell out of a sliding window: their entries
+        # in block_table are stale (no kernel reads them) and they are not this sequence's.
+        self.num_released_blocks: int = 0
         # Prompt tokens whose KV came from the prefix cache at the first admission (usage).
         self.num_cached_tokens: int = 0
         # Chain hashes of the full blocks of token_ids, filled lazily by the block manager.

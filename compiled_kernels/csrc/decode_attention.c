@@ -13,6 +13,10 @@
 //   context_lens: [num_seqs] int64, tokens to attend to (the new one included)
 //   out:          [num_seqs, num_heads, head_dim], contiguous
 // Elements are bfloat16 when is_bf16 is set, else float32.
+//
+// window > 0 (a sliding-window layer): only the last `window` tokens of the context are seen,
+// and the blocks before them are never read (they may have been freed). softcap > 0 (Gemma 2):
+// scores are capped to softcap * tanh(score / softcap) before the softmax.
 
 #include <math.h>
 #include <stdint.h>
@@ -37,10 +41,11 @@ static inline void load_row(const void *base, int64_t offset, int64_t n, int is_
 }
 
 static void attend_one(const void *q, const void *k_cache, const void *v_cache,
-                       const int64_t *table, int64_t context_len, void *out, int64_t seq,
-                       int64_t kv_head, int64_t num_heads, int64_t group, int64_t head_dim,
-                       int64_t block_size, int64_t num_blocks, int64_t q_row_stride,
-                       float scale, int is_bf16, float *scores /* [group, context_len] */) {
+                       const int64_t *table, int64_t context_len, int64_t window, float softcap,
+                       void *out, int64_t seq, int64_t kv_head, int64_t num_heads,
+                       int64_t group, int64_t head_dim, int64_t block_size, int64_t num_blocks,
+                       int64_t q_row_stride, float scale, int is_bf16,
+                       float *scores /* [group, seen] */) {
     float qf[MAX_GROUP][MAX_HEAD_DIM];
     float row[MAX_HEAD_DIM];
     float acc[MAX_GROUP][MAX_HEAD_DIM];
@@ -49,27 +54,30 @@ static void attend_one(const void *q, const void *k_cache, const void *v_cache,
         load_row(q, seq * q_row_stride + (first_head + g) * head_dim, head_dim, is_bf16, qf[g]);
     }
     const int64_t head_base = kv_head * num_blocks;
+    const int64_t first = window > 0 && context_len > window ? context_len - window : 0;
+    const int64_t seen = context_len - first;  // keys this query attends to
 
-    for (int64_t t = 0; t < context_len; t++) {
+    for (int64_t t = first; t < context_len; t++) {
         int64_t slot = (head_base + table[t / block_size]) * block_size + t % block_size;
         load_row(k_cache, slot * head_dim, head_dim, is_bf16, row);
         for (int64_t g = 0; g < group; g++) {
             float dot = 0.0f;
 #pragma omp simd reduction(+ : dot)
             for (int64_t d = 0; d < head_dim; d++) dot += qf[g][d] * row[d];
-            scores[g * context_len + t] = dot * scale;
+            dot *= scale;
+            scores[g * seen + t - first] = softcap > 0.0f ? softcap * tanhf(dot / softcap) : dot;
         }
     }
 
     float inv_sum[MAX_GROUP];
     for (int64_t g = 0; g < group; g++) {
-        float *s = scores + g * context_len;
+        float *s = scores + g * seen;
         float max = -INFINITY;
 #pragma omp simd reduction(max : max)
-        for (int64_t t = 0; t < context_len; t++) max = s[t] > max ? s[t] : max;
+        for (int64_t t = 0; t < seen; t++) max = s[t] > max ? s[t] : max;
         float sum = 0.0f;
 #pragma omp simd reduction(+ : sum)
-        for (int64_t t = 0; t < context_len; t++) {
+        for (int64_t t = 0; t < seen; t++) {
             s[t] = exp_approx(s[t] - max);
             sum += s[t];
         }
@@ -77,11 +85,11 @@ static void attend_one(const void *q, const void *k_cache, const void *v_cache,
         memset(acc[g], 0, head_dim * sizeof(float));
     }
 
-    for (int64_t t = 0; t < context_len; t++) {
+    for (int64_t t = first; t < context_len; t++) {
         int64_t slot = (head_base + table[t / block_size]) * block_size + t % block_size;
         load_row(v_cache, slot * head_dim, head_dim, is_bf16, row);
         for (int64_t g = 0; g < group; g++) {
-            const float p = scores[g * context_len + t];
+            const float p = scores[g * seen + t - first];
 #pragma omp simd
             for (int64_t d = 0; d < head_dim; d++) acc[g][d] += p * row[d];
         }
@@ -104,8 +112,8 @@ int paged_decode_attention(const void *q, const void *k_cache, const void *v_cac
                            const int64_t *block_tables, const int64_t *context_lens, void *out,
                            int64_t num_seqs, int64_t num_heads, int64_t num_kv_heads,
                            int64_t head_dim, int64_t block_size, int64_t num_blocks,
-                           int64_t max_blocks, int64_t q_row_stride, float scale, int is_bf16,
-                           int num_threads) {
+                           int64_t max_blocks, int64_t q_row_stride, float scale,
+                           int64_t window, float softcap, int is_bf16, int num_threads) {
     const int64_t group = num_heads / num_kv_heads;
     if (head_dim > MAX_HEAD_DIM || group > MAX_GROUP) return -1;
     int64_t max_context = 0;
@@ -125,8 +133,8 @@ int paged_decode_attention(const void *q, const void *k_cache, const void *v_cac
             for (int64_t h = 0; h < num_kv_heads; h++) {
                 if (scores == NULL) continue;
                 attend_one(q, k_cache, v_cache, block_tables + s * max_blocks, context_lens[s],
-                           out, s, h, num_heads, group, head_dim, block_size, num_blocks,
-                           q_row_stride, scale, is_bf16, scores);
+                           window, softcap, out, s, h, num_heads, group, head_dim, block_size,
+                           num_blocks, q_row_stride, scale, is_bf16, scores);
             }
         }
         free(scores);

@@ -15,6 +15,10 @@
 //   block_table: [ceil(context_len / block_size)] int64
 //   out:         [num_new, num_heads, head_dim], contiguous
 // Elements are bfloat16 when is_bf16 is set, else float32.
+//
+// window > 0 (a sliding-window layer): a query at position p sees the keys at p - window + 1
+// to p only, and the blocks before the first query's window are never read (they may have been
+// freed). softcap > 0 (Gemma 2): scores are capped to softcap * tanh(score / softcap).
 
 #include <math.h>
 #include <stdint.h>
@@ -30,12 +34,17 @@
 
 typedef float vec16 __attribute__((vector_size(TILE * sizeof(float))));
 
+// The first key a query at position pos sees.
+static inline int64_t first_key(int64_t pos, int64_t window) {
+    return window > 0 && pos - window + 1 > 0 ? pos - window + 1 : 0;
+}
+
 // One query head, up to TILE consecutive queries at positions first_pos.., against every key
 // tile they can see. q_rows: [TILE][head_dim], pre-scaled; out: [TILE][head_dim].
 static void attend_tile(const float *q_rows, int64_t rows, int64_t first_pos,
                         const vec16 *kt /* [tiles][head_dim] vectors of TILE keys */,
                         const vec16 *vf /* [context][head_dim / TILE] */, int64_t head_dim,
-                        float *out) {
+                        int64_t window, float softcap, float *out) {
     const int64_t chunks = head_dim / TILE;
     vec16 acc_out[TILE][MAX_HEAD_DIM / TILE];
     float row_max[TILE], row_sum[TILE];
@@ -45,7 +54,7 @@ static void attend_tile(const float *q_rows, int64_t rows, int64_t first_pos,
         for (int64_t c = 0; c < chunks; c++) acc_out[i][c] = (vec16){0};
     }
     const int64_t last_pos = first_pos + rows - 1;
-    for (int64_t k0 = 0; k0 <= last_pos; k0 += TILE) {
+    for (int64_t k0 = first_key(first_pos, window) / TILE * TILE; k0 <= last_pos; k0 += TILE) {
         const vec16 *kt_tile = kt + (k0 / TILE) * head_dim;
         for (int64_t i0 = 0; i0 < rows; i0 += QBLOCK) {
             // Scores of QBLOCK queries against the tile's TILE keys.
@@ -59,13 +68,18 @@ static void attend_tile(const float *q_rows, int64_t rows, int64_t first_pos,
             float correction[QBLOCK];
             for (int r = 0; r < QBLOCK; r++) {
                 const int64_t pos = first_pos + i0 + r;
-                int64_t visible = pos - k0 + 1;  // keys of this tile at or before pos
-                if (i0 + r >= rows || visible < 0) visible = 0;
-                if (visible > TILE) visible = TILE;
+                // The keys of this tile that pos sees: lo <= j < hi.
+                int64_t lo = first_key(pos, window) - k0, hi = pos - k0 + 1;
+                if (lo < 0) lo = 0;
+                if (hi > TILE) hi = TILE;
+                if (i0 + r >= rows) hi = lo;
                 float tile_max = -INFINITY;
-                for (int j = 0; j < visible; j++) tile_max = s[r][j] > tile_max ? s[r][j] : tile_max;
+                for (int64_t j = lo; j < hi; j++) {
+                    if (softcap > 0.0f) s[r][j] = softcap * tanhf(s[r][j] / softcap);
+                    tile_max = s[r][j] > tile_max ? s[r][j] : tile_max;
+                }
                 const int64_t i = i0 + r;
-                if (visible == 0) {
+                if (hi <= lo) {
                     correction[r] = 1.0f;
                     for (int j = 0; j < TILE; j++) p[r][j] = 0.0f;
                     continue;
@@ -74,7 +88,7 @@ static void attend_tile(const float *q_rows, int64_t rows, int64_t first_pos,
                 correction[r] = exp_approx(row_max[i] - new_max);
                 float tile_sum = 0.0f;
                 for (int j = 0; j < TILE; j++) {
-                    p[r][j] = j < visible ? exp_approx(s[r][j] - new_max) : 0.0f;
+                    p[r][j] = j >= lo && j < hi ? exp_approx(s[r][j] - new_max) : 0.0f;
                     tile_sum += p[r][j];
                 }
                 row_max[i] = new_max;
@@ -106,7 +120,8 @@ int paged_prefill_attention(const void *q, const void *k_cache, const void *v_ca
                             const int64_t *block_table, void *out, int64_t num_new,
                             int64_t context_len, int64_t num_heads, int64_t num_kv_heads,
                             int64_t head_dim, int64_t block_size, int64_t num_blocks,
-                            int64_t q_row_stride, float scale, int is_bf16, int num_threads) {
+                            int64_t q_row_stride, float scale, int64_t window, float softcap,
+                            int is_bf16, int num_threads) {
     if (head_dim > MAX_HEAD_DIM || head_dim % TILE != 0) return -1;
     const int64_t group = num_heads / num_kv_heads;
     const int64_t tiles = (context_len + TILE - 1) / TILE;
@@ -124,13 +139,15 @@ int paged_prefill_attention(const void *q, const void *k_cache, const void *v_ca
     }
     const int64_t first_pos = context_len - num_new;  // position of the first new token
     const int64_t q_tiles = (num_new + TILE - 1) / TILE;
+    const int64_t first = first_key(first_pos, window);  // the first key any query sees
+    const int64_t seen = context_len - first;
 
 #pragma omp parallel num_threads(num_threads)
     {
         // Copy the context out of the cache: keys transposed per tile, values as rows.
 #pragma omp for schedule(static)
-        for (int64_t task = 0; task < num_kv_heads * context_len; task++) {
-            const int64_t h = task / context_len, t = task % context_len;
+        for (int64_t task = 0; task < num_kv_heads * seen; task++) {
+            const int64_t h = task / seen, t = first + task % seen;
             const int64_t slot = (h * num_blocks + block_table[t / block_size]) * block_size +
                                  t % block_size;
             float *kt_tile = kt + h * per_head + (t / TILE) * head_dim * TILE;
@@ -157,7 +174,8 @@ int paged_prefill_attention(const void *q, const void *k_cache, const void *v_ca
             }
             const int64_t kv_head = head / group;
             attend_tile(q_rows, rows, first_pos + row0, (const vec16 *)(kt + kv_head * per_head),
-                        (const vec16 *)(vf + kv_head * per_head), head_dim, result);
+                        (const vec16 *)(vf + kv_head * per_head), head_dim, window, softcap,
+                        result);
             for (int64_t i = 0; i < rows; i++) {
                 const int64_t offset = ((row0 + i) * num_heads + head) * head_dim;
                 for (int64_t d = 0; d < head_dim; d++) {

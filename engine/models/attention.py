@@ -18,6 +18,7 @@ import attrs
 import torch
 
 from compiled_kernels.attention import AttentionInputs, paged_attention, write_kv
+from compiled_kernels.masking import Masking
 
 
 @attrs.frozen
@@ -42,18 +43,31 @@ def attention_context(
 
 
 def attention(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layer: int, scale: float
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    layer: int,
+    scale: float,
+    window: int = 0,
+    softcap: float = 0.0,
 ) -> torch.Tensor:
     # Eager callers skip the op's dispatch (tens of microseconds a call, 30 calls a step).
     if torch.compiler.is_compiling():
-        return attention_op(q, k, v, layer, scale)
-    return _attention(q, k, v, layer, scale)
+        return attention_op(q, k, v, layer, scale, window, softcap)
+    return _attention(q, k, v, layer, scale, window, softcap)
 
 
 def _attention(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layer: int, scale: float
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    layer: int,
+    scale: float,
+    window: int,
+    softcap: float,
 ) -> torch.Tensor:
-    """Writes this step's k, v into the layer's cache, then attends.
+    """Writes this step's k, v into the layer's cache, then attends (over the last `window`
+    positions only, if not 0; scores soft-capped, if softcap is not 0).
 
     q: [num_rows, heads, head_dim]; k, v: [num_rows, kv_heads, head_dim] -> [num_rows, heads *
     head_dim]. Rows past the step's real tokens (padding of a compiled batch) are left zero and
@@ -65,12 +79,20 @@ def _attention(
     if num_tokens < k.shape[0]:
         k, v = k[:num_tokens], v[:num_tokens]
     write_kv(k, v, k_cache, v_cache, ctx.inputs.slot_mapping)
-    return paged_attention(q, k_cache, v_cache, ctx.inputs, scale)
+    return paged_attention(q, k_cache, v_cache, ctx.inputs, scale, Masking(window, softcap))
 
 
 attention_op = torch.library.custom_op("lumen::attention", _attention, mutates_args=())
 
 
 @attention_op.register_fake
-def _(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layer: int, scale: float) -> torch.Tensor:
+def _(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    layer: int,
+    scale: float,
+    window: int,
+    softcap: float,
+) -> torch.Tensor:
     return q.new_empty(q.shape[0], q.shape[1] * q.shape[2])

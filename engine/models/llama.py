@@ -40,6 +40,16 @@ class LlamaConfig:
     max_position_embeddings: int
     tie_word_embeddings: bool
     qkv_bias: bool
+    # Per layer, the sliding window its queries look back over (their own token included);
+    # 0: the whole context.
+    layer_windows: tuple[int, ...] = ()
+
+    @property
+    def kv_window(self) -> int:
+        """The window past which no layer looks, so that older KV blocks can be given back;
+        0 when some layer sees the whole context."""
+        windows = self.layer_windows
+        return max(windows) if windows and all(windows) else 0
 
     @classmethod
     def from_dir(cls, model_dir: Path) -> LlamaConfig:
@@ -63,11 +73,33 @@ class LlamaConfig:
             max_position_embeddings=raw.get("max_position_embeddings", 2048),
             tie_word_embeddings=raw.get("tie_word_embeddings", False),
             qkv_bias=raw.get("attention_bias", False),
+            layer_windows=_layer_windows(raw),
         )
 
 
-# A layer's own norms, by their names in HF checkpoints (post_feedforward_layernorm: OLMo 2).
-_LAYER_NORMS = ("input_layernorm", "post_attention_layernorm", "post_feedforward_layernorm")
+def _layer_windows(raw: dict[str, Any]) -> tuple[int, ...]:
+    """Each layer's sliding window: a config's `layer_types` names the sliding layers (as
+    transformers writes Qwen2's, Gemma's); without them `sliding_window` applies to every layer
+    (Mistral, Phi-3, Mixtral) unless `use_sliding_window` is false (Qwen2 as published), and
+    Qwen2's `max_window_layers` keeps the layers below it full."""
+    window = raw.get("sliding_window") or 0
+    layers = range(raw["num_hidden_layers"])
+    if raw.get("layer_types"):
+        return tuple(window if t == "sliding_attention" else 0 for t in raw["layer_types"])
+    if raw.get("use_sliding_window") is False:
+        return tuple(0 for _ in layers)
+    first_sliding = raw.get("max_window_layers", 0) if "use_sliding_window" in raw else 0
+    return tuple(window if i >= first_sliding else 0 for i in layers)
+
+
+# A layer's own norms, by their names in HF checkpoints (post_feedforward_layernorm: OLMo 2,
+# Gemma 2; pre_feedforward_layernorm: Gemma 2).
+_LAYER_NORMS = (
+    "input_layernorm",
+    "post_attention_layernorm",
+    "pre_feedforward_layernorm",
+    "post_feedforward_layernorm",
+)
 
 
 def _num_shards(param_name: str) -> int:
@@ -91,6 +123,7 @@ class DecoderLayer(nn.Module):
         self.input_layernorm = nn.Parameter(torch.ones(cfg.hidden_size))
         self.post_attention_layernorm = nn.Parameter(torch.ones(cfg.hidden_size))
         self.attention_scale = self.head_dim**-0.5
+        self.window = cfg.layer_windows[index] if cfg.layer_windows else 0
         # What each sublayer's output is scaled by before it joins the residual (Granite's).
         self.residual_multiplier = 1.0
 
@@ -111,7 +144,7 @@ class DecoderLayer(nn.Module):
         q, k = self.rotated_qk(qkv, rope)
         qk_heads = self.num_heads + self.num_kv_heads
         v = qkv[:, qk_heads * self.head_dim :].view(n, self.num_kv_heads, self.head_dim)
-        out = attention(q, k, v, self.index, self.attention_scale)
+        out = attention(q, k, v, self.index, self.attention_scale, self.window)
         hidden = self._scaled(self.o_proj(out))
         hidden, residual = add_rms_norm(hidden, residual, self.post_attention_layernorm, self.eps)
         hidden = self._scaled(self.mlp(hidden))
@@ -158,8 +191,7 @@ class LlamaModel(nn.Module):
         # Attention reads the step's metadata and KV cache from `attention_context`.
         hidden = self.embed(input_ids)
         residual = None
-        rope = rotary_for_positions(positions, self.rope_cos, self.rope_sin, hidden.dtype)
-        for layer in self.layers:
+        for layer, rope in zip(self.layers, self.layer_ropes(positions, hidden.dtype), strict=True):
             hidden, residual = layer(hidden, residual, rope)
         if residual is None:  # a family whose layers keep the stream in `hidden` (OLMo 2)
             return rms_norm(hidden, self.norm, self.cfg.rms_norm_eps)
@@ -169,6 +201,14 @@ class LlamaModel(nn.Module):
     def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
         # input_ids: [num_tokens] -> [num_tokens, hidden_size]
         return self.embed_tokens(input_ids)
+
+    def layer_ropes(
+        self, positions: torch.Tensor, dtype: torch.dtype
+    ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Each layer's rotary table rows for this step's tokens, looked up once: the same for
+        every layer here (Gemma 3's local and global layers have their own)."""
+        rope = rotary_for_positions(positions, self.rope_cos, self.rope_sin, dtype)
+        return [rope] * len(self.layers)
 
     def init_derived_state(self) -> None:
         """What is not loaded from a checkpoint: the tied LM head and the rope tables.

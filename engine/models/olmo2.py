@@ -44,7 +44,7 @@ class Olmo2DecoderLayer(DecoderLayer):
         q, k = self.rotated_qk(qkv, rope)
         v_start = (self.num_heads + self.num_kv_heads) * self.head_dim
         v = qkv[:, v_start:].view(n, self.num_kv_heads, self.head_dim)
-        out = self.o_proj(attention(q, k, v, self.index, self.attention_scale))
+        out = self.o_proj(attention(q, k, v, self.index, self.attention_scale, self.window))
         hidden = hidden + rms_norm(out, self.post_attention_layernorm, self.eps)
         out = self.mlp(hidden)
         hidden = hidden + rms_norm(out, self.post_feedforward_layernorm, self.eps)

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from engine.models.gemma2 import Gemma2Model
+from engine.models.gemma3 import Gemma3Model
 from engine.models.granite import GraniteModel
 from engine.models.llama import LlamaModel
 from engine.models.moe import MoeModel
@@ -15,6 +17,8 @@ from engine.models.qwen3 import Qwen3Model
 from engine.models.qwen3_moe import Qwen3MoeModel
 
 ARCHITECTURES: dict[str, type[LlamaModel]] = {
+    "Gemma2ForCausalLM": Gemma2Model,
+    "Gemma3ForCausalLM": Gemma3Model,
     "GraniteForCausalLM": GraniteModel,
     "LlamaForCausalLM": LlamaModel,
     "MistralForCausalLM": LlamaModel,

@@ -40,6 +40,8 @@ FAMILIES = [
     "phi3",
     "mixtral",
     "qwen3_moe",
+    "gemma2",
+    "gemma3",
 ]
 
 
@@ -62,6 +64,7 @@ def tiny_model_dir(request, tmp_path, smollm2_tokenizer):
             tie_word_embeddings=False,
             partial_rotary_factor=0.5,
             original_max_position_embeddings=1,
+            sliding_window=6,  # as Phi-3-mini-4k has one (2047)
             rope_scaling=dict(
                 type="longrope",
                 attention_factor=1.2,
@@ -101,6 +104,32 @@ def tiny_model_dir(request, tmp_path, smollm2_tokenizer):
             **TINY,
         )
         model_cls = transformers.Qwen3MoeForCausalLM
+    elif request.param in ("gemma2", "gemma3"):
+        # Windows shorter than the test sequences on the sliding layers (Gemma 2 alternates,
+        # Gemma 3 here one global layer in three); Gemma 2's soft-capping, Gemma 3's two rope
+        # bases (the global one with linear scaling).
+        gemma = dict(
+            vocab_size=len(smollm2_tokenizer),
+            head_dim=16,
+            query_pre_attn_scalar=24,
+            sliding_window=6,
+            **{**TINY, "num_hidden_layers": 3},
+        )
+        if request.param == "gemma2":
+            config = transformers.Gemma2Config(
+                attn_logit_softcapping=2.0, final_logit_softcapping=3.0, **gemma
+            )
+            model_cls = transformers.Gemma2ForCausalLM
+        else:
+            config = transformers.Gemma3TextConfig(
+                layer_types=["sliding_attention", "sliding_attention", "full_attention"],
+                rope_parameters={
+                    "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0},
+                    "full_attention": {"rope_type": "linear", "factor": 4.0, "rope_theta": 1e6},
+                },
+                **gemma,
+            )
+            model_cls = transformers.Gemma3ForCausalLM
     elif request.param == "olmo2":
         config = transformers.Olmo2Config(
             vocab_size=len(smollm2_tokenizer), tie_word_embeddings=False, **TINY

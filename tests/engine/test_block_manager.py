@@ -90,3 +90,41 @@ def test_free_of_empty_block_table_is_a_no_op() -> None:
     bm.free(make_seq())
     assert bm.num_free_blocks == 2
     bm.check_invariants()
+
+
+def test_a_sliding_window_gives_back_the_blocks_no_later_token_sees() -> None:
+    bm = BlockManager(num_blocks=8, block_size=4, sliding_window=6)
+    seq = make_seq(17)
+    bm.allocate(seq, 14)  # a prompt chunk
+    seq.num_computed_tokens = 14
+    bm.cache_computed_blocks(seq)
+    bm.release_outside_window(seq)
+    # The next token (position 14) sees positions 9 to 14: blocks 0 (0-3) and 1 (4-7) are
+    # behind every later window, block 2 (8-11) is not.
+    assert seq.num_released_blocks == 2
+    assert bm.num_free_blocks == 6
+    bm.check_invariants()
+    # Released, they stay cached: the same prompt again hits its whole prefix.
+    assert bm.find_cached_blocks(make_seq(14)) == seq.block_table[:3]
+    bm.allocate(seq, 17)  # the rest: a fifth block, then the window passes block 2
+    seq.num_computed_tokens = 16
+    bm.cache_computed_blocks(seq)
+    bm.release_outside_window(seq)
+    assert seq.num_released_blocks == 2  # position 16 still sees 11
+    seq.num_computed_tokens = 17
+    bm.cache_computed_blocks(seq)
+    bm.release_outside_window(seq)
+    assert seq.num_released_blocks == 3
+    bm.check_invariants()
+    bm.free(seq)
+    assert (bm.num_free_blocks, seq.num_released_blocks, seq.block_table) == (8, 0, [])
+    bm.check_invariants()
+
+
+def test_without_a_window_every_block_is_held_to_the_end() -> None:
+    bm = BlockManager(num_blocks=8, block_size=4)
+    seq = make_seq(14)
+    bm.allocate(seq, 14)
+    seq.num_computed_tokens = 14
+    bm.release_outside_window(seq)
+    assert seq.num_released_blocks == 0 and bm.num_free_blocks == 4

@@ -12,6 +12,7 @@ from engine.models.llama import LlamaModel
 from engine.models.qwen2 import Qwen2Config, Qwen2Model
 from engine.models.qwen3_moe import Qwen3MoeModel
 from engine.models.registry import ARCHITECTURES, UnsupportedArchitectureError, model_class
+from engine.models.rope import rope_from_hf
 
 TINY = {
     "vocab_size": 32,
@@ -123,3 +124,57 @@ def test_qwen3_moe_layers_are_sparse_where_its_config_says(tmp_path: Path) -> No
     cfg = model_class(path).config_class.from_dir(path)
     assert (cfg.sparse_layers, cfg.num_experts, cfg.normalize_top_k) == ((0, 1), 8, True)
     assert cfg.moe_intermediate_size == TINY["intermediate_size"]
+
+
+@pytest.mark.parametrize(
+    ("fields", "windows"),
+    [
+        ({}, (0, 0, 0, 0)),
+        ({"sliding_window": 8}, (8, 8, 8, 8)),  # Mistral v0.1, Phi-3, Mixtral
+        ({"sliding_window": 8, "use_sliding_window": False}, (0, 0, 0, 0)),  # Qwen2 published
+        ({"sliding_window": 8, "use_sliding_window": True, "max_window_layers": 2}, (0, 0, 8, 8)),
+        (
+            {"sliding_window": 8, "layer_types": ["sliding_attention", "full_attention"] * 2},
+            (8, 0, 8, 0),
+        ),  # as transformers writes Gemma 2's
+    ],
+)
+def test_each_layers_sliding_window_comes_from_the_config(
+    tmp_path: Path, fields: dict, windows: tuple[int, ...]
+) -> None:
+    """Blocks are given back only when every layer has a window (kv_window)."""
+    cfg = LlamaModel.config_class.from_dir(_checkpoint(tmp_path, num_hidden_layers=4, **fields))
+    assert cfg.layer_windows == windows
+    assert cfg.kv_window == (8 if all(windows) else 0)
+
+
+def test_gemma_configs_as_published_get_their_layer_types_and_local_rope(tmp_path: Path) -> None:
+    """Without `layer_types`, Gemma 2 alternates from a sliding first layer and Gemma 3 has one
+    global layer per sliding_window_pattern; Gemma 3's local layers take rope_local_base_freq,
+    its global ones rope_theta with the linear scaling."""
+    path = _checkpoint(
+        tmp_path / "gemma2",
+        architectures=["Gemma2ForCausalLM"],
+        model_type="gemma2",
+        num_hidden_layers=4,
+        sliding_window=8,
+        head_dim=8,
+    )
+    assert model_class(path).config_class.from_dir(path).layer_windows == (8, 0, 8, 0)
+    path = _checkpoint(
+        tmp_path / "gemma3",
+        architectures=["Gemma3ForCausalLM"],
+        model_type="gemma3_text",
+        num_hidden_layers=6,
+        sliding_window=8,
+        sliding_window_pattern=3,
+        head_dim=8,
+        rope_theta=1e6,
+        rope_local_base_freq=1e4,
+        rope_scaling={"rope_type": "linear", "factor": 8.0},
+    )
+    cfg = model_class(path).config_class.from_dir(path)
+    assert cfg.layer_windows == (8, 8, 0, 8, 8, 0)
+    plain = rope_from_hf({"rope_theta": 1e6}, 8).inv_freq
+    assert cfg.rope.inv_freq == pytest.approx([f / 8 for f in plain])
+    assert cfg.local_rope == rope_from_hf({"rope_theta": 1e4}, 8)

@@ -7,6 +7,7 @@ import torch
 
 from compiled_kernels import triton_attention
 from compiled_kernels.attention import decode_attention_reference
+from compiled_kernels.masking import NO_MASKING, Masking
 
 pytestmark = [
     pytest.mark.gpu,
@@ -36,18 +37,25 @@ def _inputs(heads: int, kv_heads: int, head_dim: int, dtype: torch.dtype, contex
     return q, k_cache, v_cache, tables, torch.tensor(context_lens, device="cuda")
 
 
+@pytest.mark.parametrize(
+    "masking", [NO_MASKING, Masking(window=20), Masking(window=50, softcap=3.0)], ids=str
+)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
 @pytest.mark.parametrize(
     "heads,kv_heads,head_dim", [(9, 3, 64), (4, 4, 32), (8, 2, 80)], ids=["smollm2", "mha", "d80"]
 )
-def test_triton_decode_matches_the_torch_twin(heads, kv_heads, head_dim, dtype):
+def test_triton_decode_matches_the_torch_twin(heads, kv_heads, head_dim, dtype, masking):
     context_lens = [1, 16, 17, 100, 128, 0, 33]
     q, k_cache, v_cache, tables, lens = _inputs(heads, kv_heads, head_dim, dtype, context_lens)
     scale = head_dim**-0.5
-    out = triton_attention.paged_decode_attention(q, k_cache, v_cache, tables, lens, scale)
-    keys = torch.arange(MAX_BLOCKS * BLOCK_SIZE, device="cuda")
-    mask = (keys[None, :] < lens[:, None])[None, :, None, :]
-    expected = decode_attention_reference(q, k_cache, v_cache, tables, mask, scale)
+    out = triton_attention.paged_decode_attention(q, k_cache, v_cache, tables, lens, scale, masking)
+    keys = torch.arange(MAX_BLOCKS * BLOCK_SIZE, device="cuda")[None, :]
+    mask = keys < lens[:, None]
+    if masking.window:
+        mask &= keys >= lens[:, None] - masking.window
+    expected = decode_attention_reference(
+        q, k_cache, v_cache, tables, mask[None, :, None, :], scale, masking.softcap
+    )
     live = lens > 0
     tol = 1e-5 if dtype == torch.float32 else 2e-2
     torch.testing.assert_close(out[live], expected[live], atol=tol, rtol=tol)

@@ -24,6 +24,7 @@ from compiled_kernels.attention import (
     write_kv,
     write_kv_reference,
 )
+from compiled_kernels.masking import NO_MASKING, Masking
 from engine.sampling_params import SamplingParams
 from engine.scheduler import SchedulerOutput
 from engine.sequence import Sequence
@@ -97,8 +98,15 @@ def mixed_batch() -> tuple[SchedulerOutput, list[tuple[int, int]]]:
     return _make_batch(MIXED)
 
 
-def _reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_start: int) -> torch.Tensor:
-    """Plain causal softmax attention in float64 for one sequence.
+def _reference(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    q_start: int,
+    masking: Masking = NO_MASKING,
+) -> torch.Tensor:
+    """Plain causal softmax attention in float64 for one sequence (within the window, with the
+    scores soft-capped, where `masking` says).
 
     q: [n_new, heads, dim] at positions q_start..; k, v: [ctx, kv_heads, dim] (unpaged).
     Returns [n_new, heads * dim].
@@ -108,9 +116,14 @@ def _reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_start: int) 
     k = k.repeat_interleave(group, dim=1)  # [ctx, heads, dim]
     v = v.repeat_interleave(group, dim=1)
     scores = torch.einsum("qhd,khd->hqk", q, k) * SCALE
+    if masking.softcap:
+        scores = masking.softcap * torch.tanh(scores / masking.softcap)
     q_pos = torch.arange(q_start, q_start + q.shape[0])[:, None]
     k_pos = torch.arange(k.shape[0])[None, :]
-    scores = scores.masked_fill(k_pos > q_pos, float("-inf"))
+    hidden = k_pos > q_pos
+    if masking.window:
+        hidden |= k_pos <= q_pos - masking.window
+    scores = scores.masked_fill(hidden, float("-inf"))
     out = torch.einsum("hqk,khd->qhd", scores.softmax(-1), v)
     return out.reshape(q.shape[0], -1)
 
@@ -150,6 +163,19 @@ def test_write_kv_puts_each_token_at_its_slot(mixed_batch, native: bool, dtype) 
     assert (v_cache[:, ~written] == sentinel).all()
 
 
+# Sliding windows shorter than a block, spanning blocks, and longer than any context here;
+# Gemma 2's soft-capping, alone and with a window.
+MASKINGS = [
+    NO_MASKING,
+    Masking(window=5),
+    Masking(window=20),
+    Masking(window=64),
+    Masking(softcap=2.0),
+    Masking(window=9, softcap=3.0),
+]
+
+
+@pytest.mark.parametrize("masking", MASKINGS, ids=str)
 @pytest.mark.parametrize("shapes", [MIXED, ALL_DECODE], ids=["mixed", "all_decode"])
 @pytest.mark.parametrize(
     ("dtype", "atol", "rtol"),
@@ -157,7 +183,12 @@ def test_write_kv_puts_each_token_at_its_slot(mixed_batch, native: bool, dtype) 
     ids=["fp32", "bf16"],
 )
 def test_paged_attention_matches_naive_reference(
-    shapes: list[tuple[int, int]], dtype: torch.dtype, atol: float, rtol: float, native: bool
+    shapes: list[tuple[int, int]],
+    dtype: torch.dtype,
+    atol: float,
+    rtol: float,
+    masking: Masking,
+    native: bool,
 ) -> None:
     out, shapes = _make_batch(shapes)
     _positions, attn = _prepare(out, native)
@@ -181,13 +212,13 @@ def test_paged_attention_matches_naive_reference(
     new_v = torch.cat([v[ctx - new :] for v, (ctx, new) in zip(vs, shapes, strict=True)])
     write_kv(new_k, new_v, k_cache, v_cache, attn.slot_mapping)
 
-    result = paged_attention(torch.cat(qs), k_cache, v_cache, attn, SCALE)
+    result = paged_attention(torch.cat(qs), k_cache, v_cache, attn, SCALE, masking)
 
     assert result.shape == (sum(n for _, n in shapes), NUM_HEADS * HEAD_DIM)
     assert result.dtype == dtype
     expected = torch.cat(
         [
-            _reference(q, k, v, ctx - new)
+            _reference(q, k, v, ctx - new, masking)
             for q, k, v, (ctx, new) in zip(qs, ks, vs, shapes, strict=True)
         ]
     )
@@ -249,11 +280,17 @@ def test_decode_c_kernel_matches_torch_twin_at_model_shapes(dtype: torch.dtype) 
 
 
 @pytest.mark.skipif(not NATIVE, reason="no C compiler")
+@pytest.mark.parametrize(
+    "masking", [NO_MASKING, Masking(window=100), Masking(window=37, softcap=5.0)], ids=str
+)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
-def test_prefill_c_kernel_matches_sdpa_twin_and_chunks_match_full(dtype: torch.dtype) -> None:
+def test_prefill_c_kernel_matches_sdpa_twin_and_chunks_match_full(
+    dtype: torch.dtype, masking: Masking
+) -> None:
     """SmolLM2's heads over a 300-token context in shuffled blocks: the C kernel agrees with
     the SDPA twin, and rows computed as a chunk after a cached prefix (150 cached + 77 new, not
-    aligned to the kernel's 16-token tiles) are bitwise the rows of the full prefill."""
+    aligned to the kernel's 16-token tiles) are bitwise the rows of the full prefill; with a
+    sliding window (and soft-capping) too."""
     gen = torch.Generator().manual_seed(3)
     heads, kv_heads, dim, blocks, ctx = 9, 3, 64, 24, 300
     k_cache = torch.randn(kv_heads, blocks, BLOCK_SIZE, dim, generator=gen).to(dtype)
@@ -264,15 +301,15 @@ def test_prefill_c_kernel_matches_sdpa_twin_and_chunks_match_full(dtype: torch.d
     scale = dim**-0.5
 
     full = PrefillInputs(start=0, end=ctx, block_table=table, context_len=ctx)
-    result = prefill_attention(q, k_cache, v_cache, full, scale)
-    expected = prefill_attention_reference(q, k_cache, v_cache, full, scale)
+    result = prefill_attention(q, k_cache, v_cache, full, scale, masking)
+    expected = prefill_attention_reference(q, k_cache, v_cache, full, scale, masking)
     tol = 2e-5 if dtype == torch.float32 else 2e-2
     torch.testing.assert_close(result, expected, atol=tol, rtol=tol)
 
     chunk = PrefillInputs(start=0, end=77, block_table=table, context_len=227)
-    rows = prefill_attention(q[150:227], k_cache, v_cache, chunk, scale)
+    rows = prefill_attention(q[150:227], k_cache, v_cache, chunk, scale, masking)
     assert torch.equal(rows, result[150:227])
     torch.testing.assert_close(
-        rows, prefill_attention_reference(q[150:227], k_cache, v_cache, chunk, scale),
+        rows, prefill_attention_reference(q[150:227], k_cache, v_cache, chunk, scale, masking),
         atol=tol, rtol=tol,
     )  # fmt: skip
