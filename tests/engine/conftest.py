@@ -19,6 +19,20 @@ TINY = dict(
 )
 
 
+def transformers_greedy(model, ids: list[int], num_tokens: int) -> list[int]:
+    """The tokens transformers' own generate picks greedily after ids (exactly num_tokens)."""
+    input_ids = torch.tensor([ids])
+    with torch.no_grad():
+        out = model.generate(
+            input_ids,
+            max_new_tokens=num_tokens,
+            min_new_tokens=num_tokens,
+            do_sample=False,
+            attention_mask=torch.ones_like(input_ids),
+        )
+    return out[0, len(ids) :].tolist()
+
+
 # Llama 3.1's rope scaling, with a pretraining length the test prompts pass.
 LLAMA3_ROPE = dict(
     rope_type="llama3",

@@ -13,6 +13,7 @@ import torch
 from configs.settings import Settings
 from engine.llm_engine import LLMEngine
 from engine.sampling_params import SamplingParams
+from tests.engine.conftest import transformers_greedy
 
 
 @pytest.mark.parametrize("torch_compile", [False, True], ids=["eager", "compiled"])
@@ -42,15 +43,7 @@ def test_tiny_checkpoint_decodes_like_transformers(
     while engine.has_work:
         engine.step()
     for prompt, seq in zip(prompts, seqs, strict=True):
-        ids = smollm2_tokenizer(prompt, return_tensors="pt").input_ids
-        with torch.no_grad():
-            expected = hf_model.generate(
-                ids,
-                max_new_tokens=12,
-                min_new_tokens=12,
-                do_sample=False,
-                attention_mask=torch.ones_like(ids),
-            )[0, ids.shape[1] :].tolist()
+        expected = transformers_greedy(hf_model, smollm2_tokenizer.encode(prompt), 12)
         assert seq.output_token_ids == expected, prompt
 
 
@@ -107,15 +100,7 @@ def test_teacher_forced_logprobs_and_chunked_cached_prefills_match_transformers(
     ours = torch.tensor([e.logprob for e in prompt_logprobs[1:]])
     torch.testing.assert_close(ours, expected_logprobs[:, 0], atol=2e-3, rtol=1e-4)
 
-    input_ids = torch.tensor([ids])
-    with torch.no_grad():
-        greedy = hf_model.generate(
-            input_ids,
-            max_new_tokens=10,
-            min_new_tokens=10,
-            do_sample=False,
-            attention_mask=torch.ones_like(input_ids),
-        )[0, len(ids) :].tolist()
+    greedy = transformers_greedy(hf_model, ids, 10)
     for run in ("chunked", "from the prefix cache"):
         seq = engine.add_request(
             run, ids, SamplingParams(max_tokens=10, temperature=0, ignore_eos=True)

@@ -12,7 +12,7 @@ import transformers
 from configs.settings import Settings
 from engine.llm_engine import LLMEngine
 from engine.sampling_params import SamplingParams
-from tests.engine.conftest import TINY
+from tests.engine.conftest import TINY, transformers_greedy
 
 WINDOW = 8
 BLOCK_SIZE = 4
@@ -35,19 +35,6 @@ def mistral(tmp_path_factory, smollm2_tokenizer):
     return path, model
 
 
-def _transformers_greedy(model, ids: list[int], num_tokens: int) -> list[int]:
-    input_ids = torch.tensor([ids])
-    with torch.no_grad():
-        out = model.generate(
-            input_ids,
-            max_new_tokens=num_tokens,
-            min_new_tokens=num_tokens,
-            do_sample=False,
-            attention_mask=torch.ones_like(input_ids),
-        )
-    return out[0, len(ids) :].tolist()
-
-
 @pytest.mark.parametrize("torch_compile", [False, True], ids=["eager", "compiled"])
 def test_sliding_window_decodes_like_transformers_and_gives_back_old_blocks(
     mistral, smollm2_tokenizer, torch_compile, tmp_path_factory
@@ -67,7 +54,7 @@ def test_sliding_window_decodes_like_transformers_and_gives_back_old_blocks(
     assert engine.scheduler.block_manager.sliding_window == WINDOW
     ids = smollm2_tokenizer.encode(PROMPT)
     assert len(ids) > 3 * WINDOW
-    expected = _transformers_greedy(hf_model, ids, 24)
+    expected = transformers_greedy(hf_model, ids, 24)
     blocks = engine.scheduler.block_manager
     for request in ("first", "from the prefix cache"):
         seq = engine.add_request(
