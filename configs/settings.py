@@ -35,6 +35,9 @@ CONTENT_FORMATS = ("auto", "string", "openai")
 # Which format a model writes tool calls in, read when tool_choice is "auto" ("none": "auto" is
 # refused). protocol/generation/tool_choice.py maps each name to its parser.
 TOOL_CALL_PARSERS = ("hermes", "none")
+# Which format a thinking model writes its reasoning in (protocol/generation/reasoning_parsers.py);
+# None: replies are not split.
+REASONING_PARSERS = ("deepseek_r1", "qwen3")
 
 
 def split_api_keys(value: str | None) -> list[str]:
@@ -75,6 +78,9 @@ class ModelSpec:
     tool_call_parser: str = attrs.field(
         default="hermes", validator=attrs.validators.in_(TOOL_CALL_PARSERS)
     )
+    reasoning_parser: str | None = attrs.field(
+        default=None, validator=attrs.validators.optional(attrs.validators.in_(REASONING_PARSERS))
+    )
 
 
 EMBEDDING_MODEL_SPEC = ModelSpec(
@@ -113,6 +119,10 @@ class Settings:
     )
     tool_call_parser: str = attrs.field(
         default="hermes", validator=attrs.validators.in_(TOOL_CALL_PARSERS)
+    )
+    # Splits a thinking model's replies into `reasoning` and `content` (deepseek_r1, qwen3).
+    reasoning_parser: str | None = attrs.field(
+        default=None, validator=attrs.validators.optional(attrs.validators.in_(REASONING_PARSERS))
     )
 
     # Engine
@@ -229,6 +239,7 @@ class Settings:
             chat_template=self.chat_template,
             chat_template_content_format=self.chat_template_content_format,
             tool_call_parser=self.tool_call_parser,
+            reasoning_parser=self.reasoning_parser,
         )
         return [main, *self.models]
 

@@ -68,6 +68,7 @@ class ServedModel:
     chat_template: str | None = None
     chat_template_content_format: str = "auto"
     tool_call_parser: str | None = None  # for tool_choice "auto"; None: refused
+    reasoning_parser: str | None = None  # splits replies into reasoning and content
     # Sampling defaults from the model's generation_config.json, for fields a request leaves
     # unset (engine/loader.py).
     generation_defaults: dict[str, Any] = attrs.field(factory=dict)
@@ -123,5 +124,6 @@ def load_served_model(spec: ModelSpec, settings: Settings) -> ServedModel:
         chat_template=chat_template,
         chat_template_content_format=spec.chat_template_content_format,
         tool_call_parser=None if spec.tool_call_parser == "none" else spec.tool_call_parser,
+        reasoning_parser=spec.reasoning_parser,
         generation_defaults=defaults,
     )

@@ -176,6 +176,9 @@ def _message_dict(msg: ChatMessageParam, index: int, fmt: ContentFormat) -> dict
             out[key] = value
     if msg.tool_calls is not None:
         out["tool_calls"] = [_template_tool_call(call) for call in msg.tool_calls]
+    thought = msg.reasoning or msg.reasoning_content
+    if thought is not None:  # templates read either name (Qwen3's: reasoning_content)
+        out["reasoning"] = out["reasoning_content"] = thought
     return out
 
 

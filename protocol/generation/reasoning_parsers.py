@@ -20,7 +20,8 @@ from typing import Any
 
 import attrs
 
-REASONING_PARSERS = ("deepseek_r1", "qwen3")
+from protocol.generation.tool_parsers import partial_tag_length
+
 START, END = "<think>", "</think>"
 
 
@@ -54,7 +55,7 @@ class ThinkingParser:
         if self._thinking:
             end = self._buffer.find(END)
             if end < 0:
-                held = _partial_tag_length(self._buffer, END)
+                held = partial_tag_length(self._buffer, END)
                 out.reasoning = self._buffer[: len(self._buffer) - held]
                 self._buffer = self._buffer[len(self._buffer) - held :]
                 return out
@@ -74,16 +75,32 @@ class ThinkingParser:
         return self._thinking
 
 
+@attrs.frozen
+class Reasoning:
+    """How a request's replies are split: `thinking` as thinking_on says (None: not split), and
+    whether the thinking is shown (the request's include_reasoning)."""
+
+    thinking: bool | None
+    shown: bool = True
+
+    def parser(self) -> ThinkingParser | None:
+        return None if self.thinking is None else ThinkingParser(self.thinking)
+
+
+NOT_SPLIT = Reasoning(None)
+
+
+def split_piece(parser: ThinkingParser, text: str, last: bool) -> tuple[str, str]:
+    """One streamed piece's thinking and answer; the last piece flushes what was held back."""
+    piece = parser.feed(text) if text else ReasoningDelta()
+    if last:
+        rest = parser.finish()
+        return piece.reasoning + rest.reasoning, piece.content + rest.content
+    return piece.reasoning, piece.content
+
+
 def split_reasoning(parser: ThinkingParser, text: str) -> tuple[str | None, str]:
     """A whole output's thinking (None when there is none) and its answer."""
     first, rest = parser.feed(text), parser.finish()
     reasoning = first.reasoning + rest.reasoning
     return reasoning or None, first.content + rest.content
-
-
-def _partial_tag_length(text: str, tag: str) -> int:
-    """The length of the longest suffix of `text` that is a proper prefix of `tag`."""
-    for length in range(min(len(tag) - 1, len(text)), 0, -1):
-        if text.endswith(tag[:length]):
-            return length
-    return 0

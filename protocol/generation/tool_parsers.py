@@ -187,7 +187,7 @@ class HermesToolParser(ToolParser):
                 self._in_call = False
             start = self._buffer.find(self.START)
             if start < 0:
-                held = _partial_tag_length(self._buffer, self.START)
+                held = partial_tag_length(self._buffer, self.START)
                 if not self.calls:
                     content.append(self._buffer[: len(self._buffer) - held])
                 self._buffer = self._buffer[len(self._buffer) - held :]
@@ -209,7 +209,7 @@ class HermesToolParser(ToolParser):
         return "".join(self._output)
 
 
-def _partial_tag_length(text: str, tag: str) -> int:
+def partial_tag_length(text: str, tag: str) -> int:
     """The length of the longest suffix of `text` that is a proper prefix of `tag`."""
     for length in range(min(len(tag) - 1, len(text)), 0, -1):
         if text.endswith(tag[:length]):

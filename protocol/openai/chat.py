@@ -22,6 +22,14 @@ from protocol.generation.chat_template import message_text, render_request
 from protocol.generation.engine_calls import FinishedChoice, generate_all, open_generation
 from protocol.generation.logprobs import chat_logprobs, prompt_logprobs_json
 from protocol.generation.prompts import check_token_ids, encode
+from protocol.generation.reasoning_parsers import (
+    NOT_SPLIT,
+    Reasoning,
+    ThinkingParser,
+    split_piece,
+    split_reasoning,
+    thinking_on,
+)
 from protocol.generation.sampling import (
     check_generation_request,
     choice_params,
@@ -62,6 +70,8 @@ class PreparedChat(NamedTuple):
     prompts: list[tuple[list[int], SamplingParams]]  # one per choice
     plan: ToolPlan
     logprobs: int | None
+    # Whether replies start inside a thinking block (None: the model's replies are not split).
+    thinking: bool | None = None
 
 
 def prepare_chat(request: Request) -> PreparedChat:
@@ -133,13 +143,18 @@ def prepare_conversation(
         # Tool-call tags are special tokens in some vocabularies; the parser must see them.
         params = attrs.evolve(params, skip_special_tokens=False)
     prompts = [(prompt_ids, p) for p in choice_params(params, req.num_choices)]
-    return PreparedChat(req, served, prompt_ids, prompts, plan, limits.logprobs)
+    thinking = None
+    if served.reasoning_parser is not None:
+        kwargs = req.chat_template_kwargs or {}
+        thinking = thinking_on(served.reasoning_parser, prompt_text, kwargs)
+    return PreparedChat(req, served, prompt_ids, prompts, plan, limits.logprobs, thinking)
 
 
 async def create_chat_completion(request: Request) -> Response | StreamingResponse:
     # Off the event loop: a large request never delays other clients' tokens.
     prepared = await anyio.to_thread.run_sync(prepare_chat, request)
-    req, served, prompt_ids, prompts, plan, logprobs = prepared
+    req, served, prompt_ids, prompts, plan, logprobs, thinking = prepared
+    shown = Reasoning(thinking, req.include_reasoning)
     response_id = response_bodies.chat_completion_id(request, req.request_id)
     role = response_role(req)
     echo = echo_text(req, role)
@@ -154,6 +169,7 @@ async def create_chat_completion(request: Request) -> Response | StreamingRespon
             role,
             echo,
             plan,
+            shown,
             include_usage,
             continuous,
         )
@@ -162,7 +178,7 @@ async def create_chat_completion(request: Request) -> Response | StreamingRespon
     created = response_bodies.created_now()
     finished = await generate_all(served, response_id, prompts)
     choices = [
-        reply_choice(i, choice, role, echo, plan, logprobs, served, req.return_token_ids)
+        reply_choice(i, choice, role, echo, plan, logprobs, served, req.return_token_ids, shown)
         for i, choice in enumerate(finished)
     ]
     num_output_tokens = sum(c.num_output_tokens for c in finished)
@@ -190,9 +206,11 @@ def reply_choice(
     logprobs: int | None,
     served: ServedModel,
     return_token_ids: bool,
+    reasoning: Reasoning = NOT_SPLIT,
 ) -> ChatCompletionResponseChoice:
-    """One finished sequence as a response choice: tool calls parsed out, echo prepended."""
-    message, called = _message(role, choice.text, plan)
+    """One finished sequence as a response choice: thinking and tool calls parsed out, echo
+    prepended."""
+    message, called = _message(role, choice.text, plan, reasoning)
     choice_logprobs = None
     if logprobs is not None:
         choice_logprobs = chat_logprobs(choice.logprobs, served.tokenizer)
@@ -215,17 +233,26 @@ def echo_text(req: ChatCompletionRequest, role: str) -> str | None:
     return message_text(req.messages[-1])
 
 
-def _message(role: str, text: str, plan: ToolPlan) -> tuple[ChatMessage, bool]:
-    """The reply, with the tool calls in `text` parsed out; and whether there were any."""
+def _message(
+    role: str, text: str, plan: ToolPlan, reasoning: Reasoning
+) -> tuple[ChatMessage, bool]:
+    """The reply, with the thinking and the tool calls in `text` parsed out; and whether there
+    were any calls."""
+    thoughts: str | None = None
+    if reasoning.thinking is not None:
+        thoughts, text = split_reasoning(ThinkingParser(reasoning.thinking), text)
+        thoughts = thoughts if reasoning.shown else None
     parser = plan.parser()
     if parser is None:
-        return ChatMessage(role=role, content=text), False
+        content = text if reasoning.thinking is None else text or None
+        return ChatMessage(role=role, content=content, reasoning=thoughts), False
     parser.feed(text)
     parser.finish()
     content, calls = parser.result()
     if plan.mode in ("required", "named"):
         content = ""  # vLLM and OpenAI: a forced call has empty content, not null
-    return ChatMessage(role=role, content=content, tool_calls=calls), bool(calls)
+    message = ChatMessage(role=role, content=content, tool_calls=calls, reasoning=thoughts)
+    return message, bool(calls)
 
 
 def _finish_reason(engine_reason: str, plan: ToolPlan, called: bool) -> str:
@@ -274,6 +301,7 @@ async def _stream(
     role: str,
     echo: str | None,
     plan: ToolPlan,
+    reasoning: Reasoning,
     include_usage: bool,
     continuous: bool,
 ) -> AsyncIterator[bytes]:
@@ -287,6 +315,7 @@ async def _stream(
     # the chunk that carries it.
     pending: list[list[Any]] = [[] for _ in prompts]
     parsers = [plan.parser() for _ in prompts]
+    thinkers = [reasoning.parser() for _ in prompts]
 
     def chunk(
         index: int,
@@ -332,19 +361,25 @@ async def _stream(
                     num_cached_tokens = output.num_cached_tokens
                 if want_logprobs and output.logprobs:
                     pending[index] += output.logprobs
-                parser = parsers[index]
+                parser, thinker = parsers[index], thinkers[index]
+                thoughts, text = "", output.new_text
+                if thinker is not None:
+                    thoughts, text = split_piece(thinker, text, output.finished)
+                    thoughts = thoughts if reasoning.shown else ""
                 if parser is None:
-                    delta = DeltaMessage(content=output.new_text or None)
+                    delta = DeltaMessage(content=text or None, reasoning=thoughts or None)
                 else:
-                    parsed = parse_piece(parser, output.new_text, output.finished)
+                    parsed = parse_piece(parser, text, output.finished)
                     delta = DeltaMessage(
-                        content=parsed.content or None, tool_calls=parsed.tool_calls or None
+                        content=parsed.content or None,
+                        reasoning=thoughts or None,
+                        tool_calls=parsed.tool_calls or None,
                     )
                 if output.finished:
                     called = parser is not None and parser.called
                     finish_reason = _finish_reason(output.finish_reason or "stop", plan, called)
                     yield chunk(index, delta, finish_reason, output.stop_reason)
-                elif delta.content is not None or delta.tool_calls is not None:
+                elif delta != DeltaMessage():
                     yield chunk(index, delta)
         if include_usage:
             yield response_bodies.sse_event(

@@ -30,6 +30,9 @@ class ChatMessageParam:
     name: str | None = None
     tool_calls: list[dict[str, Any]] | None = None
     tool_call_id: str | None = None
+    # An assistant turn's thinking, as a reply gave it (`reasoning_content`: its older name).
+    reasoning: str | None = None
+    reasoning_content: str | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -65,6 +68,7 @@ class ChatCompletionRequest(GenerationRequest):
     documents: list[dict[str, str]] | None = None  # for RAG templates
     chat_template: str | None = None
     chat_template_kwargs: dict[str, Any] | None = None
+    include_reasoning: bool = True  # false: a reasoning parser's split leaves the thinking out
     logprobs: bool | None = False
     top_logprobs: int | None = documented(minimum=0)  # at most max_logprobs (check_logprobs)
 
@@ -142,6 +146,7 @@ class DeltaMessage:
     # and a finish chunk with no text left is {}.
     role: str | None = attrs.field(default=None, metadata=OMITTED_IF_NONE)
     content: str | None = attrs.field(default=None, metadata=OMITTED_IF_NONE)
+    reasoning: str | None = attrs.field(default=None, metadata=OMITTED_IF_NONE)
     tool_calls: list[DeltaToolCall] | None = attrs.field(default=None, metadata=OMITTED_IF_NONE)
 
 

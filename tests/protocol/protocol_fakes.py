@@ -60,6 +60,7 @@ class ScriptedEngine:
         vocab_size: int = 256,
         chat_template: str | None = CHATML,
         tool_call_parser: str | None = "hermes",
+        reasoning_parser: str | None = None,
         reply: Callable[[int], str] = lambda i: f"ok{i}",
         fail_after: int | None = None,
         stop_reason: str | int | None = None,
@@ -75,6 +76,7 @@ class ScriptedEngine:
         self.chat_template = chat_template
         self.chat_template_content_format = "auto"
         self.tool_call_parser = tool_call_parser
+        self.reasoning_parser = reasoning_parser
         self.generation_defaults = dict(generation_defaults or {})  # as AsyncEngine's
         self.admission = Admission(name)  # tests fill it to see the 429
         self.error: BaseException | None = None
@@ -183,6 +185,7 @@ def served(engine: Any) -> ServedModel:
         chat_template=getattr(engine, "chat_template", None),
         chat_template_content_format=getattr(engine, "chat_template_content_format", "auto"),
         tool_call_parser=getattr(engine, "tool_call_parser", None),
+        reasoning_parser=getattr(engine, "reasoning_parser", None),
         generation_defaults=getattr(engine, "generation_defaults", {}),
         created=1_700_000_000,
     )
