@@ -145,7 +145,7 @@ class LLMEngine:
             if matcher is None:
                 matcher = self.compile_grammar(params.grammar)
             assert self.runner.grammars is not None
-            self.runner.grammars.add(seq.seq_id, matcher)
+            self.runner.grammars.add(seq.seq_id, matcher, params.grammar_after_token_id)
         self._detokenizers[seq.seq_id] = IncrementalDetokenizer(
             self.tokenizer,
             prompt_token_ids,

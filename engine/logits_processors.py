@@ -41,6 +41,8 @@ class GrammarMatchers:
         self._lock = threading.Lock()
         self._executor = llguidance.LLExecutor()
         self._matchers: dict[int, llguidance.LLMatcher] = {}
+        # Matchers that start once their sequence samples the token they wait for.
+        self._waiting: dict[int, tuple[int, llguidance.LLMatcher]] = {}
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="grammar-masks")
         self._pending: tuple[tuple[int, ...], Future[torch.Tensor]] | None = None
 
@@ -55,13 +57,22 @@ class GrammarMatchers:
             raise ValueError(f"invalid grammar: {matcher.get_error()}")
         return matcher
 
-    def add(self, seq_id: int, matcher: llguidance.LLMatcher) -> None:
-        self._matchers[seq_id] = matcher
+    def add(
+        self, seq_id: int, matcher: llguidance.LLMatcher, after_token: int | None = None
+    ) -> None:
+        """The sequence's output follows the matcher from now on, or, given after_token, from
+        the token after that one."""
+        if after_token is None:
+            self._matchers[seq_id] = matcher
+        else:
+            self._waiting[seq_id] = (after_token, matcher)
 
     def remove(self, seq_id: int) -> None:
         self._matchers.pop(seq_id, None)
+        self._waiting.pop(seq_id, None)
 
     def __contains__(self, seq_id: int) -> bool:
+        """Whether the sequence's next token is constrained."""
         return seq_id in self._matchers
 
     def prefetch(self, seq_ids: list[int]) -> None:
@@ -102,7 +113,12 @@ class GrammarMatchers:
 
     def advance(self, sampled: dict[int, int]) -> None:
         """Each constrained sequence's matcher consumes its new token (all in one parallel
-        call)."""
+        call); a waiting matcher whose token came starts with the next one."""
+        for seq_id in [s for s in self._waiting if s in sampled]:
+            after_token, matcher = self._waiting[seq_id]
+            if sampled.pop(seq_id) == after_token:
+                del self._waiting[seq_id]
+                self._matchers[seq_id] = matcher
         pairs = [
             (matcher, token)
             for seq_id, token in sampled.items()

@@ -35,6 +35,9 @@ class SamplingParams:
     allowed_token_ids: tuple[int, ...] | None = None  # all others are masked
     bad_words_token_ids: tuple[tuple[int, ...], ...] = ()  # sequences never generated
     grammar: str | None = None  # an llguidance grammar the output must follow
+    # The grammar rules only the tokens after this one (a thinking model's `</think>`): before
+    # it, and if it never comes, the output is free.
+    grammar_after_token_id: int | None = None
 
     @property
     def is_greedy(self) -> bool:

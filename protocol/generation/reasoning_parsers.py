@@ -38,6 +38,13 @@ def thinking_on(parser_name: str, prompt_text: str, template_kwargs: dict[str, A
     return not (parser_name == "qwen3" and template_kwargs.get("enable_thinking") is False)
 
 
+def thinking_end_token(tokenizer: Any) -> int | None:
+    """The id of `</think>` where it is one token of the vocabulary (as in Qwen3's and
+    DeepSeek-R1's), else None."""
+    ids = tokenizer.encode(END, add_special_tokens=False)
+    return ids[0] if len(ids) == 1 else None
+
+
 class ThinkingParser:
     def __init__(self, thinking: bool) -> None:
         self._thinking = thinking  # inside the block

@@ -28,6 +28,7 @@ from protocol.generation.reasoning_parsers import (
     ThinkingParser,
     split_piece,
     split_reasoning,
+    thinking_end_token,
     thinking_on,
 )
 from protocol.generation.sampling import (
@@ -147,6 +148,9 @@ def prepare_conversation(
     if served.reasoning_parser is not None:
         kwargs = req.chat_template_kwargs or {}
         thinking = thinking_on(served.reasoning_parser, prompt_text, kwargs)
+        end = thinking_end_token(served.tokenizer) if thinking and grammar is not None else None
+        if end is not None:  # the constraint is the answer's: it starts after the thinking
+            prompts = [(ids, attrs.evolve(p, grammar_after_token_id=end)) for ids, p in prompts]
     return PreparedChat(req, served, prompt_ids, prompts, plan, limits.logprobs, thinking)
 
 

@@ -1,7 +1,8 @@
 """`lumen serve --reasoning-parser qwen3` on the embedded model, talked to with the openai
 client. SmolLM2 does not think on its own, so a regex constraint makes it write a thought, the
-closing tag and an answer, under a Qwen3-style chat template that opens the thinking block in
-the prompt (an empty, closed one with enable_thinking false)."""
+closing tag and an answer (its vocabulary has no `</think>` token, so the constraint covers the
+whole reply), under a Qwen3-style chat template that opens the thinking block in the prompt (an
+empty, closed one with enable_thinking false)."""
 
 from __future__ import annotations
 

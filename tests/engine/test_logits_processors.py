@@ -93,3 +93,26 @@ def test_grammar_masks_follow_the_matcher(grammars, smollm2_tokenizer):
 def test_an_invalid_grammar_is_refused(grammars):
     with pytest.raises(ValueError, match="invalid grammar"):
         grammars.compile(llguidance.LLMatcher.grammar_from_regex("[a-"))
+
+
+def test_a_grammar_can_wait_for_the_token_it_starts_after(grammars, smollm2_tokenizer):
+    """A thinking model's constraint starts after its `</think>`: nothing is masked until that
+    token is sampled, and the grammar rules from the next token on."""
+    grammar = llguidance.LLMatcher.grammar_from_regex("[0-9]+")
+    start, other = smollm2_tokenizer.encode("!")[0], smollm2_tokenizer.encode("a")[0]
+    seq = _seq(SamplingParams(grammar=grammar, grammar_after_token_id=start))
+    grammars.add(seq.seq_id, grammars.compile(grammar), after_token=start)
+    vocab = len(smollm2_tokenizer)
+    for token in (other, start):
+        assert seq.seq_id not in grammars
+        logits = torch.zeros(1, vocab)
+        apply_logits_processors(logits, [seq], {}, grammars)
+        assert torch.isfinite(logits).all()
+        grammars.advance({seq.seq_id: token})
+    assert seq.seq_id in grammars
+    logits = torch.zeros(1, vocab)
+    apply_logits_processors(logits, [seq], {}, grammars)
+    allowed = torch.isfinite(logits[0]).nonzero().flatten().tolist()
+    assert allowed and all(smollm2_tokenizer.decode([t]).isdigit() for t in allowed)
+    grammars.remove(seq.seq_id)
+    assert seq.seq_id not in grammars

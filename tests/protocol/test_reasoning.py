@@ -6,7 +6,14 @@ from __future__ import annotations
 
 import orjson
 import pytest
-from protocol_fakes import CHATML, ScriptedEngine, make_request, read_events, server_with
+from protocol_fakes import (
+    CHATML,
+    CharTokenizer,
+    ScriptedEngine,
+    make_request,
+    read_events,
+    server_with,
+)
 
 from protocol.generation.reasoning_parsers import ThinkingParser, split_reasoning, thinking_on
 from protocol.http import Response
@@ -190,3 +197,35 @@ async def test_an_earlier_turns_thinking_reaches_the_template_under_both_names(f
     await chat(engine, {"messages": history})
     ((prompt_ids, _),) = engine.calls[0][1]
     assert "assistant:4[two and two|two and two]" in engine.tokenizer.decode(prompt_ids)
+
+
+class ThinkTokenizer(CharTokenizer):
+    """Characters, except that `</think>` is one token (as in Qwen3's vocabulary)."""
+
+    END_ID = 300
+
+    def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
+        head, tag, tail = text.partition("</think>")
+        if not tag:
+            return super().encode(text, add_special_tokens)
+        return [
+            *super().encode(head, add_special_tokens),
+            self.END_ID,
+            *super().encode(tail, add_special_tokens=False),
+        ]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(("thinking", "after"), [(True, ThinkTokenizer.END_ID), (False, None)])
+async def test_a_constraint_applies_to_the_answer_after_the_thinking(thinking, after) -> None:
+    """With thinking on, the structured-output grammar waits for `</think>` where the
+    vocabulary has it as one token; with thinking off it rules from the first token."""
+    engine = engine_replying("</think>42", vocab_size=512)
+    engine.tokenizer = ThinkTokenizer()
+    body = {
+        "structured_outputs": {"regex": "[0-9]+"},
+        "chat_template_kwargs": {"enable_thinking": thinking},
+    }
+    await chat(engine, body)
+    ((_, params),) = engine.calls[0][1]
+    assert params.grammar is not None and params.grammar_after_token_id == after
