@@ -34,7 +34,7 @@ DTYPES = ("auto", "float32", "bfloat16")
 CONTENT_FORMATS = ("auto", "string", "openai")
 # Which format a model writes tool calls in, read when tool_choice is "auto" ("none": "auto" is
 # refused). protocol/generation/tool_choice.py maps each name to its parser.
-TOOL_CALL_PARSERS = ("hermes", "none")
+TOOL_CALL_PARSERS = ("hermes", "llama3_json", "mistral", "pythonic", "none")
 # Which format a thinking model writes its reasoning in (protocol/generation/reasoning_parsers.py);
 # None: replies are not split.
 REASONING_PARSERS = ("deepseek_r1", "qwen3")
@@ -120,6 +120,9 @@ class Settings:
     tool_call_parser: str = attrs.field(
         default="hermes", validator=attrs.validators.in_(TOOL_CALL_PARSERS)
     )
+    # vLLM's --enable-auto-tool-choice, accepted so its command lines run unchanged: here
+    # tool_choice "auto" works whenever tool_call_parser is not "none".
+    enable_auto_tool_choice: bool = False
     # Splits a thinking model's replies into `reasoning` and `content` (deepseek_r1, qwen3).
     reasoning_parser: str | None = attrs.field(
         default=None, validator=attrs.validators.optional(attrs.validators.in_(REASONING_PARSERS))

@@ -22,8 +22,9 @@ _DONE = "done"
 
 
 class ToolCallScanner:
-    def __init__(self, args_key: str) -> None:
-        self.args_key = args_key
+    def __init__(self, args_key: str | tuple[str, ...]) -> None:
+        # The key (or keys: Llama 3 writes either) whose value is the arguments.
+        self.args_keys = (args_key,) if isinstance(args_key, str) else args_key
         self.name: str | None = None
         self._args: list[str] = []  # raw text of the arguments value so far
         self._args_seen = False
@@ -93,7 +94,7 @@ class ToolCallScanner:
         elif self._state == _VALUE:
             if not char.isspace():
                 self._state = _IN_VALUE
-                if self._key == self.args_key:
+                if self._key in self.args_keys:
                     self._args_seen = True
                 self._token = []
                 self._value_char(char)
@@ -120,7 +121,7 @@ class ToolCallScanner:
     def _keep(self, char: str) -> None:
         if self._state == _KEY:
             self._token.append(char)
-        elif self._key == self.args_key:
+        elif self._key in self.args_keys:
             self._args.append(char)
         elif self._key == "name":
             self._token.append(char)

@@ -15,6 +15,9 @@ from typing import Any
 
 import attrs
 
+from protocol.generation.llama3_tool_parser import Llama3JsonToolParser
+from protocol.generation.mistral_tool_parser import MistralToolParser
+from protocol.generation.pythonic_tool_parser import PythonicToolParser
 from protocol.generation.structured_outputs import json_schema_grammar
 from protocol.generation.tool_parsers import (
     HermesToolParser,
@@ -26,7 +29,12 @@ from protocol.http import HTTPError
 from protocol.openai.chat_schemas import ChatCompletionRequest, ChatTool
 
 # tool_call_parser setting (configs/settings.py) → the parser of "auto" output.
-TOOL_CALL_PARSERS: dict[str, type[ToolParser]] = {"hermes": HermesToolParser}
+TOOL_CALL_PARSERS: dict[str, type[ToolParser]] = {
+    "hermes": HermesToolParser,
+    "llama3_json": Llama3JsonToolParser,
+    "mistral": MistralToolParser,
+    "pythonic": PythonicToolParser,
+}
 
 # A tool without parameters is called with an empty object.
 _NO_PARAMETERS: dict[str, Any] = {"type": "object", "properties": {}}

@@ -46,7 +46,7 @@ class _Call(Protocol):
 
 
 @attrs.define
-class _FixedCall:
+class FixedCall:
     """The named tool choice's one call: the name is known before any output."""
 
     name: str | None
@@ -245,7 +245,7 @@ class NamedToolParser(ToolParser):
 
     def __init__(self, name: str) -> None:
         super().__init__(parallel=False)
-        self._call = _FixedCall(name)
+        self._call = FixedCall(name)
         self.calls.append(self._call)
 
     def _consume(self, text: str) -> str:

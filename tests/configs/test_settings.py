@@ -40,7 +40,8 @@ def test_unknown_keys_in_the_file_are_rejected(tmp_path):
         {"LUMEN_DTYPE": "float16"},
         {"LUMEN_BLOCK_SIZE": "0"},
         {"LUMEN_KV_CACHE_MEMORY_FRACTION": "1.5"},
-        {"LUMEN_TOOL_CALL_PARSER": "mistral"},
+        {"LUMEN_TOOL_CALL_PARSER": "granite"},
+        {"LUMEN_REASONING_PARSER": "granite"},
         {"LUMEN_CHAT_TEMPLATE_CONTENT_FORMAT": "list"},
     ],
 )

@@ -1,0 +1,107 @@
+"""Mistral's tool calls (`tool_call_parser = "mistral"`): content, then `[TOOL_CALLS]` and
+either a JSON array of `{"name": "f", "arguments": {...}}` objects (v0.3 tokenizers) or, in
+newer ones, `f[ARGS]{...}` per call, each after its own `[TOOL_CALLS]`."""
+
+from __future__ import annotations
+
+from protocol.generation.tool_call_scanner import ToolCallScanner
+from protocol.generation.tool_parsers import FixedCall, ToolParser, partial_tag_length
+
+TOOL_CALLS, ARGS = "[TOOL_CALLS]", "[ARGS]"
+
+
+class MistralToolParser(ToolParser):
+    def __init__(self, parallel: bool) -> None:
+        super().__init__(parallel)
+        self._buffer = ""
+        self._after_tag = False  # past a [TOOL_CALLS]
+        self._array = False  # reading the JSON array form
+        self._scanner: ToolCallScanner | None = None
+        self._call: FixedCall | None = None  # an `f[ARGS]{...}` call's arguments being read
+        self._depth = 0  # brackets open in those arguments
+        self._in_string = self._escaped = False
+
+    def _consume(self, text: str) -> str:
+        self._buffer += text
+        content: list[str] = []
+        while self._buffer:
+            if not self._after_tag:
+                start = self._buffer.find(TOOL_CALLS)
+                if start < 0:
+                    held = partial_tag_length(self._buffer, TOOL_CALLS)
+                    if not self.calls:
+                        content.append(self._buffer[: len(self._buffer) - held])
+                    self._buffer = self._buffer[len(self._buffer) - held :]
+                    break
+                if not self.calls:
+                    content.append(self._buffer[:start])
+                self._buffer = self._buffer[start + len(TOOL_CALLS) :]
+                self._after_tag = True
+                continue
+            if self._call is None and not self._array:
+                self._buffer = self._buffer.lstrip()
+                if not self._buffer:
+                    break  # what follows the tag decides the form
+                self._array = self._buffer.startswith("[")
+            if self._array:
+                self._read_array()
+                break
+            if self._call is None:
+                end = self._buffer.find(ARGS)
+                if end < 0:
+                    break  # the name is not complete yet
+                self._call = FixedCall(self._buffer[:end].strip())
+                self.calls.append(self._call)
+                self._buffer = self._buffer[end + len(ARGS) :]
+            self._read_arguments()
+            if self._call is not None:
+                break  # the arguments go on in the next piece
+            self._after_tag = False
+        return "".join(content)
+
+    def _read_array(self) -> None:
+        text, self._buffer = self._buffer, ""
+        while text:
+            if self._scanner is None:
+                start = text.find("{")  # between objects: brackets, commas, spaces
+                if start < 0:
+                    return
+                self._scanner = ToolCallScanner("arguments")
+                self.calls.append(self._scanner)
+                text = text[start:]
+            used = self._scanner.feed(text)
+            text = text[used:]
+            if self._scanner.done:
+                self._scanner = None
+
+    def _read_arguments(self) -> None:
+        """Moves the current call's arguments object out of the buffer, up to its end."""
+        assert self._call is not None
+        for i, char in enumerate(self._buffer):
+            if self._in_string:
+                if self._escaped:
+                    self._escaped = False
+                elif char == "\\":
+                    self._escaped = True
+                elif char == '"':
+                    self._in_string = False
+            elif char == '"':
+                self._in_string = True
+            elif char in "{[":
+                self._depth += 1
+            elif char in "}]":
+                self._depth -= 1
+            if self._depth == 0 and not char.isspace():
+                self._call.text.append(self._buffer[: i + 1])
+                self._call.done = True
+                self._call, self._buffer = None, self._buffer[i + 1 :]
+                return
+        self._call.text.append(self._buffer)
+        self._buffer = ""
+
+    def _flush(self) -> str:
+        held, self._buffer = self._buffer, ""
+        return held if not self.calls and not self._after_tag else ""
+
+    def _content_without_calls(self) -> str | None:
+        return "".join(self._output)
