@@ -34,7 +34,7 @@ DTYPES = ("auto", "float32", "bfloat16")
 CONTENT_FORMATS = ("auto", "string", "openai")
 # Which format a model writes tool calls in, read when tool_choice is "auto" ("none": "auto" is
 # refused). protocol/generation/tool_choice.py maps each name to its parser.
-TOOL_CALL_PARSERS = ("hermes", "llama3_json", "mistral", "pythonic", "none")
+TOOL_CALL_PARSERS = ("hermes", "llama3_json", "mistral", "pythonic", "qwen3_xml", "none")
 # Which format a thinking model writes its reasoning in (protocol/generation/reasoning_parsers.py);
 # None: replies are not split.
 REASONING_PARSERS = ("deepseek_r1", "qwen3")

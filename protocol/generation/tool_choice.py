@@ -18,6 +18,7 @@ import attrs
 from protocol.generation.llama3_tool_parser import Llama3JsonToolParser
 from protocol.generation.mistral_tool_parser import MistralToolParser
 from protocol.generation.pythonic_tool_parser import PythonicToolParser
+from protocol.generation.qwen3_xml_tool_parser import Qwen3XmlToolParser
 from protocol.generation.structured_outputs import json_schema_grammar
 from protocol.generation.tool_parsers import (
     HermesToolParser,
@@ -34,6 +35,7 @@ TOOL_CALL_PARSERS: dict[str, type[ToolParser]] = {
     "llama3_json": Llama3JsonToolParser,
     "mistral": MistralToolParser,
     "pythonic": PythonicToolParser,
+    "qwen3_xml": Qwen3XmlToolParser,
 }
 
 # A tool without parameters is called with an empty object.
@@ -62,11 +64,12 @@ class ToolPlan:
     function: str | None = None  # "named": the function's name
     parallel: bool = True
     grammar: str | None = None  # "required" and "named": what the output must match
+    tools: tuple[ChatTool, ...] = ()  # "auto": the request's, for formats that type values
 
     def parser(self) -> ToolParser | None:
         """A fresh parser for one choice's output (None: plain content)."""
         if self.mode == "auto" and self.parser_name is not None:
-            return TOOL_CALL_PARSERS[self.parser_name](self.parallel)
+            return TOOL_CALL_PARSERS[self.parser_name].for_request(self.parallel, self.tools)
         if self.mode == "required":
             return RequiredToolParser(self.parallel)
         if self.mode == "named":
@@ -104,7 +107,12 @@ def tool_plan(
                 '"auto" tool choice requires a tool_call_parser to be set for this model '
                 '(tool_call_parser = "hermes" in its settings).'
             )
-        return ToolPlan("auto", parser_name=parser_name, parallel=req.parallel_tool_calls)
+        return ToolPlan(
+            "auto",
+            parser_name=parser_name,
+            parallel=req.parallel_tool_calls,
+            tools=tuple(tools or ()),
+        )
     if choice == "required":
         assert tools is not None
         grammar = json_schema_grammar(

@@ -12,7 +12,9 @@ Parsers, picked by the request's tool_choice (see protocol/generation/tool_choic
   objects, enforced by a grammar.
 - NamedToolParser (a named function): the whole output is that function's arguments object,
   also enforced by a grammar.
-Another model family's format is another class with the same three methods.
+Other model families' "auto" formats are classes beside this file (llama3_tool_parser.py,
+mistral_tool_parser.py, pythonic_tool_parser.py, qwen3_xml_tool_parser.py) with the same
+methods; tool_choice.py maps the tool_call_parser setting to them.
 """
 
 from __future__ import annotations
@@ -23,7 +25,13 @@ from typing import Protocol
 import attrs
 
 from protocol.generation.tool_call_scanner import ToolCallScanner
-from protocol.openai.chat_schemas import DeltaFunctionCall, DeltaToolCall, FunctionCall, ToolCall
+from protocol.openai.chat_schemas import (
+    ChatTool,
+    DeltaFunctionCall,
+    DeltaToolCall,
+    FunctionCall,
+    ToolCall,
+)
 from protocol.response_bodies import random_uuid
 
 
@@ -72,6 +80,11 @@ class ToolParser:
         self._sent: list[int] = []  # characters of each call's arguments already sent
         self._content: list[str] = []  # content sent so far
         self._output: list[str] = []  # every piece fed
+
+    @classmethod
+    def for_request(cls, parallel: bool, tools: tuple[ChatTool, ...]) -> ToolParser:
+        """A parser for one choice of a request with these tools (most formats ignore them)."""
+        return cls(parallel)
 
     def feed(self, text: str) -> ParsedDelta:
         self._output.append(text)

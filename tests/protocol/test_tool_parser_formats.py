@@ -11,8 +11,10 @@ from protocol_fakes import ScriptedEngine, make_request, read_events, server_wit
 from protocol.generation.llama3_tool_parser import Llama3JsonToolParser
 from protocol.generation.mistral_tool_parser import MistralToolParser
 from protocol.generation.pythonic_tool_parser import PythonicToolParser
+from protocol.generation.qwen3_xml_tool_parser import Qwen3XmlToolParser
 from protocol.generation.tool_parsers import ToolParser
 from protocol.openai.chat import create_chat_completion
+from protocol.openai.chat_schemas import ChatTool, FunctionDefinition
 
 OSLO = ("get_weather", {"city": "Oslo"})
 PARIS = ("get_time", {"zone": "Europe/Paris", "hours": 24, "dst": True})
@@ -126,6 +128,11 @@ WEATHER = {
         ("llama3_json", '{"name": "get_weather", "parameters": {"city": "Oslo"}}'),
         ("mistral", '[TOOL_CALLS][{"name": "get_weather", "arguments": {"city": "Oslo"}}]'),
         ("pythonic", "[get_weather(city='Oslo')]"),
+        (
+            "qwen3_xml",
+            "<tool_call>\n<function=get_weather>\n<parameter=city>\nOslo\n</parameter>\n"
+            "</function>\n</tool_call>",
+        ),
     ],
 )
 @pytest.mark.parametrize("stream", [False, True])
@@ -148,3 +155,49 @@ async def test_the_server_reads_calls_with_the_configured_parser(parser_name, re
         name, arguments = call["function"]["name"], call["function"]["arguments"]
         finish = choice["finish_reason"]
     assert (name, json.loads(arguments), finish) == ("get_weather", {"city": "Oslo"}, "tool_calls")
+
+
+QWEN3_CODER_REPLY = (
+    "I'll check.\n<tool_call>\n<function=get_weather>\n<parameter=city>\nOslo\n</parameter>\n"
+    "</function>\n</tool_call>\n<tool_call>\n<function=get_time>\n<parameter=zone>\n"
+    "Europe/Paris\n</parameter>\n<parameter=hours>\n24\n</parameter>\n<parameter=dst>\ntrue\n"
+    "</parameter>\n</function>\n</tool_call>"
+)
+
+
+def test_qwen3_xml_calls_whole_and_streamed() -> None:
+    # Without the tools' schemas, values that are JSON are read as JSON.
+    test_whole_and_streamed_replies_give_the_same_content_and_calls(
+        Qwen3XmlToolParser, QWEN3_CODER_REPLY, "I'll check.\n", [OSLO, PARIS]
+    )
+
+
+def test_qwen3_xml_values_follow_the_tools_schema() -> None:
+    tool = ChatTool(
+        type="function",
+        function=FunctionDefinition(
+            name="lookup",
+            parameters={
+                "type": "object",
+                "properties": {
+                    "code": {"type": "string"},
+                    "count": {"type": "integer"},
+                    "exact": {"type": "boolean"},
+                    "filters": {"type": "object"},
+                },
+            },
+        ),
+    )
+    reply = (
+        "<tool_call>\n<function=lookup>\n<parameter=code>\n42\n</parameter>\n"
+        "<parameter=count>\n3\n</parameter>\n<parameter=exact>\nFalse\n</parameter>\n"
+        '<parameter=filters>\n{"a": [1, 2]}\n</parameter>\n</function>\n</tool_call>'
+    )
+    parser = Qwen3XmlToolParser.for_request(True, (tool,))
+    parser.feed(reply)
+    parser.finish()
+    ((name, arguments),) = _calls(parser.result()[1])
+    assert (name, arguments) == (
+        "lookup",
+        {"code": "42", "count": 3, "exact": False, "filters": {"a": [1, 2]}},
+    )
