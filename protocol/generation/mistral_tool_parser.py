@@ -5,7 +5,7 @@ newer ones, `f[ARGS]{...}` per call, each after its own `[TOOL_CALLS]`."""
 from __future__ import annotations
 
 from protocol.generation.tool_call_scanner import ToolCallScanner
-from protocol.generation.tool_parsers import FixedCall, ToolParser, partial_tag_length
+from protocol.generation.tool_parsers import FixedCall, ToolParser, split_at_tag
 
 TOOL_CALLS, ARGS = "[TOOL_CALLS]", "[ARGS]"
 
@@ -26,17 +26,11 @@ class MistralToolParser(ToolParser):
         content: list[str] = []
         while self._buffer:
             if not self._after_tag:
-                start = self._buffer.find(TOOL_CALLS)
-                if start < 0:
-                    held = partial_tag_length(self._buffer, TOOL_CALLS)
-                    if not self.calls:
-                        content.append(self._buffer[: len(self._buffer) - held])
-                    self._buffer = self._buffer[len(self._buffer) - held :]
-                    break
+                before, self._buffer, self._after_tag = split_at_tag(self._buffer, TOOL_CALLS)
                 if not self.calls:
-                    content.append(self._buffer[:start])
-                self._buffer = self._buffer[start + len(TOOL_CALLS) :]
-                self._after_tag = True
+                    content.append(before)
+                if not self._after_tag:
+                    break
                 continue
             if self._call is None and not self._array:
                 self._buffer = self._buffer.lstrip()

@@ -18,7 +18,7 @@ import json
 import re
 from typing import Any
 
-from protocol.generation.tool_parsers import FixedCall, ToolParser, partial_tag_length
+from protocol.generation.tool_parsers import FixedCall, ToolParser, split_at_tag
 from protocol.openai.chat_schemas import ChatTool
 
 START, END = "<tool_call>", "</tool_call>"
@@ -43,21 +43,18 @@ class Qwen3XmlToolParser(ToolParser):
         self._buffer += text
         content: list[str] = []
         while True:
-            start = self._buffer.find(START)
-            if start < 0:
-                held = partial_tag_length(self._buffer, START)
-                if not self.calls:
-                    content.append(self._buffer[: len(self._buffer) - held])
-                self._buffer = self._buffer[len(self._buffer) - held :]
-                break
+            before, rest, found = split_at_tag(self._buffer, START)
             if not self.calls:
-                content.append(self._buffer[:start])
-            end = self._buffer.find(END, start)
-            if end < 0:
-                self._buffer = self._buffer[start:]  # the call is not complete yet
+                content.append(before)
+            if not found:
+                self._buffer = rest
                 break
-            self.calls.append(self._call(self._buffer[start + len(START) : end]))
-            self._buffer = self._buffer[end + len(END) :]
+            block, _, after = rest.partition(END)
+            if block == rest:
+                self._buffer = START + rest  # the call is not complete yet
+                break
+            self.calls.append(self._call(block))
+            self._buffer = after
         return "".join(content)
 
     def _call(self, block: str) -> FixedCall:

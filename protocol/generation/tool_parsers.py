@@ -198,16 +198,11 @@ class HermesToolParser(ToolParser):
                     break
                 self._buffer = self._buffer[end + len(self.END) :]
                 self._in_call = False
-            start = self._buffer.find(self.START)
-            if start < 0:
-                held = partial_tag_length(self._buffer, self.START)
-                if not self.calls:
-                    content.append(self._buffer[: len(self._buffer) - held])
-                self._buffer = self._buffer[len(self._buffer) - held :]
-                break
+            before, self._buffer, found = split_at_tag(self._buffer, self.START)
             if not self.calls:
-                content.append(self._buffer[:start])
-            self._buffer = self._buffer[start + len(self.START) :]
+                content.append(before)
+            if not found:
+                break
             self._scanner = ToolCallScanner("arguments")
             self.calls.append(self._scanner)
             self._in_call = True
@@ -220,6 +215,16 @@ class HermesToolParser(ToolParser):
     def _content_without_calls(self) -> str | None:
         # As in vLLM: no valid call, so the whole output is the reply, tags and all.
         return "".join(self._output)
+
+
+def split_at_tag(text: str, tag: str) -> tuple[str, str, bool]:
+    """`text` split at the first `tag`: the text before it, the text after it, True. Without
+    the tag: the text, less a suffix that may be the tag's start, that suffix, False."""
+    start = text.find(tag)
+    if start >= 0:
+        return text[:start], text[start + len(tag) :], True
+    held = partial_tag_length(text, tag)
+    return text[: len(text) - held], text[len(text) - held :], False
 
 
 def partial_tag_length(text: str, tag: str) -> int:
