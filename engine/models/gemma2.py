@@ -22,7 +22,6 @@ from torch import nn
 
 from compiled_kernels.activation import gelu_tanh_and_mul
 from compiled_kernels.norm import rms_norm
-from engine.models.attention import attention
 from engine.models.llama import DecoderLayer, LlamaConfig, LlamaModel
 
 
@@ -64,13 +63,8 @@ class Gemma2DecoderLayer(DecoderLayer):
         rope: tuple[torch.Tensor, torch.Tensor],
     ) -> tuple[torch.Tensor, None]:
         # hidden: [num_tokens, hidden_size], the residual stream itself
-        n = hidden.shape[0]
-        qkv = self.qkv_proj(rms_norm(hidden, self.input_layernorm, self.eps))
-        q, k = self.rotated_qk(qkv, rope)
-        v_start = (self.num_heads + self.num_kv_heads) * self.head_dim
-        v = qkv[:, v_start:].view(n, self.num_kv_heads, self.head_dim)
-        out = attention(q, k, v, self.index, self.attention_scale, self.window, self.softcap)
-        hidden = hidden + rms_norm(self.o_proj(out), self.post_attention_layernorm, self.eps)
+        out = self.self_attention(rms_norm(hidden, self.input_layernorm, self.eps), rope)
+        hidden = hidden + rms_norm(out, self.post_attention_layernorm, self.eps)
         out = self.mlp(rms_norm(hidden, self.pre_feedforward_layernorm, self.eps))
         return hidden + rms_norm(out, self.post_feedforward_layernorm, self.eps), None
 

@@ -124,6 +124,7 @@ class DecoderLayer(nn.Module):
         self.post_attention_layernorm = nn.Parameter(torch.ones(cfg.hidden_size))
         self.attention_scale = self.head_dim**-0.5
         self.window = cfg.layer_windows[index] if cfg.layer_windows else 0
+        self.softcap = 0.0  # attention scores as they are (Gemma 2 caps them)
         # What each sublayer's output is scaled by before it joins the residual (Granite's).
         self.residual_multiplier = 1.0
 
@@ -139,16 +140,22 @@ class DecoderLayer(nn.Module):
             hidden = rms_norm(hidden, self.input_layernorm, self.eps)
         else:
             hidden, residual = add_rms_norm(hidden, residual, self.input_layernorm, self.eps)
+        hidden = self._scaled(self.self_attention(hidden, rope))
+        hidden, residual = add_rms_norm(hidden, residual, self.post_attention_layernorm, self.eps)
+        hidden = self._scaled(self.mlp(hidden))
+        return hidden, residual
+
+    def self_attention(
+        self, hidden: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor]
+    ) -> torch.Tensor:
+        # hidden: [n, hidden_size], normed -> [n, hidden_size], after o_proj
         n = hidden.shape[0]
         qkv = self.qkv_proj(hidden)  # [n, (heads + 2 * kv_heads) * head_dim]
         q, k = self.rotated_qk(qkv, rope)
         qk_heads = self.num_heads + self.num_kv_heads
         v = qkv[:, qk_heads * self.head_dim :].view(n, self.num_kv_heads, self.head_dim)
-        out = attention(q, k, v, self.index, self.attention_scale, self.window)
-        hidden = self._scaled(self.o_proj(out))
-        hidden, residual = add_rms_norm(hidden, residual, self.post_attention_layernorm, self.eps)
-        hidden = self._scaled(self.mlp(hidden))
-        return hidden, residual
+        out = attention(q, k, v, self.index, self.attention_scale, self.window, self.softcap)
+        return self.o_proj(out)
 
     def mlp(self, hidden: torch.Tensor) -> torch.Tensor:
         # hidden: [n, hidden_size] -> [n, hidden_size]; a mixture of experts in MoE families

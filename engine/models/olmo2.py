@@ -9,7 +9,6 @@ from torch import nn
 
 from compiled_kernels.norm import rms_norm
 from compiled_kernels.rotary import apply_rotary
-from engine.models.attention import attention
 from engine.models.llama import DecoderLayer, LlamaConfig, LlamaModel
 
 
@@ -39,12 +38,7 @@ class Olmo2DecoderLayer(DecoderLayer):
         rope: tuple[torch.Tensor, torch.Tensor],
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         # hidden: [num_tokens, hidden_size], the residual stream itself (residual stays None)
-        n = hidden.shape[0]
-        qkv = self.qkv_proj(hidden)  # [n, (heads + 2 * kv_heads) * head_dim]
-        q, k = self.rotated_qk(qkv, rope)
-        v_start = (self.num_heads + self.num_kv_heads) * self.head_dim
-        v = qkv[:, v_start:].view(n, self.num_kv_heads, self.head_dim)
-        out = self.o_proj(attention(q, k, v, self.index, self.attention_scale, self.window))
+        out = self.self_attention(hidden, rope)
         hidden = hidden + rms_norm(out, self.post_attention_layernorm, self.eps)
         out = self.mlp(hidden)
         hidden = hidden + rms_norm(out, self.post_feedforward_layernorm, self.eps)

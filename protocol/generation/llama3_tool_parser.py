@@ -4,8 +4,7 @@ after `<|python_tag|>`. A reply that starts with anything else is plain content.
 
 from __future__ import annotations
 
-from protocol.generation.tool_call_scanner import ToolCallScanner
-from protocol.generation.tool_parsers import ToolParser
+from protocol.generation.tool_parsers import CallObjects, ToolParser
 
 PYTHON_TAG = "<|python_tag|>"
 
@@ -15,7 +14,7 @@ class Llama3JsonToolParser(ToolParser):
         super().__init__(parallel)
         self._buffer = ""
         self._calling: bool | None = None  # undecided until the reply's first characters
-        self._scanner: ToolCallScanner | None = None
+        self._objects = CallObjects(self.calls, ("parameters", "arguments"))
 
     def _consume(self, text: str) -> str:
         if self._calling is None:
@@ -30,18 +29,7 @@ class Llama3JsonToolParser(ToolParser):
             text, self._buffer = (head if self._calling else self._buffer), ""
         if not self._calling:
             return text
-        while text:
-            if self._scanner is None:
-                start = text.find("{")  # between calls: `;` and spaces
-                if start < 0:
-                    break
-                self._scanner = ToolCallScanner(("parameters", "arguments"))
-                self.calls.append(self._scanner)
-                text = text[start:]
-            used = self._scanner.feed(text)
-            text = text[used:]
-            if self._scanner.done:
-                self._scanner = None
+        self._objects.feed(text)  # between calls: `;` and spaces
         return ""
 
     def _flush(self) -> str:

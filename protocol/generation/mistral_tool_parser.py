@@ -4,8 +4,7 @@ newer ones, `f[ARGS]{...}` per call, each after its own `[TOOL_CALLS]`."""
 
 from __future__ import annotations
 
-from protocol.generation.tool_call_scanner import ToolCallScanner
-from protocol.generation.tool_parsers import FixedCall, ToolParser, split_at_tag
+from protocol.generation.tool_parsers import CallObjects, FixedCall, ToolParser, split_at_tag
 
 TOOL_CALLS, ARGS = "[TOOL_CALLS]", "[ARGS]"
 
@@ -16,7 +15,7 @@ class MistralToolParser(ToolParser):
         self._buffer = ""
         self._after_tag = False  # past a [TOOL_CALLS]
         self._array = False  # reading the JSON array form
-        self._scanner: ToolCallScanner | None = None
+        self._objects = CallObjects(self.calls, "arguments")
         self._call: FixedCall | None = None  # an `f[ARGS]{...}` call's arguments being read
         self._depth = 0  # brackets open in those arguments
         self._in_string = self._escaped = False
@@ -38,7 +37,8 @@ class MistralToolParser(ToolParser):
                     break  # what follows the tag decides the form
                 self._array = self._buffer.startswith("[")
             if self._array:
-                self._read_array()
+                self._objects.feed(self._buffer)
+                self._buffer = ""
                 break
             if self._call is None:
                 end = self._buffer.find(ARGS)
@@ -52,21 +52,6 @@ class MistralToolParser(ToolParser):
                 break  # the arguments go on in the next piece
             self._after_tag = False
         return "".join(content)
-
-    def _read_array(self) -> None:
-        text, self._buffer = self._buffer, ""
-        while text:
-            if self._scanner is None:
-                start = text.find("{")  # between objects: brackets, commas, spaces
-                if start < 0:
-                    return
-                self._scanner = ToolCallScanner("arguments")
-                self.calls.append(self._scanner)
-                text = text[start:]
-            used = self._scanner.feed(text)
-            text = text[used:]
-            if self._scanner.done:
-                self._scanner = None
 
     def _read_arguments(self) -> None:
         """Moves the current call's arguments object out of the buffer, up to its end."""

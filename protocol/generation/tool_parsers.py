@@ -235,26 +235,40 @@ def partial_tag_length(text: str, tag: str) -> int:
     return 0
 
 
-class RequiredToolParser(ToolParser):
-    """`[{"name": "f", "parameters": {...}}, ...]`: every object of the array is a call."""
+class CallObjects:
+    """Reads a run of `{"name": "f", <args key>: {...}}` objects as their text arrives,
+    skipping what lies between them (brackets, commas, semicolons, spaces); each object is
+    added to `calls` as it opens."""
 
-    def __init__(self, parallel: bool) -> None:
-        super().__init__(parallel)
+    def __init__(self, calls: list[_Call], args_key: str | tuple[str, ...]) -> None:
+        self._calls = calls
+        self._args_key = args_key
         self._scanner: ToolCallScanner | None = None
 
-    def _consume(self, text: str) -> str:
+    def feed(self, text: str) -> None:
         while text:
             if self._scanner is None:
-                start = text.find("{")  # between objects: brackets, commas, spaces
+                start = text.find("{")
                 if start < 0:
-                    break
-                self._scanner = ToolCallScanner("parameters")
-                self.calls.append(self._scanner)
+                    return
+                self._scanner = ToolCallScanner(self._args_key)
+                self._calls.append(self._scanner)
                 text = text[start:]
             used = self._scanner.feed(text)
             text = text[used:]
             if self._scanner.done:
                 self._scanner = None
+
+
+class RequiredToolParser(ToolParser):
+    """`[{"name": "f", "parameters": {...}}, ...]`: every object of the array is a call."""
+
+    def __init__(self, parallel: bool) -> None:
+        super().__init__(parallel)
+        self._objects = CallObjects(self.calls, "parameters")
+
+    def _consume(self, text: str) -> str:
+        self._objects.feed(text)
         return ""
 
 
