@@ -22,6 +22,7 @@ from protocol.anthropic.schemas import (
     CountTokensRequest,
     MessagesRequest,
     TextBlock,
+    ThinkingBlock,
     ToolUseBlock,
 )
 from protocol.http import bad_request
@@ -92,20 +93,26 @@ def chat_messages(req: CountTokensRequest) -> list[ChatMessageParam]:
             continue
         texts: list[str] = []
         calls: list[dict[str, Any]] = []
+        thoughts: list[str] = []
         for j, block in enumerate(message.content):
             kind = block.get("type")
             if kind == "tool_result" and message.role == "user":
                 messages.append(_tool_result(block, f"{param}[{j}]"))
             elif kind == "tool_use" and message.role == "assistant":
                 calls.append(_tool_use(block, f"{param}[{j}]"))
-            elif kind == "thinking" or kind == "redacted_thinking":
-                continue  # a model's earlier thinking is not read back
+            elif kind == "thinking" and isinstance(block.get("thinking"), str):
+                thoughts.append(block["thinking"])  # back to the template, as chat's reasoning
+            elif kind == "redacted_thinking":
+                continue  # opaque data: nothing a template could read
             else:
                 texts.append(_block_text(block, f"{param}[{j}]"))
-        if texts or calls:
+        if texts or calls or thoughts:
             messages.append(
                 ChatMessageParam(
-                    role=message.role, content="".join(texts), tool_calls=calls or None
+                    role=message.role,
+                    content="".join(texts),
+                    tool_calls=calls or None,
+                    reasoning="".join(thoughts) or None,
                 )
             )
     return messages
@@ -158,13 +165,30 @@ def chat_request(req: CountTokensRequest) -> ChatCompletionRequest:
         tools=_chat_tools(req.tools),
         tool_choice=_chat_tool_choice(req.tool_choice),
         parallel_tool_calls=parallel,
+        chat_template_kwargs=_template_kwargs(req),
         **sampling,
     )
 
 
+def _template_kwargs(req: CountTokensRequest) -> dict[str, Any] | None:
+    """The request's chat_template_kwargs, with enable_thinking false when thinking is
+    disabled (unless the kwargs say otherwise)."""
+    kind = req.thinking.get("type") if req.thinking is not None else None
+    if kind not in (None, "enabled", "disabled", "adaptive"):
+        raise bad_request(
+            f"Unknown thinking type {kind!r}: enabled, disabled or adaptive.", "thinking.type"
+        )
+    kwargs = dict(req.chat_template_kwargs or {})
+    if kind == "disabled":
+        kwargs.setdefault("enable_thinking", False)
+    return kwargs or None
+
+
 def content_blocks(message: ChatMessage) -> list[ContentBlock]:
-    """A chat reply as Anthropic blocks: its text, then one tool_use per call."""
+    """A chat reply as Anthropic blocks: its thinking, its text, then one tool_use per call."""
     blocks: list[ContentBlock] = []
+    if message.reasoning:
+        blocks.append(ThinkingBlock(thinking=message.reasoning, signature=thinking_signature()))
     if message.content:
         blocks.append(TextBlock(text=message.content))
     for call in message.tool_calls:
@@ -176,6 +200,10 @@ def content_blocks(message: ChatMessage) -> list[ContentBlock]:
             )
         )
     return blocks
+
+
+def thinking_signature() -> str:
+    return uuid.uuid4().hex
 
 
 def _arguments(arguments: str) -> dict[str, Any]:

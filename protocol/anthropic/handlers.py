@@ -31,6 +31,7 @@ from protocol.converter import parse_body
 from protocol.generation.chat_template import render_request
 from protocol.generation.engine_calls import generate_all
 from protocol.generation.prompts import encode
+from protocol.generation.reasoning_parsers import Reasoning
 from protocol.http import Request, Response, StreamingResponse
 from protocol.model_resolution import MESSAGES, resolve_model, server_state
 from protocol.openai.chat import (
@@ -63,7 +64,8 @@ async def create_message(request: Request) -> Response | StreamingResponse:
         check_capacity(served, chat.prompts)  # a real 429, before the stream's 200 goes out
         return StreamingResponse(stream_message(message_id, chat))
     (choice,) = await generate_all(served, message_id, chat.prompts)
-    reply = reply_choice(0, choice, "assistant", None, chat.plan, None, served, False)
+    reasoning = Reasoning(chat.thinking)
+    reply = reply_choice(0, choice, "assistant", None, chat.plan, None, served, False, reasoning)
     blocks = content_blocks(reply.message)
     reason, sequence = stop_reason(
         choice.finish_reason, choice.stop_reason, bool(reply.message.tool_calls)

@@ -43,6 +43,10 @@ class CountTokensRequest:
     system: ContentBlocks | None = None
     tools: list[AnthropicTool] | None = None
     tool_choice: AnthropicToolChoice | None = None
+    # {"type": "enabled" | "disabled", "budget_tokens"}: "disabled" turns a reasoning model's
+    # thinking off (enable_thinking: false in its template); otherwise it thinks as it would.
+    thinking: dict[str, Any] | None = None
+    chat_template_kwargs: dict[str, Any] | None = None  # vLLM's extra, as in chat
 
 
 @attrs.frozen(kw_only=True)
@@ -56,7 +60,6 @@ class MessagesRequest(CountTokensRequest):
     top_p: float | None = bounded(exclusive_minimum=0, maximum=1)
     top_k: int | None = bounded(minimum=0)
     metadata: dict[str, Any] | None = None
-    thinking: dict[str, Any] | None = None  # accepted; these models do not think separately
 
 
 @attrs.frozen(kw_only=True)
@@ -73,7 +76,16 @@ class ToolUseBlock:
     input: dict[str, Any]
 
 
-ContentBlock = TextBlock | ToolUseBlock
+@attrs.frozen(kw_only=True)
+class ThinkingBlock:
+    """The model's thinking, split from its answer by the server's reasoning parser."""
+
+    type: str = "thinking"
+    thinking: str
+    signature: str  # opaque to clients; this server does not check it when it comes back
+
+
+ContentBlock = ThinkingBlock | TextBlock | ToolUseBlock
 
 
 @attrs.frozen(kw_only=True)

@@ -111,3 +111,23 @@ def split_reasoning(parser: ThinkingParser, text: str) -> tuple[str | None, str]
     first, rest = parser.feed(text), parser.finish()
     reasoning = first.reasoning + rest.reasoning
     return reasoning or None, first.content + rest.content
+
+
+def reasoning_token_count(token_ids: list[int], thinking: bool | None, tokenizer: Any) -> int:
+    """How many of a reply's tokens went to thinking (usage's reasoning_tokens): those up to and
+    including the one that closes the block; all of them when it never closed."""
+    if not thinking:
+        return 0
+    end = thinking_end_token(tokenizer)
+    if end is not None:
+        return token_ids.index(end) + 1 if end in token_ids else len(token_ids)
+    # `</think>` spans several tokens: the shortest prefix whose text holds it (a prefix's
+    # text only grows, so a binary search finds it).
+    low, high = 0, len(token_ids)
+    while low < high:
+        middle = (low + high) // 2
+        if END in tokenizer.decode(token_ids[: middle + 1]):
+            high = middle
+        else:
+            low = middle + 1
+    return min(low + 1, len(token_ids))

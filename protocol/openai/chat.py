@@ -13,7 +13,6 @@ import anyio
 import attrs
 
 from configs.settings import Settings
-from engine.outputs import RequestOutput
 from engine.sampling_params import SamplingParams
 from protocol import response_bodies
 from protocol.admission import check_capacity
@@ -268,11 +267,16 @@ def _finish_reason(engine_reason: str, plan: ToolPlan, called: bool) -> str:
     return engine_reason
 
 
-def content_piece(parser: ToolParser | None, output: RequestOutput) -> str:
-    """The text of one engine output that is the reply's content (tool calls held back)."""
+def reply_piece(
+    thinker: ThinkingParser | None, parser: ToolParser | None, text: str, last: bool
+) -> tuple[str, ParsedDelta]:
+    """One streamed piece of a reply: its thinking, and its answer with tool calls parsed out."""
+    thoughts = ""
+    if thinker is not None:
+        thoughts, text = split_piece(thinker, text, last)
     if parser is None:
-        return output.new_text
-    return parse_piece(parser, output.new_text, output.finished).content
+        return thoughts, ParsedDelta(content=text)
+    return thoughts, parse_piece(parser, text, last)
 
 
 def parse_piece(parser: ToolParser, text: str, last: bool) -> ParsedDelta:
@@ -365,20 +369,15 @@ async def _stream(
                     num_cached_tokens = output.num_cached_tokens
                 if want_logprobs and output.logprobs:
                     pending[index] += output.logprobs
-                parser, thinker = parsers[index], thinkers[index]
-                thoughts, text = "", output.new_text
-                if thinker is not None:
-                    thoughts, text = split_piece(thinker, text, output.finished)
-                    thoughts = thoughts if reasoning.shown else ""
-                if parser is None:
-                    delta = DeltaMessage(content=text or None, reasoning=thoughts or None)
-                else:
-                    parsed = parse_piece(parser, text, output.finished)
-                    delta = DeltaMessage(
-                        content=parsed.content or None,
-                        reasoning=thoughts or None,
-                        tool_calls=parsed.tool_calls or None,
-                    )
+                parser = parsers[index]
+                thoughts, parsed = reply_piece(
+                    thinkers[index], parser, output.new_text, output.finished
+                )
+                delta = DeltaMessage(
+                    content=parsed.content or None,
+                    reasoning=thoughts if thoughts and reasoning.shown else None,
+                    tool_calls=parsed.tool_calls or None,
+                )
                 if output.finished:
                     called = parser is not None and parser.called
                     finish_reason = _finish_reason(output.finish_reason or "stop", plan, called)

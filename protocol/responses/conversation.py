@@ -30,6 +30,8 @@ from protocol.responses.schemas import (
     OutputItem,
     OutputMessage,
     OutputText,
+    ReasoningItem,
+    ReasoningText,
     ResponsesRequest,
     TextFormat,
 )
@@ -61,9 +63,13 @@ def input_messages(items: str | list[dict[str, Any]]) -> list[ChatMessageParam]:
     if isinstance(items, str):
         return [ChatMessageParam(role="user", content=items)]
     messages: list[ChatMessageParam] = []
+    thoughts: str | None = None  # a reasoning item's text, for the assistant turn it precedes
     for i, item in enumerate(items):
         param = f"input[{i}]"
         kind = item.get("type", "message")
+        if kind == "reasoning":
+            thoughts = _reasoning_text(item, param)
+            continue
         if kind == "message":
             role = item.get("role")
             if role not in _ROLES:
@@ -86,15 +92,31 @@ def input_messages(items: str | list[dict[str, Any]]) -> list[ChatMessageParam]:
             if not isinstance(call_id, str) or not isinstance(output, str):
                 raise bad_request("A function_call_output needs call_id and output strings.", param)
             messages.append(ChatMessageParam(role="tool", content=output, tool_call_id=call_id))
-        elif kind == "reasoning":
-            continue  # this server's models do not read back their reasoning
         else:
             raise bad_request(
                 f"Unsupported input item type {kind!r}: this server reads message, "
-                "function_call and function_call_output items.",
+                "reasoning, function_call and function_call_output items.",
                 param,
             )
+        if thoughts is not None and messages[-1].role == "assistant":
+            # The thinking goes back to the template on the turn it led to, as chat's
+            # `reasoning` field does.
+            messages[-1] = attrs.evolve(messages[-1], reasoning=thoughts)
+        thoughts = None
     return messages
+
+
+def _reasoning_text(item: dict[str, Any], param: str) -> str:
+    """A reasoning item's thinking: its reasoning_text parts, else its summary's text."""
+    for field in ("content", "summary"):
+        parts = item.get(field) or []
+        if not isinstance(parts, list) or not all(
+            isinstance(p, dict) and isinstance(p.get("text"), str) for p in parts
+        ):
+            raise bad_request(f"A reasoning item's {field} is a list of text parts.", param)
+        if parts:
+            return "".join(p["text"] for p in parts)
+    return ""
 
 
 def _function_call(item: dict[str, Any], param: str) -> dict[str, Any]:
@@ -178,8 +200,12 @@ def chat_request(
 def output_items(
     message: ChatMessage, make_id: Any, logprobs: list[dict[str, Any]]
 ) -> list[OutputItem]:
-    """A chat reply as output items: its text as one message, then one item per tool call."""
+    """A chat reply as output items: its thinking, its text as one message, then one item per
+    tool call."""
     items: list[OutputItem] = []
+    if message.reasoning:
+        thinking = ReasoningText(text=message.reasoning)
+        items.append(ReasoningItem(id=make_id("rs"), content=[thinking]))
     if message.content:
         text = OutputText(text=message.content, logprobs=logprobs)
         items.append(OutputMessage(id=make_id("msg"), content=[text]))
@@ -204,4 +230,11 @@ def as_messages(items: list[OutputItem]) -> list[ChatMessageParam]:
         for item in items
         if isinstance(item, FunctionCallItem)
     ]
-    return [ChatMessageParam(role="assistant", content=text, tool_calls=calls or None)]
+    thoughts = "".join(
+        part.text for item in items if isinstance(item, ReasoningItem) for part in item.content
+    )
+    return [
+        ChatMessageParam(
+            role="assistant", content=text, tool_calls=calls or None, reasoning=thoughts or None
+        )
+    ]

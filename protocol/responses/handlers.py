@@ -14,6 +14,7 @@ from protocol import response_bodies
 from protocol.admission import check_capacity
 from protocol.converter import parse_body
 from protocol.generation.engine_calls import generate_all
+from protocol.generation.reasoning_parsers import Reasoning, reasoning_token_count
 from protocol.http import HTTPError, Request, Response, StreamingResponse
 from protocol.model_resolution import RESPONSES, resolve_model, server_state
 from protocol.openai.chat import (
@@ -105,7 +106,10 @@ async def create_response(request: Request) -> Response | StreamingResponse:
         check_capacity(served, chat.prompts)  # a real 429, before the stream's 200 goes out
         return StreamingResponse(stream_response(created, chat, make_id, keep))
     (choice,) = await generate_all(served, created.id, chat.prompts)
-    reply = reply_choice(0, choice, "assistant", None, chat.plan, chat.logprobs, served, False)
+    reasoning = Reasoning(chat.thinking)
+    reply = reply_choice(
+        0, choice, "assistant", None, chat.plan, chat.logprobs, served, False, reasoning
+    )
     logprobs = reply.logprobs["content"] if reply.logprobs is not None else []
     final = finished_object(
         created,
@@ -114,6 +118,7 @@ async def create_response(request: Request) -> Response | StreamingResponse:
         len(chat.prompt_ids),
         choice.num_output_tokens,
         choice.num_cached_tokens,
+        reasoning_token_count(choice.token_ids, chat.thinking, served.tokenizer),
     )
     keep(final)
     return response_bodies.json_body(final)

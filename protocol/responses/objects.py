@@ -56,6 +56,7 @@ def finished_object(
     num_prompt_tokens: int,
     num_output_tokens: int,
     num_cached_tokens: int,
+    num_reasoning_tokens: int = 0,
 ) -> ResponseObject:
     """`created` with its output: "incomplete" when max_output_tokens cut it short."""
     incomplete = finish_reason == "length"
@@ -68,7 +69,7 @@ def finished_object(
             input_tokens=num_prompt_tokens,
             input_tokens_details={"cached_tokens": num_cached_tokens},
             output_tokens=num_output_tokens,
-            output_tokens_details={"reasoning_tokens": 0},
+            output_tokens_details={"reasoning_tokens": num_reasoning_tokens},
             total_tokens=num_prompt_tokens + num_output_tokens,
         ),
     )

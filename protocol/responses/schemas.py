@@ -87,7 +87,24 @@ class FunctionCallItem:
     status: str = "completed"
 
 
-OutputItem = OutputMessage | FunctionCallItem
+@attrs.frozen(kw_only=True)
+class ReasoningText:
+    type: str = "reasoning_text"
+    text: str
+
+
+@attrs.frozen(kw_only=True)
+class ReasoningItem:
+    """The model's thinking, split from its answer by the server's reasoning parser."""
+
+    id: str  # rs_<hex>
+    type: str = "reasoning"
+    summary: list[Any] = attrs.field(factory=list)  # this server writes no summaries
+    content: list[ReasoningText]
+    status: str = "completed"
+
+
+OutputItem = ReasoningItem | OutputMessage | FunctionCallItem
 
 
 @attrs.frozen(kw_only=True)
@@ -138,7 +155,7 @@ class ResponseStreamEvent:
     item: OutputItem | None = attrs.field(default=None, metadata=OMITTED_IF_NONE)
     item_id: str | None = attrs.field(default=None, metadata=OMITTED_IF_NONE)
     content_index: int | None = attrs.field(default=None, metadata=OMITTED_IF_NONE)
-    part: OutputText | None = attrs.field(default=None, metadata=OMITTED_IF_NONE)
+    part: OutputText | ReasoningText | None = attrs.field(default=None, metadata=OMITTED_IF_NONE)
     delta: str | None = attrs.field(default=None, metadata=OMITTED_IF_NONE)
     text: str | None = attrs.field(default=None, metadata=OMITTED_IF_NONE)
     arguments: str | None = attrs.field(default=None, metadata=OMITTED_IF_NONE)

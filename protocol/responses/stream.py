@@ -1,7 +1,8 @@
 """A response streamed as the Responses API's events, in the order the openai SDK expects:
 
-response.created, response.in_progress; for the text, response.output_item.added,
-response.content_part.added, response.output_text.delta ..., response.output_text.done,
+response.created, response.in_progress; for the thinking (with a reasoning parser) and then
+the text, each an item: response.output_item.added, response.content_part.added,
+response.reasoning_text.delta / response.output_text.delta ..., the matching .done,
 response.content_part.done, response.output_item.done; for each function call,
 response.output_item.added, response.function_call_arguments.delta / .done,
 response.output_item.done; then response.completed (or response.incomplete when
@@ -16,17 +17,21 @@ from typing import Any
 
 import attrs
 
+from engine.outputs import RequestOutput
 from protocol import response_bodies
 from protocol.converter import dumps
 from protocol.generation.engine_calls import open_generation
 from protocol.generation.logprobs import chat_logprobs
-from protocol.openai.chat import PreparedChat, content_piece
+from protocol.generation.reasoning_parsers import Reasoning, reasoning_token_count
+from protocol.openai.chat import PreparedChat, reply_piece
 from protocol.responses.objects import finished_object
 from protocol.responses.schemas import (
     FunctionCallItem,
     OutputItem,
     OutputMessage,
     OutputText,
+    ReasoningItem,
+    ReasoningText,
     ResponseObject,
     ResponseStreamEvent,
 )
@@ -44,6 +49,36 @@ class _Events:
         return b"event: " + type_.encode() + b"\ndata: " + dumps(event) + b"\n\n"
 
 
+@attrs.define
+class _TextItem:
+    """The reasoning item or the message whose text is streaming now."""
+
+    reasoning: bool
+    id: str
+    output_index: int
+    texts: list[str] = attrs.field(factory=list)
+
+    @property
+    def events(self) -> str:
+        """The prefix of its delta and done events."""
+        return "response.reasoning_text" if self.reasoning else "response.output_text"
+
+    def part(self, text: str) -> OutputText | ReasoningText:
+        return ReasoningText(text=text) if self.reasoning else OutputText(text=text)
+
+    def item(self, status: str, text: str | None = None) -> ReasoningItem | OutputMessage:
+        content: Any = [] if text is None else [self.part(text)]
+        if self.reasoning:
+            return ReasoningItem(id=self.id, content=content, status=status)
+        return OutputMessage(id=self.id, content=content, status=status)
+
+
+def _text_logprobs(chat: PreparedChat, output: RequestOutput) -> list[dict[str, Any]]:
+    if chat.logprobs is None or not output.logprobs:
+        return []
+    return chat_logprobs(output.logprobs, chat.served.tokenizer)["content"]
+
+
 async def stream_response(
     created: ResponseObject,
     chat: PreparedChat,
@@ -53,53 +88,79 @@ async def stream_response(
     event = _Events()
     served = chat.served
     parser = chat.plan.parser()
-    message_id = make_id("msg")
-    texts: list[str] = []
+    thinker = Reasoning(chat.thinking).parser()
+    items: list[OutputItem] = []  # the finished ones
+    current: _TextItem | None = None
+    token_ids: list[int] = []
     finish_reason, num_output_tokens, num_cached_tokens = "stop", 0, 0
+
+    def start(text_item: _TextItem) -> list[bytes]:
+        index = text_item.output_index
+        return [
+            event(
+                "response.output_item.added", output_index=index, item=text_item.item("in_progress")
+            ),
+            event(
+                "response.content_part.added",
+                item_id=text_item.id,
+                output_index=index,
+                content_index=0,
+                part=text_item.part(""),
+            ),
+        ]
+
+    def finish(text_item: _TextItem) -> list[bytes]:
+        text = "".join(text_item.texts)
+        where = {
+            "item_id": text_item.id,
+            "output_index": text_item.output_index,
+            "content_index": 0,
+        }
+        done = {"text": text} if text_item.reasoning else {"text": text, "logprobs": []}
+        item = text_item.item("completed", text)
+        items.append(item)
+        return [
+            event(text_item.events + ".done", **where, **done),
+            event("response.content_part.done", **where, part=text_item.part(text)),
+            event("response.output_item.done", output_index=text_item.output_index, item=item),
+        ]
+
     try:
         yield event("response.created", response=created)
         yield event("response.in_progress", response=created)
         async with open_generation(served, created.id, chat.prompts) as outputs:
             async for _, output in outputs:
-                text = content_piece(parser, output)
-                if text:
-                    if not texts:
-                        item = OutputMessage(id=message_id, status="in_progress", content=[])
-                        yield event("response.output_item.added", output_index=0, item=item)
-                        yield event(
-                            "response.content_part.added",
-                            item_id=message_id,
-                            output_index=0,
-                            content_index=0,
-                            part=OutputText(text=""),
+                token_ids += output.new_token_ids
+                thoughts, parsed = reply_piece(thinker, parser, output.new_text, output.finished)
+                for reasoning, piece in ((True, thoughts), (False, parsed.content)):
+                    if not piece:
+                        continue
+                    if current is None or current.reasoning != reasoning:
+                        if current is not None:
+                            for done in finish(current):
+                                yield done
+                        current = _TextItem(
+                            reasoning, make_id("rs" if reasoning else "msg"), len(items)
                         )
-                    logprobs = []
-                    if chat.logprobs is not None and output.logprobs:
-                        logprobs = chat_logprobs(output.logprobs, served.tokenizer)["content"]
+                        for added in start(current):
+                            yield added
+                    extra = {} if reasoning else {"logprobs": _text_logprobs(chat, output)}
                     yield event(
-                        "response.output_text.delta",
-                        item_id=message_id,
-                        output_index=0,
+                        current.events + ".delta",
+                        item_id=current.id,
+                        output_index=current.output_index,
                         content_index=0,
-                        delta=text,
-                        logprobs=logprobs,
+                        delta=piece,
+                        **extra,
                     )
-                    texts.append(text)
+                    current.texts.append(piece)
                 num_output_tokens = output.num_output_tokens
                 num_cached_tokens = output.num_cached_tokens
                 if output.finished:
                     finish_reason = output.finish_reason or "stop"
-        items: list[OutputItem] = []
-        if texts:
-            part = OutputText(text="".join(texts))
-            message = OutputMessage(id=message_id, content=[part])
-            for type_, fields in (
-                ("response.output_text.done", {"text": part.text, "logprobs": []}),
-                ("response.content_part.done", {"part": part}),
-            ):
-                yield event(type_, item_id=message_id, output_index=0, content_index=0, **fields)
-            yield event("response.output_item.done", output_index=0, item=message)
-            items.append(message)
+        if current is not None:
+            for done in finish(current):
+                yield done
         calls = parser.result()[1] if parser is not None else []
         for call in calls:
             index = len(items)
@@ -132,6 +193,7 @@ async def stream_response(
             len(chat.prompt_ids),
             num_output_tokens,
             num_cached_tokens,
+            reasoning_token_count(token_ids, chat.thinking, served.tokenizer),
         )
         keep(final)
         done = "response.incomplete" if final.status == "incomplete" else "response.completed"

@@ -242,3 +242,15 @@ async def read_events(response: StreamingResponse, limit: int | None = None) -> 
         if limit is not None and len(events) >= limit:
             break
     return events
+
+
+async def read_typed_events(response: StreamingResponse) -> list[dict[str, Any]]:
+    """A stream of `event: <type>` / `data: {"type": <type>, ...}` events (the Responses and
+    Anthropic streams), decoded; each event's name is checked against its type."""
+    events = []
+    async for chunk in response.chunks:
+        name, data = chunk.decode().removesuffix("\n\n").split("\n")
+        event = orjson.loads(data.removeprefix("data: "))
+        assert name == f"event: {event['type']}"
+        events.append(event)
+    return events

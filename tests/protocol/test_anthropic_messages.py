@@ -7,7 +7,7 @@ from pathlib import Path
 
 import orjson
 import pytest
-from protocol_fakes import ScriptedEngine, make_request, server_with
+from protocol_fakes import ScriptedEngine, make_request, read_typed_events, server_with
 
 from protocol.http import Response, StreamingResponse
 from protocol.routes import build_routes
@@ -210,13 +210,7 @@ async def test_errors_have_anthropics_shape(body: dict, status: int, error_type:
 
 
 async def _events(response: StreamingResponse) -> list[tuple[str, dict]]:
-    events = []
-    async for chunk in response.chunks:
-        name, data = chunk.decode().removesuffix("\n\n").split("\n")
-        payload = orjson.loads(data.removeprefix("data: "))
-        assert name == f"event: {payload['type']}"
-        events.append((payload["type"], payload))
-    return events
+    return [(event["type"], event) for event in await read_typed_events(response)]
 
 
 async def test_the_stream_sends_anthropics_events() -> None:

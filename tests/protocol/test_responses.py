@@ -7,9 +7,9 @@ from pathlib import Path
 
 import orjson
 import pytest
-from protocol_fakes import ScriptedEngine, make_request, server_with
+from protocol_fakes import ScriptedEngine, make_request, read_typed_events, server_with
 
-from protocol.http import HTTPError, Response, StreamingResponse
+from protocol.http import HTTPError, Response
 from protocol.responses.store import ResponseStore, StoredResponse
 from protocol.routes import build_routes
 from protocol.server_state import ServerState
@@ -196,22 +196,12 @@ async def test_bad_requests_are_400s_naming_the_field(body: dict, param: str) ->
     assert engine.calls == []
 
 
-async def _events(response: StreamingResponse) -> list[dict]:
-    events = []
-    async for chunk in response.chunks:
-        name, data = chunk.decode().removesuffix("\n\n").split("\n")
-        event = orjson.loads(data.removeprefix("data: "))
-        assert name == f"event: {event['type']}"
-        events.append(event)
-    return events
-
-
 async def test_the_stream_sends_the_event_sequence_the_sdk_expects() -> None:
     _, server = _server(reply="Hi!")
     response = await HANDLERS["POST", "/v1/responses"](
         make_request({"input": "Hello", "stream": True}, server=server)
     )
-    events = await _events(response)
+    events = await read_typed_events(response)
     assert [e["type"] for e in events] == [
         "response.created",
         "response.in_progress",
@@ -239,7 +229,7 @@ async def test_a_streamed_function_call_ends_with_its_item() -> None:
     response = await HANDLERS["POST", "/v1/responses"](
         make_request({"input": "Weather?", "tools": [WEATHER], "stream": True}, server=server)
     )
-    events = await _events(response)
+    events = await read_typed_events(response)
     assert [e["type"] for e in events[2:]] == [
         "response.output_item.added",
         "response.function_call_arguments.delta",
