@@ -7,7 +7,8 @@ them: vLLM's names that are not settings here (--host, --port, --disable-log-req
 option names, with hyphens or underscores. Priority: command line > environment (LUMEN_<NAME>)
 > config file (--config, else LUMEN_CONFIG) > defaults.
 
-The server runs in this process on hypercorn. SIGTERM or SIGINT drains it: new requests get 503,
+The server runs in this process on hypercorn (with --num-replicas N > 1 or --autoscale, as a Ray
+Serve application instead: asgi/replicas/). SIGTERM or SIGINT drains it: new requests get 503,
 requests in flight get shutdown_timeout_s to finish, whatever is left is then cancelled (which
 aborts its engine sequences), and the process exits with status 0.
 """
@@ -310,6 +311,11 @@ def serve(settings: Settings, host: str, port: int) -> None:
 
     configure_logging(settings.log_level)
     warn_if_open(host, settings)
+    if settings.replica_range is not None:
+        from asgi.replicas.launch import serve_on_ray  # imports Ray, only when asked for
+
+        serve_on_ray(settings, host, port)
+        return
     config = Config()
     config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
     # A margin only: requests are ended at shutdown_timeout_s by _Cancellable.

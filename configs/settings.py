@@ -38,6 +38,8 @@ TOOL_CALL_PARSERS = ("hermes", "llama3_json", "mistral", "pythonic", "qwen3_xml"
 # Which format a thinking model writes its reasoning in (protocol/generation/reasoning_parsers.py);
 # None: replies are not split.
 REASONING_PARSERS = ("deepseek_r1", "qwen3")
+# How requests are spread over replicas (see num_replicas).
+REQUEST_ROUTERS = ("prefix", "default")
 
 
 def split_api_keys(value: str | None) -> list[str]:
@@ -52,6 +54,14 @@ def _keys(instance: Any, attribute: attrs.Attribute, value: str | None) -> None:
             "api_key is set but empty (or has an empty entry between commas): set a key, or "
             "leave it unset to serve without one"
         )
+
+
+def _replica_range(instance: Any, attribute: attrs.Attribute, value: str | None) -> None:
+    if value is None:
+        return
+    low, _, high = value.partition(":")
+    if not (low.isdigit() and high.isdigit() and 0 <= int(low) <= int(high) and int(high) >= 1):
+        raise ValueError(f"autoscale is MIN:MAX replicas with 0 <= MIN <= MAX, got {value!r}")
 
 
 def _positive(instance: Any, attribute: attrs.Attribute, value: int | None) -> None:
@@ -218,9 +228,31 @@ class Settings:
     # On SIGTERM: stop admitting (503), let in-flight requests and streams finish for up to
     # this many seconds, then abort the rest and exit.
     shutdown_timeout_s: float = attrs.field(default=30.0, validator=attrs.validators.ge(0))
+    # Scale-out (asgi/replicas/): more than one replica (or an autoscale range "MIN:MAX") runs
+    # the app as a Ray Serve deployment behind Ray's HTTP proxy, on a local Ray instance or the
+    # cluster at RAY_ADDRESS. Each replica reserves these CPUs and GPUs (None: one GPU where
+    # CUDA is present, else none). "prefix" routes a request to the replica that served its
+    # prompt's prefix (its prefix cache holds it); "default" is Ray's power-of-two choices.
+    num_replicas: int = attrs.field(default=1, validator=_positive)
+    autoscale: str | None = attrs.field(default=None, validator=_replica_range)
+    ray_cpus_per_replica: float = attrs.field(default=1.0, validator=attrs.validators.gt(0))
+    ray_gpus_per_replica: float | None = attrs.field(
+        default=None, validator=attrs.validators.optional(attrs.validators.ge(0))
+    )
+    ray_request_router: str = attrs.field(
+        default="prefix", validator=attrs.validators.in_(REQUEST_ROUTERS)
+    )
     # Sampling defaults when a request leaves a field unset: "auto" reads the model's
     # generation_config.json, "vllm" uses vLLM's own defaults, or a folder holding one.
     generation_config: str = "auto"
+
+    @property
+    def replica_range(self) -> tuple[int, int] | None:
+        """(min, max) replicas when more than one process serves, else None."""
+        if self.autoscale is not None:
+            low, high = self.autoscale.split(":")
+            return int(low), int(high)
+        return (self.num_replicas, self.num_replicas) if self.num_replicas > 1 else None
 
     @property
     def sequences_per_request(self) -> int:

@@ -76,6 +76,8 @@ def converted_gguf_dir(gguf_path: Path, cache_dir: Path) -> Path:
         os.replace(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        if (target / "config.json").is_file():
+            return target  # another process (a replica beside this one) converted it first
         raise
     logger.info("converted in %.1f s", time.monotonic() - started)
     return target

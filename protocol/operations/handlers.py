@@ -45,7 +45,7 @@ async def health(request: Request) -> Response:
         return json_response({"status": server.status}, 503)
     if server.draining:
         return json_response({"status": "draining"}, 503)
-    problems = _engine_problems(server)
+    problems = engine_problems(server)
     if problems:
         body: dict[str, Any] = {"status": "unhealthy"}
         if request.authorized:
@@ -62,7 +62,7 @@ async def health(request: Request) -> Response:
     return json_response({})
 
 
-def _engine_problems(server: Any) -> dict[str, str]:
+def engine_problems(server: Any) -> dict[str, str]:
     """Models whose engine died, or whose step has run past the watchdog (step_watchdog_s)."""
     problems = {}
     watchdog_s = server.settings.step_watchdog_s

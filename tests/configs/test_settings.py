@@ -43,6 +43,10 @@ def test_unknown_keys_in_the_file_are_rejected(tmp_path):
         {"LUMEN_TOOL_CALL_PARSER": "granite"},
         {"LUMEN_REASONING_PARSER": "granite"},
         {"LUMEN_CHAT_TEMPLATE_CONTENT_FORMAT": "list"},
+        {"LUMEN_NUM_REPLICAS": "0"},
+        {"LUMEN_AUTOSCALE": "3:1"},
+        {"LUMEN_AUTOSCALE": "2"},
+        {"LUMEN_RAY_REQUEST_ROUTER": "random"},
     ],
 )
 def test_invalid_values_are_rejected(env):
