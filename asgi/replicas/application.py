@@ -17,7 +17,7 @@ from ray.serve import Application
 from ray.serve.config import RequestRouterConfig
 
 from asgi.replicas.engine_replica import EngineReplica
-from asgi.replicas.front import Front
+from asgi.replicas.front import FRONT, Front
 from asgi.replicas.prefix_router import PrefixRouter
 from configs.settings import Settings, load_settings
 
@@ -63,7 +63,7 @@ def build_application(settings: Settings) -> Application:
         )
     engine = serve.deployment(EngineReplica).options(**engine_options)
     front = serve.deployment(Front).options(
-        name="front",
+        name=FRONT,
         num_replicas=1,
         ray_actor_options={"num_cpus": 0},
         max_ongoing_requests=100_000,  # it only relays; the engine's limits apply

@@ -3,20 +3,33 @@
 A replica takes traffic only once its models have loaded (the constructor waits for them; a
 model that fails to load fails the replica, and Ray reports it). Ray calls check_health
 periodically: a dead engine, or a step stuck past step_watchdog_s, fails it, and Ray replaces
-the replica.
+the replica. Each replica serves its metrics on a port of its own and announces it to the front
+(directory.py); its responses say which replica it is (X-Lumen-Replica).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
 from collections.abc import AsyncIterator
 from typing import Any
 
+import ray
+from prometheus_client import start_http_server
+from ray import serve
+
 from asgi.app import build_app, configure_logging
+from asgi.replicas.directory import ANNOUNCE_PERIOD_S, ReplicaInfo
 from asgi.replicas.forwarding import ForwardedRequest, run_forwarded
+from asgi.replicas.front import FRONT
 from asgi.router import ASGIApp, Message
 from configs.settings import Settings
+from observability.metrics import REGISTRY
 from protocol.operations.handlers import engine_problems
+
+logger = logging.getLogger("lumen.replica")
+REPLICA_HEADER = b"x-lumen-replica"
 
 
 class _Lifespan:
@@ -56,9 +69,28 @@ class EngineReplica:
             await asyncio.sleep(0.1)
         if self.server.status == "failed":
             raise RuntimeError(f"the replica's models did not load: {self.server.error}")
+        context = serve.get_replica_context()
+        self.replica_id = context.replica_id.unique_id
+        host = ray.util.get_node_ip_address()
+        self.metrics_server, _ = start_http_server(0, addr=host, registry=REGISTRY)
+        target = f"{host}:{self.metrics_server.server_port}"
+        self.info = ReplicaInfo(self.replica_id, target, os.getpid())
+        self.announcer = asyncio.create_task(self._announce(context.app_name))
+
+    async def _announce(self, app_name: str) -> None:
+        front = serve.get_deployment_handle(FRONT, app_name=app_name)
+        while True:
+            try:
+                await front.announce_replica.remote(self.info)
+            except Exception as exc:  # the front restarting: the next period tries again
+                logger.debug("announcing to the front failed: %s", exc)
+            await asyncio.sleep(ANNOUNCE_PERIOD_S)
 
     async def forward(self, request: ForwardedRequest) -> AsyncIterator[Message]:
         async for message in run_forwarded(self.app, self.lifespan.state, request):
+            if message["type"] == "http.response.start":
+                headers = [*message.get("headers", []), (REPLICA_HEADER, self.replica_id.encode())]
+                message = {**message, "headers": headers}
             yield message
 
     def check_health(self) -> None:
@@ -69,4 +101,6 @@ class EngineReplica:
             raise RuntimeError("; ".join(f"{name}: {what}" for name, what in problems.items()))
 
     async def __del__(self) -> None:
+        self.announcer.cancel()
+        self.metrics_server.shutdown()
         await self.lifespan.shutdown()

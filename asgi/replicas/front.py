@@ -2,7 +2,8 @@
 
 It reads each request's body, keys it by its prompt's prefixes and forwards it to an engine
 replica through a Ray deployment handle, whose request router picks the replica; the replica's
-messages go back to the client as they come. It holds no model, so it reserves no CPU.
+messages go back to the client as they come. It holds no model, so it reserves no CPU. It also
+keeps the directory of replicas and their metrics endpoints (`GET /metrics/replicas`).
 
 When Ray cannot place the request (every replica's queue full and the handle's own queue too)
 the client gets 503. When the replica dies before anything was sent, the request is tried once
@@ -20,6 +21,7 @@ from ray.exceptions import ActorUnavailableError, RayActorError
 from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 
+from asgi.replicas.directory import ReplicaDirectory, ReplicaInfo
 from asgi.replicas.forwarding import ForwardedRequest, portable_scope, read_body
 from asgi.replicas.prefixes import prefix_keys
 from asgi.router import Message, Receive, Scope, Send
@@ -28,6 +30,8 @@ from protocol.http import error_body
 
 logger = logging.getLogger("lumen.front")
 
+FRONT = "front"  # the deployment's name
+SERVICE_DISCOVERY_PATH = "/metrics/replicas"  # directory.py
 _REPLICA_GONE = (RayActorError, ActorUnavailableError)
 
 
@@ -45,9 +49,12 @@ async def _cancel_on_disconnect(receive: Receive, cancel_scope: anyio.CancelScop
 
 
 class FrontApp:
-    def __init__(self, engine: DeploymentHandle, settings: Settings) -> None:
+    def __init__(
+        self, engine: DeploymentHandle, settings: Settings, replicas: ReplicaDirectory
+    ) -> None:
         self.engine = engine.options(method_name="forward", stream=True)
         self.max_body_bytes = settings.max_request_body_bytes
+        self.replicas = replicas
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -59,6 +66,12 @@ class FrontApp:
         if scope["type"] != "http":
             await receive()
             await send({"type": "websocket.close", "code": 1008})
+            return
+        if (scope["method"], scope["path"]) == ("GET", SERVICE_DISCOVERY_PATH):
+            body = self.replicas.service_discovery()
+            headers = [(b"content-type", b"application/json")]
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            await send({"type": "http.response.body", "body": body, "more_body": False})
             return
         body = await read_body(receive, self.max_body_bytes)
         if body is None:
@@ -82,7 +95,10 @@ class FrontApp:
                 return
             except BackPressureError:
                 await _send_error(
-                    send, 503, "Every replica is at capacity; retry later.", "ServiceUnavailable"
+                    send,
+                    503,
+                    "Every replica is at capacity; retry later.",
+                    "ServiceUnavailableError",
                 )
                 return
             except _REPLICA_GONE as exc:
@@ -93,7 +109,7 @@ class FrontApp:
             finally:
                 responses.cancel()  # a no-op once it finished; else the replica stops work
         await _send_error(
-            send, 503, "The replica serving this request died; retry.", "ServiceUnavailable"
+            send, 503, "The replica serving this request died; retry.", "ServiceUnavailableError"
         )
 
 
@@ -108,7 +124,7 @@ def _without_request_id(start: Message) -> tuple[Message, bool]:
 async def _end_cut_response(send: Send, streaming: bool) -> None:
     body = b""
     if streaming:
-        error = error_body(503, "The replica serving this stream died.", "ServiceUnavailable")
+        error = error_body(503, "The replica serving this stream died.", "ServiceUnavailableError")
         body = b"data: " + error + b"\n\n"
     await send({"type": "http.response.body", "body": body, "more_body": False})
 
@@ -120,6 +136,11 @@ class Front:
     def __init__(self, engine: DeploymentHandle, settings: Settings) -> None:
         self.engine = engine
         self.settings = settings
+        self.replicas = ReplicaDirectory()
 
     def __serve_build_asgi_app__(self) -> FrontApp:
-        return FrontApp(self.engine, self.settings)
+        return FrontApp(self.engine, self.settings, self.replicas)
+
+    def announce_replica(self, info: ReplicaInfo) -> None:
+        """Called by each engine replica every ANNOUNCE_PERIOD_S."""
+        self.replicas.announce(info)

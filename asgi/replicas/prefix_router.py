@@ -11,6 +11,7 @@ holds a request back.
 
 from __future__ import annotations
 
+import random
 from collections import OrderedDict
 
 from ray.serve.request_router import (
@@ -63,9 +64,11 @@ class PrefixRouter(RequestRouter):
         if not candidate_replicas:
             return []
         preferred = self._preferred(candidate_replicas, _prefix_keys(pending_request))
+        # Ray takes the shortest queue of a rank, the first of equals: shuffled, ties spread.
+        others = random.sample(candidate_replicas, len(candidate_replicas))
         if preferred is None:
-            return [candidate_replicas]  # Ray takes the shortest queue among them
-        others = [replica for replica in candidate_replicas if replica is not preferred]
+            return [others]
+        others.remove(preferred)
         return [[preferred], others] if others else [[preferred]]
 
     def on_request_routed(

@@ -109,15 +109,25 @@ def test_the_prefix_router_prefers_the_replica_that_served_the_prefix() -> None:
     def pending(body: bytes) -> SimpleNamespace:
         return SimpleNamespace(args=[ForwardedRequest({}, body, prefix_keys(body))])
 
+    def choose(candidates: list, request: SimpleNamespace) -> list[list]:
+        ranks = asyncio.run(router.choose_replicas(candidates, request))
+        return [sorted(rank, key=lambda replica: replica.replica_id) for rank in ranks]
+
     first = pending(_chat(SYSTEM, {"role": "user", "content": "Hi"}))
-    assert asyncio.run(router.choose_replicas([a, b], first)) == [[a, b]]  # unknown: least loaded
+    assert choose([a, b], first) == [[a, b]]  # unknown: the least loaded
     router.on_request_routed(first, "b", None)
     later = pending(_chat(SYSTEM, {"role": "user", "content": "Bye " * 50}))
-    assert asyncio.run(router.choose_replicas([a, b], later)) == [[b], [a]]
+    assert choose([a, b], later) == [[b], [a]]
     queues["b"] = IMBALANCE + 1  # too busy next to a: the least loaded again
-    assert asyncio.run(router.choose_replicas([a, b], later)) == [[a, b]]
+    assert choose([a, b], later) == [[a, b]]
     queues["b"] = 0
-    assert asyncio.run(router.choose_replicas([a], later)) == [[a]]  # b is gone
+    assert choose([a], later) == [[a]]  # b is gone
+    short = pending(_chat({"role": "user", "content": "Hi"}))  # no whole chunk: no keys
+    orders = {
+        tuple(r.replica_id for r in asyncio.run(router.choose_replicas([a, b], short))[0])
+        for _ in range(64)
+    }
+    assert len(orders) == 2  # equals come in both orders: ties spread
 
 
 def test_the_example_ray_serve_config_builds_the_application() -> None:
@@ -134,3 +144,34 @@ def test_the_example_ray_serve_config_builds_the_application() -> None:
     engine = front.init_args[0]._bound_deployment
     assert (front.name, engine.name) == ("front", "engine")
     assert engine.num_replicas == 2 and engine.ray_actor_options["num_cpus"] == 1
+
+
+def test_the_directory_lists_live_replicas_for_prometheus(monkeypatch) -> None:
+    from asgi.replicas import directory
+
+    now = [1000.0]
+    monkeypatch.setattr(directory.time, "monotonic", lambda: now[0])
+    replicas = directory.ReplicaDirectory()
+    replicas.announce(directory.ReplicaInfo("r1", "10.0.0.1:9001", 11))
+    now[0] += 2 * directory.ANNOUNCE_PERIOD_S
+    replicas.announce(directory.ReplicaInfo("r2", "10.0.0.2:9002", 22))
+    assert orjson.loads(replicas.service_discovery()) == [
+        {"targets": ["10.0.0.1:9001"], "labels": {"replica": "r1", "__meta_lumen_pid": "11"}},
+        {"targets": ["10.0.0.2:9002"], "labels": {"replica": "r2", "__meta_lumen_pid": "22"}},
+    ]
+    now[0] += 2 * directory.ANNOUNCE_PERIOD_S  # r1 unheard for 4 periods: gone
+    assert [info.replica_id for info in replicas.alive()] == ["r2"]
+
+
+def test_replica_limits_come_from_the_admission_settings() -> None:
+    pytest.importorskip("ray.serve")
+    from asgi.replicas.application import app_builder
+
+    args = {"max_num_seqs": 8, "max_queued_sequences": 16, "autoscale": "1:3", "models": []}
+    front = app_builder(args)._bound_deployment
+    engine = front.init_args[0]._bound_deployment
+    config = engine._deployment_config
+    assert (config.max_ongoing_requests, config.max_queued_requests) == (24, 16)
+    autoscaling = config.autoscaling_config
+    assert (autoscaling.min_replicas, autoscaling.max_replicas) == (1, 3)
+    assert config.request_router_config.request_router_class.endswith("PrefixRouter")

@@ -61,7 +61,10 @@ class Server:
             else:
                 if health.status_code == 200:
                     return
-                if health.json().get("status") == "failed":  # no point waiting any longer
+                failed = health.headers.get("content-type") == "application/json" and (
+                    health.json().get("status") == "failed"
+                )
+                if failed:  # no point waiting any longer
                     raise RuntimeError(f"model failed to load: {self.log_path.read_text()[-3000:]}")
             time.sleep(0.5)
         raise TimeoutError(f"server not ready: {self.log_path.read_text()[-3000:]}")
