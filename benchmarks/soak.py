@@ -22,6 +22,7 @@ from pathlib import Path
 
 import attrs
 import httpx
+import orjson
 from prometheus_client.parser import text_string_to_metric_families
 
 # Importable both as `python benchmarks/soak.py` and as benchmarks.soak (the e2e test).
@@ -66,7 +67,7 @@ async def _stream(
                 continue
             if line == "data: [DONE]":
                 return "completed"
-            if '"error"' in line:
+            if "error" in orjson.loads(line[len("data: ") :]):  # not a reply that says "error"
                 return f"error event: {line[:200]}"
             chunks += 1
             if cancel_after_chunks is not None and chunks >= cancel_after_chunks:
