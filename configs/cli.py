@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import logging
 import os
 import signal
@@ -305,6 +306,11 @@ def warn_if_open(host: str, settings: Settings) -> None:
 
 
 def serve(settings: Settings, host: str, port: int) -> None:
+    if settings.replica_range is not None and importlib.util.find_spec("ray") is None:
+        raise SystemExit(
+            "lumen: --num-replicas / --autoscale run on Ray Serve, which is not installed "
+            "here: pip install -e '.[ray]' (or pip install 'ray[serve]')"
+        )
     from hypercorn.config import Config
 
     from asgi.app import build_app, configure_logging

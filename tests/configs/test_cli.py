@@ -198,3 +198,18 @@ def test_serving_beyond_loopback_without_a_key_is_warned_about(host, key, warned
     with caplog.at_level(logging.WARNING, logger="lumen"):
         warn_if_open(host, Settings(api_key=key))
     assert ("WITHOUT AN API KEY" in caplog.text) == warned
+
+
+def test_replicas_without_ray_installed_say_what_to_install(monkeypatch):
+    import importlib.util
+
+    from configs import cli
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "ray" else real_find_spec(name, *a),
+    )
+    with pytest.raises(SystemExit, match=r"pip install -e '\.\[ray\]'"):
+        cli.serve(serve("--num-replicas", "2"), "127.0.0.1", 8000)
