@@ -4,6 +4,7 @@ newer ones, `f[ARGS]{...}` per call, each after its own `[TOOL_CALLS]`."""
 
 from __future__ import annotations
 
+from protocol.generation.tool_call_scanner import JsonNesting
 from protocol.generation.tool_parsers import CallObjects, FixedCall, ToolParser, split_at_tag
 
 TOOL_CALLS, ARGS = "[TOOL_CALLS]", "[ARGS]"
@@ -17,8 +18,7 @@ class MistralToolParser(ToolParser):
         self._array = False  # reading the JSON array form
         self._objects = CallObjects(self.calls, "arguments")
         self._call: FixedCall | None = None  # an `f[ARGS]{...}` call's arguments being read
-        self._depth = 0  # brackets open in those arguments
-        self._in_string = self._escaped = False
+        self._json = JsonNesting()  # where those arguments' text stands
 
     def _consume(self, text: str) -> str:
         self._buffer += text
@@ -57,20 +57,8 @@ class MistralToolParser(ToolParser):
         """Moves the current call's arguments object out of the buffer, up to its end."""
         assert self._call is not None
         for i, char in enumerate(self._buffer):
-            if self._in_string:
-                if self._escaped:
-                    self._escaped = False
-                elif char == "\\":
-                    self._escaped = True
-                elif char == '"':
-                    self._in_string = False
-            elif char == '"':
-                self._in_string = True
-            elif char in "{[":
-                self._depth += 1
-            elif char in "}]":
-                self._depth -= 1
-            if self._depth == 0 and not char.isspace():
+            self._json.read(char)
+            if self._json.depth == 0 and not char.isspace():
                 self._call.text.append(self._buffer[: i + 1])
                 self._call.done = True
                 self._call, self._buffer = None, self._buffer[i + 1 :]

@@ -21,6 +21,31 @@ _AFTER_VALUE = "after_value"  # expecting a comma or the closing brace
 _DONE = "done"
 
 
+class JsonNesting:
+    """Where a stream of JSON text stands: inside a string (escapes followed) or not, and how
+    many objects and arrays are open."""
+
+    def __init__(self) -> None:
+        self.depth = 0
+        self.in_string = False
+        self._escaped = False
+
+    def read(self, char: str) -> None:
+        if self.in_string:
+            if self._escaped:
+                self._escaped = False
+            elif char == "\\":
+                self._escaped = True
+            elif char == '"':
+                self.in_string = False
+        elif char == '"':
+            self.in_string = True
+        elif char in "{[":
+            self.depth += 1
+        elif char in "}]":
+            self.depth -= 1
+
+
 class ToolCallScanner:
     def __init__(self, args_key: str | tuple[str, ...]) -> None:
         # The key (or keys: Llama 3 writes either) whose value is the arguments.
@@ -29,9 +54,7 @@ class ToolCallScanner:
         self._args: list[str] = []  # raw text of the arguments value so far
         self._args_seen = False
         self._state = _BEFORE
-        self._depth = 0  # brackets open, the object's own brace included
-        self._in_string = False
-        self._escaped = False
+        self._json = JsonNesting()  # its depth counts the object's own brace
         self._key: str | None = None  # the key whose value is being read
         self._token: list[str] = []  # the current key, or the name value, with its quotes
 
@@ -57,35 +80,28 @@ class ToolCallScanner:
         return len(text)
 
     def _read(self, char: str) -> None:
-        if self._in_string:
+        json_text = self._json
+        if json_text.in_string:
             self._keep(char)
-            if self._escaped:
-                self._escaped = False
-            elif char == "\\":
-                self._escaped = True
-            elif char == '"':
-                self._in_string = False
-                if self._depth == 1:
-                    self._top_level_string_closed()
+            json_text.read(char)
+            if not json_text.in_string and json_text.depth == 1:
+                self._top_level_string_closed()
             return
         if self._state == _BEFORE:
             if char == "{":
-                self._depth, self._state = 1, _KEY
+                json_text.read(char)
+                self._state = _KEY
             return
-        if self._depth > 1:  # inside a nested object or array of a value
+        if json_text.depth > 1:  # inside a nested object or array of a value
             self._keep(char)
-            if char == '"':
-                self._in_string = True
-            elif char in "{[":
-                self._depth += 1
-            elif char in "}]":
-                self._depth -= 1
-                if self._depth == 1:
-                    self._state = _AFTER_VALUE
+            json_text.read(char)
+            if json_text.depth == 1:  # that value closed
+                self._state = _AFTER_VALUE
             return
         if self._state == _KEY:
             if char == '"':
-                self._token, self._in_string = ['"'], True
+                self._token = ['"']
+                json_text.read(char)
             elif char == "}":
                 self._state = _DONE
         elif self._state == _COLON:
@@ -113,10 +129,8 @@ class ToolCallScanner:
             self._read(char)
             return
         self._keep(char)
-        if char == '"':
-            self._in_string = True
-        elif char in "{[":
-            self._depth += 1
+        if char in '"{[':
+            self._json.read(char)
 
     def _keep(self, char: str) -> None:
         if self._state == _KEY:
