@@ -49,10 +49,17 @@ class ErrorMiddleware:
 
 
 async def send_500(send: Send, request_id: str | None) -> None:
-    body = error_body(500, "Internal server error", "InternalServerError")
+    await send_error(send, 500, "Internal server error", "InternalServerError", request_id)
+
+
+async def send_error(
+    send: Send, status: int, message: str, err_type: str, request_id: str | None = None
+) -> None:
+    """A whole OpenAI-shaped error response, for layers outside the router's handlers."""
+    body = error_body(status, message, err_type)
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     if request_id:
         # This layer may sit outside the request-id middleware, which then can't add it.
         headers.append((b"x-request-id", str(request_id).encode("latin-1")))
-    await send({"type": "http.response.start", "status": 500, "headers": headers})
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body, "more_body": False})

@@ -21,6 +21,7 @@ from ray.exceptions import ActorUnavailableError, RayActorError
 from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 
+from asgi.errors import send_error
 from asgi.replicas.directory import ReplicaDirectory, ReplicaInfo
 from asgi.replicas.forwarding import ForwardedRequest, portable_scope, read_body
 from asgi.replicas.prefixes import prefix_keys
@@ -33,13 +34,6 @@ logger = logging.getLogger("lumen.front")
 FRONT = "front"  # the deployment's name
 SERVICE_DISCOVERY_PATH = "/metrics/replicas"  # directory.py
 _REPLICA_GONE = (RayActorError, ActorUnavailableError)
-
-
-async def _send_error(send: Send, status: int, message: str, err_type: str) -> None:
-    body = error_body(status, message, err_type)
-    headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
 async def _cancel_on_disconnect(receive: Receive, cancel_scope: anyio.CancelScope) -> None:
@@ -94,7 +88,7 @@ class FrontApp:
                     started = True
                 return
             except BackPressureError:
-                await _send_error(
+                await send_error(
                     send,
                     503,
                     "Every replica is at capacity; retry later.",
@@ -108,7 +102,7 @@ class FrontApp:
                     return
             finally:
                 responses.cancel()  # a no-op once it finished; else the replica stops work
-        await _send_error(
+        await send_error(
             send, 503, "The replica serving this request died; retry.", "ServiceUnavailableError"
         )
 

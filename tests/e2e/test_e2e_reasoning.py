@@ -20,6 +20,7 @@ TEMPLATE = (
     "{{ '<|im_start|>assistant\\n' }}{% if enable_thinking is defined and not enable_thinking %}"
     "{{ '<think>\\n\\n</think>\\n\\n' }}{% else %}{{ '<think>\\n' }}{% endif %}{% endif %}"
 )
+MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 MESSAGES = [{"role": "user", "content": "What is the capital of France?"}]
 THOUGHT_THEN_ANSWER = {"structured_outputs": {"regex": r"[a-z ]{5,40}</think>[A-Z][a-z ]{3,30}"}}
 
@@ -49,26 +50,20 @@ def client(server):
 
 
 def test_thinking_and_answer_come_apart_in_whole_and_streamed_replies(client):
-    reply = client.chat.completions.create(
-        model="HuggingFaceTB/SmolLM2-135M-Instruct",
-        messages=MESSAGES,
-        max_tokens=60,
-        temperature=0,
-        extra_body=THOUGHT_THEN_ANSWER,
-    )
+    request = {
+        "model": MODEL,
+        "messages": MESSAGES,
+        "max_tokens": 60,
+        "temperature": 0,
+        "extra_body": THOUGHT_THEN_ANSWER,
+    }
+    reply = client.chat.completions.create(**request)
     message = reply.choices[0].message
     assert re.fullmatch(r"[a-z ]{5,40}", message.reasoning), message
     assert re.fullmatch(r"[A-Z][a-z ]{3,30}", message.content), message
     assert reply.choices[0].finish_reason == "stop"
 
-    stream = client.chat.completions.create(
-        model="HuggingFaceTB/SmolLM2-135M-Instruct",
-        messages=MESSAGES,
-        max_tokens=60,
-        temperature=0,
-        stream=True,
-        extra_body=THOUGHT_THEN_ANSWER,
-    )
+    stream = client.chat.completions.create(**request, stream=True)
     reasoning, content = [], []
     for chunk in stream:
         for choice in chunk.choices:
@@ -79,7 +74,7 @@ def test_thinking_and_answer_come_apart_in_whole_and_streamed_replies(client):
 
 def test_enable_thinking_false_gives_a_plain_answer(client):
     reply = client.chat.completions.create(
-        model="HuggingFaceTB/SmolLM2-135M-Instruct",
+        model=MODEL,
         messages=MESSAGES,
         max_tokens=12,
         temperature=0,
@@ -92,7 +87,7 @@ def test_enable_thinking_false_gives_a_plain_answer(client):
 
 def test_a_response_has_a_reasoning_item_whole_and_streamed(client):
     request = {
-        "model": "HuggingFaceTB/SmolLM2-135M-Instruct",
+        "model": MODEL,
         "input": MESSAGES[0]["content"],
         "max_output_tokens": 60,
         "temperature": 0,
@@ -117,7 +112,7 @@ def test_a_response_has_a_reasoning_item_whole_and_streamed(client):
 def test_a_message_has_a_thinking_block_whole_and_streamed(server):
     claude = anthropic.Anthropic(base_url=server.url, api_key="unused", max_retries=0)
     request = {
-        "model": "HuggingFaceTB/SmolLM2-135M-Instruct",
+        "model": MODEL,
         "max_tokens": 10,
         "messages": MESSAGES,
         "extra_body": {"temperature": 0},
