@@ -49,6 +49,8 @@ SERVER_OPTIONS = ("host", "port", "disable_log_requests", "enable_request_id_hea
 DEFAULT_HOST, DEFAULT_PORT = "0.0.0.0", 8000  # vLLM's: every interface
 
 _HELP = {
+    "speculative_config": 'speculative decoding, a JSON object: {"method": "ngram", '
+    '"num_speculative_tokens": K, "prompt_lookup_min": A, "prompt_lookup_max": B}',
     "model": "the model, as MODEL is (MODEL wins)",
     "served_model_name": "the name clients send as `model`; when MODEL is given (other than "
     "the embedded one) and no name is set anywhere, MODEL itself",

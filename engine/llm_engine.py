@@ -19,6 +19,7 @@ from engine.detokenizer import IncrementalDetokenizer
 from engine.errors import SequenceError
 from engine.logits_processors import GrammarMatchers
 from engine.model_runner import ModelRunner, StepOutput, free_memory_bytes, resolve_dtype
+from engine.ngram_proposer import NgramProposer
 from engine.outputs import RequestOutput, TokenLogprobs
 from engine.sampling_params import SamplingParams
 from engine.scheduler import Scheduler, SchedulerOutput
@@ -73,6 +74,17 @@ class LLMEngine:
             max_num_batched_tokens=settings.max_num_batched_tokens,
             max_model_len=self.max_model_len,
             eos_token_ids=eos_token_ids,
+        )
+        spec = settings.speculative
+        self.proposer = (
+            NgramProposer(
+                spec.num_speculative_tokens,
+                spec.prompt_lookup_min,
+                spec.prompt_lookup_max,
+                self.max_model_len,
+            )
+            if spec is not None
+            else None
         )
         self._detokenizers: dict[int, IncrementalDetokenizer] = {}
         # seq_id -> prompt logprobs so far (None for the first token), published with the
@@ -182,6 +194,8 @@ class LLMEngine:
         self.last_step = scheduled
         if scheduled.is_empty:
             return []
+        # Output tokens before the step: what follows them is this step's news.
+        num_before = {seq.seq_id: seq.num_output_tokens for seq in scheduled.seqs}
         try:
             result = self.runner.run(scheduled)
             self._collect_prompt_logprobs(result)
@@ -194,10 +208,27 @@ class LLMEngine:
         outputs: list[tuple[Sequence, RequestOutput | Exception]] = []
         for seq in updated:
             try:
-                outputs.append((seq, self._publish(seq, result.logprobs.get(seq.seq_id))))
+                output = self._publish(seq, num_before[seq.seq_id], result.logprobs.get(seq.seq_id))
+                outputs.append((seq, output))
             except Exception as exc:  # its detokenizing, say: the others' outputs stand
                 outputs.append((seq, self._fail(seq, exc)))
+        if self.proposer is not None:
+            self._propose_drafts(updated)
         return outputs
+
+    def _propose_drafts(self, seqs: list[Sequence]) -> None:
+        """Guess the next tokens of the sequences that go on decoding, for their next step to
+        check. Not for sequences with logits processors or penalties: those change each
+        token's distribution by the tokens before it, drafts included."""
+        assert self.proposer is not None
+        for seq in seqs:
+            params = seq.params
+            if seq.is_finished or params.has_logits_processors or params.has_penalties:
+                continue
+            # No more drafts than tokens the sequence may still produce, less the model's own.
+            room = params.max_tokens - seq.num_output_tokens - 1
+            if room > 0:
+                seq.spec_token_ids = self.proposer.propose(seq.token_ids)[:room]
 
     def _fail(self, seq: Sequence, exc: Exception) -> Exception:
         if self.abort(seq.request_id) is None:  # it had finished: still forget its state
@@ -212,22 +243,37 @@ class LLMEngine:
             # A recompute after preemption scores positions again: keep the first scores.
             collected.extend(entries[len(collected) - first :])
 
-    def _publish(self, seq: Sequence, logprobs: TokenLogprobs | None) -> RequestOutput:
+    def _publish(
+        self, seq: Sequence, num_before: int, logprobs: list[TokenLogprobs] | None
+    ) -> RequestOutput:
+        """The output of a sequence that received tokens: those after its first num_before
+        output tokens."""
         detok = self._detokenizers[seq.seq_id]
-        new_token = seq.last_token_id
-        text, matched = detok.push([new_token])
-        if matched is not None:
-            self.scheduler.finish(seq, "stop", matched)
-        elif seq.is_finished:
-            text += detok.flush()
+        new_tokens = seq.output_token_ids[num_before:]
+        if logprobs is not None:  # a stop among accepted drafts left fewer tokens than rows
+            logprobs = logprobs[: len(new_tokens)]
+        text = ""
+        for i, token_id in enumerate(new_tokens):
+            piece, matched = detok.push([token_id])
+            text += piece
+            if matched is not None:
+                # Tokens after the one that completed a stop string are not output.
+                del seq.token_ids[seq.num_tokens - len(new_tokens) + i + 1 :]
+                new_tokens = new_tokens[: i + 1]
+                logprobs = logprobs[: i + 1] if logprobs is not None else None
+                self.scheduler.finish(seq, "stop", matched)
+                break
+        else:
+            if seq.is_finished:
+                text += detok.flush()
         prompt_logprobs = None
-        if seq.num_output_tokens == 1:
+        if num_before == 0:
             prompt_logprobs = self._prompt_logprobs.pop(seq.seq_id, None)
         if seq.is_finished:
             self._release(seq)
         return RequestOutput(
             request_id=seq.request_id,
-            new_token_ids=[new_token],
+            new_token_ids=new_tokens,
             new_text=text,
             num_prompt_tokens=seq.num_prompt_tokens,
             num_output_tokens=seq.num_output_tokens,
@@ -235,7 +281,7 @@ class LLMEngine:
             finish_reason=seq.finish_reason,
             stop_reason=seq.stop_reason,
             num_cached_tokens=seq.num_cached_tokens,
-            logprobs=[logprobs] if logprobs is not None else None,
+            logprobs=logprobs,
             prompt_logprobs=prompt_logprobs,
         )
 

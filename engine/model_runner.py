@@ -3,7 +3,9 @@
 `run()` takes flat inputs (token ids, positions, slot mapping, block tables, context lengths;
 engine/step_inputs.py), runs the model once over every scheduled token, and samples one token
 for each sequence whose known tokens are now all in the cache (a decode, or the last chunk of a
-prefill). The model class comes from the registry (engine/models/registry.py).
+prefill). A decode with drafts samples a token at each of its rows and keeps the drafts up to
+the first the model disagrees with, then the model's own token there (`accept_drafts`).
+The model class comes from the registry (engine/models/registry.py).
 """
 
 from __future__ import annotations
@@ -46,8 +48,10 @@ COMPILED_MIN_ROWS = 4
 
 @attrs.frozen
 class StepOutput:
-    sampled: dict[int, int]  # seq_id -> the new token, for sequences that reached their end
-    logprobs: dict[int, TokenLogprobs]  # seq_id -> its new token's, where asked for
+    # seq_id -> the new tokens (one, or accepted drafts and one more), for sequences that
+    # reached their end
+    sampled: dict[int, list[int]]
+    logprobs: dict[int, list[TokenLogprobs]]  # seq_id -> its new tokens', where asked for
     # seq_id -> (index of the first prompt token covered, one entry per prompt token from
     # there), for sequences asking for prompt logprobs whose prefill ran this step
     prompt_logprobs: dict[int, tuple[int, list[TokenLogprobs]]]
@@ -299,25 +303,40 @@ class ModelRunner:
         prompt_logprobs = self._prompt_logprobs(out, hidden)
         if not sample_seqs:
             return StepOutput({}, {}, prompt_logprobs)
-        logits = self.compute_logits(hidden[inputs.sample_rows])  # [num_sample, vocab]
-        apply_logits_processors(logits, sample_seqs, self._token_rules, self.grammars)
-        tensors = sampling_tensors(sample_seqs, self.config.vocab_size, self.device)
-        tokens = sample(logits, tensors, [self._generator(s) for s in sample_seqs])
-        logprobs: dict[int, TokenLogprobs] = {}
-        wanted = [i for i, s in enumerate(sample_seqs) if s.params.logprobs is not None]
+        # One entry per sampled row: a sequence with drafts has several, consecutive. (Drafts
+        # are proposed only for sequences without logits processors or penalties, whose
+        # rows would depend on the drafts before them.)
+        row_seqs = [s for s, n in zip(sample_seqs, inputs.sample_counts, strict=True)
+                    for _ in range(n)]  # fmt: skip
+        logits = self.compute_logits(hidden[inputs.sample_rows])  # [num_rows, vocab]
+        apply_logits_processors(logits, row_seqs, self._token_rules, self.grammars)
+        tensors = sampling_tensors(row_seqs, self.config.vocab_size, self.device)
+        tokens = sample(logits, tensors, [self._generator(s) for s in row_seqs])
+        row_tokens = tokens.tolist()
+        sampled: dict[int, list[int]] = {}
+        kept_rows: list[int] = []  # the rows whose tokens are kept
+        row = 0
+        for seq, count in zip(sample_seqs, inputs.sample_counts, strict=True):
+            kept = accept_drafts(seq.spec_token_ids, row_tokens[row : row + count])
+            sampled[seq.seq_id] = kept
+            kept_rows += range(row, row + len(kept))
+            row += count
+        logprobs: dict[int, list[TokenLogprobs]] = {}
+        wanted = [i for i in kept_rows if row_seqs[i].params.logprobs is not None]
         if wanted:
             # The distribution each token was drawn from, after processors and penalties.
             all_logprobs = sampling_logprobs(logits, tensors)
             entries = token_logprobs(
                 all_logprobs[wanted],
                 tokens[wanted],
-                [sample_seqs[i].params.logprobs for i in wanted],
-                [sample_seqs[i].params.logprob_token_ids for i in wanted],
+                [row_seqs[i].params.logprobs for i in wanted],
+                [row_seqs[i].params.logprob_token_ids for i in wanted],
             )
-            logprobs = {sample_seqs[i].seq_id: e for i, e in zip(wanted, entries, strict=True)}
-        sampled = dict(zip((s.seq_id for s in sample_seqs), tokens.tolist(), strict=True))
+            for i, entry in zip(wanted, entries, strict=True):
+                logprobs.setdefault(row_seqs[i].seq_id, []).append(entry)
         if self.grammars is not None:
-            self.grammars.advance(sampled)
+            # Constrained sequences never have drafts: one token each.
+            self.grammars.advance({seq_id: kept[0] for seq_id, kept in sampled.items()})
         return StepOutput(sampled, logprobs, prompt_logprobs)
 
     def _prompt_logprobs(
@@ -360,6 +379,21 @@ class ModelRunner:
             gen.manual_seed(seq.params.seed)
             self._generators[seq.seq_id] = gen
         return gen
+
+
+def accept_drafts(drafts: list[int], row_tokens: list[int]) -> list[int]:
+    """The tokens a sequence keeps from a step that checked `drafts`: row_tokens[i] was
+    sampled from the model's distribution after the last known token and drafts[:i].
+
+    The drafts up to the first the model's token differs from, then the model's token there
+    (or after the last draft). For a draft that is one fixed guess, this is exactly
+    speculative sampling's rule: a draft d survives with probability p(d), and a rejection
+    leaves a token drawn from p without d. So the output is distributed as without drafts,
+    and greedy output is the same token for token."""
+    accepted = 0
+    while accepted < len(drafts) and row_tokens[accepted] == drafts[accepted]:
+        accepted += 1
+    return row_tokens[: accepted + 1]
 
 
 def token_logprobs(

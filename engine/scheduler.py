@@ -21,6 +21,10 @@ class SchedulerOutput:
     seqs: list[Sequence] = attrs.field(factory=list)
     num_new_tokens: list[int] = attrs.field(factory=list)  # parallel to seqs
     preempted: list[Sequence] = attrs.field(factory=list)
+    # Filled by postprocess: tokens the sequences received, and per sequence whose drafts
+    # were checked, (drafts checked, drafts accepted).
+    num_generated_tokens: int = 0
+    draft_acceptance: list[tuple[int, int]] = attrs.field(factory=list)
 
     @property
     def num_batched_tokens(self) -> int:
@@ -99,9 +103,13 @@ class Scheduler:
         i = 0
         while i < len(self.running) and budget > 0:
             seq = self.running[i]
-            num_new = min(seq.num_uncomputed_tokens, budget)
+            num_new = min(seq.num_uncomputed_tokens + len(seq.spec_token_ids), budget)
             assert num_new > 0, f"running {seq} has nothing to compute"
             needed = seq.num_computed_tokens + num_new
+            if seq.spec_token_ids and not self.block_manager.can_allocate(seq, needed):
+                num_new, needed = 1, seq.num_computed_tokens + 1  # memory first, drafts never
+            # The drafts that fit the budget are this step's: verified with the last token.
+            del seq.spec_token_ids[num_new - 1 :]
             while not self.block_manager.can_allocate(seq, needed):
                 # Victims come from the tail, which is past i: never one scheduled this step.
                 victim = self.running.pop()
@@ -149,11 +157,12 @@ class Scheduler:
         assert len({s.seq_id for s in out.seqs}) == len(out.seqs), "scheduled twice"
         return out
 
-    def postprocess(self, output: SchedulerOutput, sampled: dict[int, int]) -> list[Sequence]:
+    def postprocess(self, output: SchedulerOutput, sampled: dict[int, list[int]]) -> list[Sequence]:
         """Advance counters, append sampled tokens, apply stop conditions.
 
-        `sampled` maps seq_id to the new token for sequences whose step reached the end of
-        their known tokens. Returns the sequences that received a token (finished or not).
+        `sampled` maps seq_id to the new tokens of sequences whose step reached the end of
+        their known tokens: one, or with drafts the accepted drafts and then the model's own
+        token. Returns the sequences that received tokens (finished or not).
         """
         assert sampled.keys() <= {s.seq_id for s in output.seqs}, "sampled an unscheduled seq"
         received: list[Sequence] = []
@@ -161,40 +170,55 @@ class Scheduler:
         for seq, num_new in zip(output.seqs, output.num_new_tokens, strict=True):
             if seq.is_finished:
                 continue  # aborted between schedule and postprocess
-            seq.num_computed_tokens += num_new
+            drafts, seq.spec_token_ids = seq.spec_token_ids, []
+            seq.num_computed_tokens += num_new - len(drafts)  # the drafts' KV: once verified
             assert seq.num_computed_tokens <= seq.num_tokens
+            tokens = sampled.get(seq.seq_id)
+            stop = None
+            if tokens is not None:
+                assert seq.num_computed_tokens == seq.num_tokens, f"sampled mid-prefill {seq}"
+                assert tokens[:-1] == drafts[: len(tokens) - 1], "kept a rejected draft"
+                stop = self._first_stop(seq, tokens)
+                kept = tokens if stop is None else tokens[: stop[0]]
+                seq.token_ids += kept
+                output.num_generated_tokens += len(kept)
+                if drafts:
+                    output.draft_acceptance.append((len(drafts), len(tokens) - 1))
+                # The accepted drafts' KV was written this step; the last token's is next.
+                seq.num_computed_tokens = seq.num_tokens - 1
+                seq.last_token_time = now
+                if seq.first_token_time is None:
+                    seq.first_token_time = now
+                received.append(seq)
             # Their KV is written now: full blocks become hits for later requests, before a
             # stop below frees them (so a multi-turn chat reuses the generated text too).
             self.block_manager.cache_computed_blocks(seq)
             self.block_manager.release_outside_window(seq)
-            token_id = sampled.get(seq.seq_id)
-            if token_id is None:
-                continue  # a prefill chunk, or a recompute still catching up
-            assert seq.num_computed_tokens == seq.num_tokens, f"sampled mid-prefill {seq}"
-            seq.append_token(token_id)
-            seq.last_token_time = now
-            if seq.first_token_time is None:
-                seq.first_token_time = now
-            received.append(seq)
-            self._check_stop(seq, token_id)
+            if stop is not None:
+                self._finish(seq, stop[1], stop[2])
         return received
 
-    def _check_stop(self, seq: Sequence, token_id: int) -> None:
+    def _first_stop(self, seq: Sequence, tokens: list[int]) -> tuple[int, str, int | None] | None:
+        """Where the first of these new tokens that ends the sequence is: (how many tokens to
+        keep, finish reason, stop reason), or None when all are kept and it goes on."""
         params = seq.params
-        if token_id in params.stop_token_ids:
-            self._finish(seq, "stop", token_id)
-        elif not params.ignore_eos and token_id in self.eos_token_ids:
-            self._finish(seq, "stop", None)
-        elif seq.num_output_tokens >= params.max_tokens:
-            self._finish(seq, "length", None)
-        elif seq.num_tokens >= self.max_model_len:
-            self._finish(seq, "length", None)
+        for kept, token_id in enumerate(tokens, start=1):
+            if token_id in params.stop_token_ids:
+                return kept, "stop", token_id
+            if not params.ignore_eos and token_id in self.eos_token_ids:
+                return kept, "stop", None
+            if seq.num_output_tokens + kept >= params.max_tokens:
+                return kept, "length", None
+            if seq.num_tokens + kept >= self.max_model_len:
+                return kept, "length", None
+        return None
 
     def _preempt(self, seq: Sequence) -> None:
         # Recompute, not swap: drop the KV and re-prefill prompt + outputs when readmitted.
         # Shared blocks just lose a reference, and its own stay cached: readmission may hit them.
         self.block_manager.free(seq)
         seq.num_computed_tokens = 0
+        seq.spec_token_ids = []
         seq.status = SequenceStatus.WAITING
         seq.num_preemptions += 1
         self.waiting.appendleft(seq)  # it was admitted before everything still waiting

@@ -42,6 +42,10 @@ class Sequence:
         # Tokens whose KV is already in the cache; the rest are fed to the model next.
         self.num_computed_tokens: int = 0
         self.block_table: list[int] = []
+        # Speculative decoding: tokens guessed to follow token_ids, to be checked by the model
+        # in this sequence's next step (only while it decodes, so its one uncomputed token is
+        # the last). Not part of token_ids until verified; their KV counts only then.
+        self.spec_token_ids: list[int] = []
         # Leading blocks given back because they fell out of a sliding window: their entries
         # in block_table are stale (no kernel reads them) and they are not this sequence's.
         self.num_released_blocks: int = 0

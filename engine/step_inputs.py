@@ -2,8 +2,10 @@
 
 Every scheduled token becomes one row: its id, its position, the KV slot it writes; decodes
 and prefill chunks get their attention metadata, and the rows whose sequence reaches its last
-known token are sampled. Built on the host in one pass, then moved to the device in one
-tensor each.
+known token are sampled. A decode with drafts (speculative decoding) is several rows, each
+attending as a decode of its own over the tokens up to it, and each sampled: so every
+token's logits come from the same kernels, with or without drafts. Built on the host in one
+pass, then moved to the device in one tensor each.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ class StepInputs:
     attn: AttentionInputs
     sample_rows: torch.Tensor  # [num_sampled] int64: rows whose next token is sampled
     sample_seqs: list[Sequence]  # their sequences, in the same order
+    # Rows sampled per sequence of sample_seqs: 1, or 1 + its drafts (they are consecutive).
+    sample_counts: list[int]
 
 
 def prepare_inputs(
@@ -37,7 +41,8 @@ def prepare_inputs(
     slots: list[int] = []
     sample_rows: list[int] = []
     sample_seqs: list[Sequence] = []
-    decodes: list[tuple[int, Sequence]] = []  # (row, seq)
+    sample_counts: list[int] = []
+    decodes: list[tuple[int, Sequence, int]] = []  # (row, seq, context length)
     prefills: list[PrefillInputs] = []
     for seq, num_new in zip(out.seqs, out.num_new_tokens, strict=True):
         row, start, end = (
@@ -45,17 +50,21 @@ def prepare_inputs(
             seq.num_computed_tokens,
             seq.num_computed_tokens + num_new,
         )
-        input_ids += seq.token_ids[start:end]
+        tokens = seq.token_ids + seq.spec_token_ids if seq.spec_token_ids else seq.token_ids
+        input_ids += tokens[start:end]
         positions += range(start, end)
         slots += [seq.block_table[p // block_size] * block_size + p % block_size
                   for p in range(start, end)]  # fmt: skip
-        if num_new == 1:
-            decodes.append((row, seq))
+        if num_new == 1 or seq.spec_token_ids:
+            # The new token at position p attends to everything before it and itself.
+            decodes += [(row + i, seq, start + i + 1) for i in range(num_new)]
         else:
             prefills.append(_prefill(seq, row, num_new, device))
-        if end == seq.num_tokens:
-            sample_rows.append(len(input_ids) - 1)
+        if end >= seq.num_tokens:
+            count = end - seq.num_tokens + 1  # the last known token's row, then the drafts'
+            sample_rows += range(len(input_ids) - count, len(input_ids))
             sample_seqs.append(seq)
+            sample_counts.append(count)
     attn = AttentionInputs(
         slot_mapping=torch.tensor(slots, dtype=torch.int64, device=device),
         decodes=_decode_groups(decodes, device, one_decode_group),
@@ -67,32 +76,32 @@ def prepare_inputs(
         attn,
         torch.tensor(sample_rows, dtype=torch.int64, device=device),
         sample_seqs,
+        sample_counts,
     )
 
 
 def _decode_groups(
-    decodes: list[tuple[int, Sequence]], device: torch.device, one_group: bool
+    decodes: list[tuple[int, Sequence, int]], device: torch.device, one_group: bool
 ) -> tuple[DecodeGroup, ...]:
     if not decodes:
         return ()
     if one_group:
         return (_decode_group(decodes, device),)
-    groups: dict[int, list[tuple[int, Sequence]]] = {}
-    for row, seq in decodes:
-        groups.setdefault(len(seq.block_table), []).append((row, seq))
+    groups: dict[int, list[tuple[int, Sequence, int]]] = {}
+    for member in decodes:
+        groups.setdefault(len(member[1].block_table), []).append(member)
     return tuple(_decode_group(members, device) for members in groups.values())
 
 
-def _decode_group(members: list[tuple[int, Sequence]], device: torch.device) -> DecodeGroup:
-    num_blocks = max(len(seq.block_table) for _, seq in members)
-    tables = [seq.block_table + [0] * (num_blocks - len(seq.block_table)) for _, seq in members]
+def _decode_group(members: list[tuple[int, Sequence, int]], device: torch.device) -> DecodeGroup:
+    num_blocks = max(len(seq.block_table) for _, seq, _ in members)
+    tables = [seq.block_table + [0] * (num_blocks - len(seq.block_table))
+              for _, seq, _ in members]  # fmt: skip
     return DecodeGroup(
-        rows=torch.tensor([row for row, _ in members], dtype=torch.int64, device=device),
+        rows=torch.tensor([row for row, _, _ in members], dtype=torch.int64, device=device),
         block_tables=torch.tensor(tables, dtype=torch.int64, device=device),
-        # The one new token attends to everything before it and itself. (A decode's context
-        # is all its tokens; a 1-token prefill chunk's is its computed prefix plus one.)
         context_lens=torch.tensor(
-            [seq.num_computed_tokens + 1 for _, seq in members], dtype=torch.int64, device=device
+            [length for _, _, length in members], dtype=torch.int64, device=device
         ),
     )
 

@@ -34,7 +34,10 @@ class EngineStats:
         max_model_len: int,
         cache_config: dict[str, str] | None = None,
         engine_index: str = "0",
+        num_speculative_tokens: int = 0,
     ) -> None:
+        """num_speculative_tokens: the most drafts per step (0: no speculative decoding, and
+        no spec_decode series)."""
         self.model_name = model_name
         self.labels = labels = (model_name, engine_index)
         self._last_token_time: dict[int, float] = {}  # seq_id -> when its last token came out
@@ -66,6 +69,14 @@ class EngineStats:
         self._prefill = m.REQUEST_PREFILL_TIME.labels(*labels)
         self._decode = m.REQUEST_DECODE_TIME.labels(*labels)
         self._params_n = m.REQUEST_PARAMS_N.labels(*labels)
+        if num_speculative_tokens:
+            self._drafts = m.SPEC_DECODE_DRAFTS.labels(*labels)
+            self._draft_tokens = m.SPEC_DECODE_DRAFT_TOKENS.labels(*labels)
+            self._accepted = m.SPEC_DECODE_ACCEPTED_TOKENS.labels(*labels)
+            self._accepted_per_pos = [
+                m.SPEC_DECODE_ACCEPTED_PER_POS.labels(*labels, str(pos))
+                for pos in range(num_speculative_tokens)
+            ]
         m.TOKEN_COUNTS.add_engine(labels, max_model_len)
         if cache_config is not None:
             info = dict(zip(m.ENGINE_LABELS, labels, strict=True))
@@ -82,14 +93,20 @@ class EngineStats:
             group.pending += 1
             self._groups[seq.seq_id] = group
 
-    def on_step(self, step: Any, received: list[Any]) -> None:
+    def on_step(self, step: Any, received: list[Any], num_tokens: int | None = None) -> None:
         """After a step: `step` is its SchedulerOutput (None before any), `received` the
-        sequences that got a token in it."""
+        sequences that got tokens in it, num_tokens how many in all (default: one each)."""
         if step is not None:
             self._preemptions.inc(len(step.preempted))
             if not step.is_empty:
                 self._iteration_tokens.observe(step.num_batched_tokens)
-        self._generation_tokens.inc(len(received))
+            for num_drafts, num_accepted in step.draft_acceptance:
+                self._drafts.inc()
+                self._draft_tokens.inc(num_drafts)
+                self._accepted.inc(num_accepted)
+                for pos in range(num_accepted):
+                    self._accepted_per_pos[pos].inc()
+        self._generation_tokens.inc(len(received) if num_tokens is None else num_tokens)
         for seq in received:
             last = self._last_token_time.get(seq.seq_id)
             if last is None:  # its first token: the prefill is complete

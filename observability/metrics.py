@@ -138,6 +138,20 @@ PROMPT_TOKENS_CACHED = _counter(
     "vllm:prompt_tokens_cached", "Prompt tokens whose KV came from the prefix cache."
 )
 GENERATION_TOKENS = _counter("vllm:generation_tokens", "Generated tokens.")
+SPEC_DECODE_DRAFTS = _counter(
+    "vllm:spec_decode_num_drafts", "Speculative decoding: drafts checked (one per sequence-step)."
+)
+SPEC_DECODE_DRAFT_TOKENS = _counter(
+    "vllm:spec_decode_num_draft_tokens", "Speculative decoding: draft tokens checked."
+)
+SPEC_DECODE_ACCEPTED_TOKENS = _counter(
+    "vllm:spec_decode_num_accepted_tokens", "Speculative decoding: draft tokens accepted."
+)
+SPEC_DECODE_ACCEPTED_PER_POS = _counter(
+    "vllm:spec_decode_num_accepted_tokens_per_pos",
+    "Speculative decoding: draft tokens accepted, by their position in the draft (from 0).",
+    ("position",),
+)
 REQUEST_SUCCESS = _counter(
     "vllm:request_success",
     "Finished requests (one per sample) by finished_reason: stop, length or abort.",

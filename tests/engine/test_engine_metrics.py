@@ -139,6 +139,30 @@ def test_n_samples_count_once_per_prompt() -> None:
     assert value("vllm:request_success_total", model, finished_reason="stop") == 4
 
 
+def test_speculative_steps_count_drafts_and_accepted_tokens_by_position() -> None:
+    model = "speculative"
+    stats = EngineStats(model, max_model_len=1000, num_speculative_tokens=3)
+    a = Sequence("a", list(range(8)), SamplingParams(max_tokens=50), arrival_time=0.0)
+    b = Sequence("b", list(range(8)), SamplingParams(max_tokens=50), arrival_time=0.0)
+    # a: 3 drafts, 2 accepted (3 tokens out); b: 1 draft, none accepted (1 token out).
+    step = SchedulerOutput(seqs=[a, b], num_new_tokens=[4, 2], draft_acceptance=[(3, 2), (1, 0)])
+    a.last_token_time = a.first_token_time = b.last_token_time = b.first_token_time = 1.0
+    stats.on_step(step, [a, b], 4)
+    assert value("vllm:spec_decode_num_drafts_total", model) == 2
+    assert value("vllm:spec_decode_num_draft_tokens_total", model) == 4
+    assert value("vllm:spec_decode_num_accepted_tokens_total", model) == 2
+    per_pos = [
+        value("vllm:spec_decode_num_accepted_tokens_per_pos_total", model, position=str(p))
+        for p in range(3)
+    ]
+    assert per_pos == [1, 1, 0]
+    assert value("vllm:generation_tokens_total", model) == 4
+    # Without speculative decoding the series are not there at all.
+    EngineStats("plain", max_model_len=1000)
+    labels = {"model_name": "plain", "engine": "0"}
+    assert REGISTRY.get_sample_value("vllm:spec_decode_num_drafts_total", labels) is None
+
+
 def test_cache_config_info_labels_the_kv_cache() -> None:
     EngineStats("info", max_model_len=64, cache_config={
         "block_size": "16", "cache_dtype": "bfloat16", "enable_prefix_caching": "True",

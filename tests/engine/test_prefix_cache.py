@@ -19,7 +19,7 @@ def make_seq(request_id: str, prompt: list[int], max_tokens: int = 16) -> Sequen
 def step(sched: Scheduler, token: int = TOKEN) -> SchedulerOutput:
     out = sched.schedule()
     sampled = {
-        seq.seq_id: token
+        seq.seq_id: [token]
         for seq, n in zip(out.seqs, out.num_new_tokens, strict=True)
         if seq.num_computed_tokens + n == seq.num_tokens
     }

@@ -19,10 +19,10 @@ def make_seq(
     return Sequence(request_id, prompt, SamplingParams(max_tokens=max_tokens, **params))
 
 
-def fake_sample(out: SchedulerOutput, token: int = TOKEN) -> dict[int, int]:
+def fake_sample(out: SchedulerOutput, token: int = TOKEN) -> dict[int, list[int]]:
     """What the model runner samples: one token per sequence whose step reaches its end."""
     return {
-        seq.seq_id: token
+        seq.seq_id: [token]
         for seq, n in zip(out.seqs, out.num_new_tokens, strict=True)
         if seq.num_computed_tokens + n == seq.num_tokens
     }
