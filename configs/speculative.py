@@ -3,7 +3,8 @@
 Taken as vLLM takes it, a JSON object: `{"method": "ngram", "num_speculative_tokens": 4,
 "prompt_lookup_min": 2, "prompt_lookup_max": 5}`. Only the `ngram` method (prompt lookup) is
 served: it needs no second model. As in vLLM, an unset lookup bound takes the other's value,
-and both default to 5.
+and both default to 5. `disable_by_batch_size` (vLLM's too): no drafts while more requests
+than that are in the engine (running or waiting), where verifying them costs more than it saves.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ class SpeculativeConfig:
     num_speculative_tokens: int
     prompt_lookup_min: int
     prompt_lookup_max: int
+    disable_by_batch_size: int | None = None
 
 
 def parse_speculative_config(raw: str | dict[str, Any]) -> SpeculativeConfig:
@@ -46,10 +48,11 @@ def parse_speculative_config(raw: str | dict[str, Any]) -> SpeculativeConfig:
     k = values.pop("num_speculative_tokens", None)
     low = values.pop("prompt_lookup_min", None)
     high = values.pop("prompt_lookup_max", None)
+    batch = values.pop("disable_by_batch_size", None)
     if values:
         raise ValueError(f"speculative_config has unknown keys: {sorted(values)}")
     for name, value in (("num_speculative_tokens", k), ("prompt_lookup_min", low),
-                        ("prompt_lookup_max", high)):  # fmt: skip
+                        ("prompt_lookup_max", high), ("disable_by_batch_size", batch)):  # fmt: skip
         if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
             raise ValueError(f"speculative_config {name} must be an integer, got {value!r}")
     if k is None or k < 1:
@@ -63,4 +66,6 @@ def parse_speculative_config(raw: str | dict[str, Any]) -> SpeculativeConfig:
             f"speculative_config needs 1 <= prompt_lookup_min <= prompt_lookup_max, "
             f"got {low} and {high}"
         )
-    return SpeculativeConfig(method, k, low, high)
+    if batch is not None and batch < 2:
+        raise ValueError(f"speculative_config disable_by_batch_size must be >= 2, got {batch}")
+    return SpeculativeConfig(method, k, low, high, batch)

@@ -76,6 +76,7 @@ class LLMEngine:
             eos_token_ids=eos_token_ids,
         )
         spec = settings.speculative
+        self.spec_disable_by_batch_size = spec.disable_by_batch_size if spec else None
         self.proposer = (
             NgramProposer(
                 spec.num_speculative_tokens,
@@ -221,6 +222,9 @@ class LLMEngine:
         check. Not for sequences with logits processors or penalties: those change each
         token's distribution by the tokens before it, drafts included."""
         assert self.proposer is not None
+        limit = self.spec_disable_by_batch_size
+        if limit is not None and self.scheduler.num_running + self.scheduler.num_waiting > limit:
+            return  # a batch this large keeps the cores busy: verifying drafts would not pay
         for seq in seqs:
             params = seq.params
             if seq.is_finished or params.has_logits_processors or params.has_penalties:

@@ -22,6 +22,10 @@ from configs.speculative import SpeculativeConfig, parse_speculative_config
             (5, 1, 4),
         ),
         ('{"model": "[ngram]", "num_speculative_tokens": 2}', (2, 5, 5)),  # older spelling
+        (
+            '{"method": "ngram", "num_speculative_tokens": 2, "disable_by_batch_size": 4}',
+            (2, 5, 5, 4),
+        ),  # fmt: skip
     ],
 )
 def test_valid_configs_fill_the_lookup_bounds_as_vllm_does(raw, expected) -> None:
@@ -38,6 +42,10 @@ def test_valid_configs_fill_the_lookup_bounds_as_vllm_does(raw, expected) -> Non
         ('{"method": "ngram", "num_speculative_tokens": "4"}', "must be an integer"),
         ('{"method": "ngram", "num_speculative_tokens": 2, "prompt_lookup_min": 0}', "1 <="),
         ('{"method": "ngram", "num_speculative_tokens": 2, "model": "x"}', "unknown keys"),
+        (
+            '{"method": "ngram", "num_speculative_tokens": 2, "disable_by_batch_size": 1}',
+            ">= 2",
+        ),  # fmt: skip
         ("[1, 2]", "JSON object"),
         ("{nope", "not JSON"),
     ],

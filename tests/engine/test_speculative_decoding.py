@@ -119,3 +119,19 @@ def test_drafts_that_do_not_fit_the_budget_or_memory_are_dropped(smollm2_dir) ->
     expected, got = generate(plain, params), generate(tight, params)
     assert max(r["preemptions"] for r in got.values()) > 0
     assert_same_output(got, expected)
+
+
+def test_no_drafts_while_the_batch_is_larger_than_disable_by_batch_size(smollm2_dir) -> None:
+    config = json.loads(SPEC) | {"disable_by_batch_size": 2}
+    engine = make_engine(smollm2_dir, json.dumps(config))
+    params = [SamplingParams(max_tokens=n, temperature=0, ignore_eos=True) for n in (40, 8, 8)]
+    for i, (prompt, p) in enumerate(zip(PROMPTS, params, strict=True)):
+        engine.add_request(str(i), engine.tokenizer(prompt)["input_ids"], p)
+    checked_with = []  # how many sequences were in the engine at each step that had drafts
+    while engine.has_work:
+        in_engine = engine.scheduler.num_running + engine.scheduler.num_waiting
+        engine.step()
+        if engine.last_step.draft_acceptance:
+            checked_with.append(in_engine)
+    # The three run together (no drafts) until the short ones finish; then drafts resume.
+    assert checked_with and max(checked_with) <= 2
