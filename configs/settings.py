@@ -117,8 +117,10 @@ class Settings:
     dtype: str = attrs.field(default="auto", validator=attrs.validators.in_(DTYPES))
     # Weight-only quantization of the linear layers: "none", "int8" (per channel) or "int4"
     # (groups of 32 inputs). Fewer bytes read per token: faster decoding at small batches.
+    # "auto" (quantization_for): int4 for the embedded model, whose weights ship as Q4_1, so
+    # int4 restores them and loses nothing; none for every other model (its weights as given).
     quantization: str = attrs.field(
-        default="none", validator=attrs.validators.in_(("none", "int8", "int4"))
+        default="auto", validator=attrs.validators.in_(("auto", "none", "int8", "int4"))
     )
     # Which GEMM runs the float linear layers on the CPU: "kernel" (our fixed-order C kernel),
     # "library" (oneDNN/MKL in fixed tiles of 64 rows) or "auto" (library for bf16 on CPUs
@@ -263,6 +265,12 @@ class Settings:
             low, high = self.autoscale.split(":")
             return int(low), int(high)
         return (self.num_replicas, self.num_replicas) if self.num_replicas > 1 else None
+
+    def quantization_for(self, model: str) -> str:
+        """The quantization a generative model (a `model` value) is served with."""
+        if self.quantization != "auto":
+            return self.quantization
+        return "int4" if model == EMBEDDED_MODEL else "none"
 
     @property
     def speculative(self) -> SpeculativeConfig | None:

@@ -54,7 +54,7 @@ def _describe(engine: AsyncEngine | PoolingEngine, settings: Settings) -> str:
     warm_up = "-" if llm.warm_up_seconds is None else f"{llm.warm_up_seconds:.1f} s"
     return (
         f"task generate, dtype {str(runner.dtype).removeprefix('torch.')}, "
-        f"quantization {settings.quantization}, max_model_len {llm.max_model_len}, "
+        f"quantization {runner.quantization}, max_model_len {llm.max_model_len}, "
         f"KV cache {runner.num_blocks} blocks x {llm.block_size} = "
         f"{runner.num_blocks * llm.block_size} tokens ({kv_bytes / 2**30:.2f} GiB), "
         f"prefix caching {'on' if llm.scheduler.block_manager.enable_prefix_caching else 'off'}, "
@@ -73,6 +73,7 @@ def _generation_engine(spec: ModelSpec, settings: Settings, model_dir: Path) -> 
         max_model_len=spec.max_model_len,
         max_num_batched_tokens=spec.max_num_batched_tokens,
         chat_template=spec.chat_template,
+        quantization=settings.quantization_for(spec.model),
         models=(),
     )
     llm = LLMEngine(own, model_dir)

@@ -35,13 +35,16 @@ class LLMEngine:
         self.warm_up_seconds: float | None = None  # set by warm_up(), for the startup log
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
         dtype = resolve_dtype(settings.dtype)
-        logger.info("loading %s (%s, quantization %s)", model_dir, dtype, settings.quantization)
+        # The server resolves "auto" from where the model came from (Settings.quantization_for);
+        # an engine given a folder directly keeps its weights as they are.
+        quantization = "none" if settings.quantization == "auto" else settings.quantization
+        logger.info("loading %s (%s, quantization %s)", model_dir, dtype, quantization)
         self.runner = ModelRunner(
             model_dir,
             dtype=dtype,
             block_size=settings.block_size,
             kv_cache_bytes=_kv_cache_bytes(settings),
-            quantization=settings.quantization,
+            quantization=quantization,
             matmul=settings.matmul,
             compile_cache_dir=Path(settings.torch_compile_cache_dir)
             if settings.torch_compile

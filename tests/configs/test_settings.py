@@ -114,3 +114,13 @@ def test_an_empty_api_key_is_an_error_not_auth_off(key):
 
 def test_several_api_keys_separated_by_commas_are_accepted():
     assert load_settings({"LUMEN_API_KEY": "old-key, new-key"}).api_key == "old-key, new-key"
+
+
+def test_quantization_auto_is_int4_for_the_embedded_model_only():
+    auto = Settings()
+    assert auto.quantization == "auto"
+    assert auto.quantization_for("embedded:smollm2") == "int4"  # its weights are Q4_1
+    assert auto.quantization_for("/models/llama") == "none"
+    chosen = load_settings({"LUMEN_QUANTIZATION": "none"})
+    assert chosen.quantization_for("embedded:smollm2") == "none"
+    assert Settings(quantization="int8").quantization_for("/models/llama") == "int8"

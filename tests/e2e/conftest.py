@@ -19,12 +19,17 @@ def _start(tmp_path_factory, name: str, env: dict[str, str]) -> Server:
 
 @pytest.fixture(scope="session")
 def server(tmp_path_factory, smollm2_dir):
-    """The embedded model in float32, so greedy output can be compared with transformers;
-    requests may bring their own chat template (tests of tools and templates do)."""
+    """The embedded model in float32, unquantized, so greedy output can be compared with
+    transformers; requests may bring their own chat template (tests of tools and templates
+    do)."""
     s = _start(
         tmp_path_factory,
         "fp32",
-        {"LUMEN_DTYPE": "float32", "LUMEN_TRUST_REQUEST_CHAT_TEMPLATE": "true"},
+        {
+            "LUMEN_DTYPE": "float32",
+            "LUMEN_QUANTIZATION": "none",
+            "LUMEN_TRUST_REQUEST_CHAT_TEMPLATE": "true",
+        },
     )
     yield s
     s.stop()
@@ -51,6 +56,7 @@ def library_matmul_server(tmp_path_factory, smollm2_dir):
         {
             "LUMEN_DTYPE": "float32",
             "LUMEN_MATMUL": "library",
+            "LUMEN_QUANTIZATION": "none",
             "LUMEN_MAX_NUM_BATCHED_TOKENS": "100",
         },
     )
