@@ -16,6 +16,14 @@ from protocol.http import HTTPError, Request, Response, error_body
 logger = logging.getLogger(__name__)
 
 SSE_DONE = b"data: [DONE]\n\n"
+# Characters that str.splitlines (httpx's aiter_lines, many hand-written SSE readers) and old
+# JavaScript take for line breaks, although SSE ends lines only at CR and LF. orjson writes them
+# raw inside strings; as JSON escapes they mean the same and no reader splits an event on them.
+_LINE_BREAKS = (
+    (b"\xc2\x85", b"\\u0085"),
+    (b"\xe2\x80\xa8", b"\\u2028"),
+    (b"\xe2\x80\xa9", b"\\u2029"),
+)
 
 
 def random_uuid() -> str:
@@ -58,8 +66,21 @@ def json_body(obj: Any, status: int = 200) -> Response:
     return Response(status=status, body=dumps(obj))
 
 
+def sse_json(obj: Any) -> bytes:
+    """obj as JSON for an SSE data line: one line for every line reader."""
+    return one_line(dumps(obj))
+
+
+def one_line(data: bytes) -> bytes:
+    """JSON bytes with the Unicode line breaks inside its strings escaped."""
+    for raw, escaped in _LINE_BREAKS:
+        if raw in data:
+            data = data.replace(raw, escaped)
+    return data
+
+
 def sse_event(obj: Any) -> bytes:
-    return b"data: " + dumps(obj) + b"\n\n"
+    return b"data: " + sse_json(obj) + b"\n\n"
 
 
 def sse_error_event(exc: BaseException) -> bytes:
@@ -73,4 +94,4 @@ def sse_error_event(exc: BaseException) -> bytes:
         body = error_body(400, str(exc) or type(exc).__name__, "BadRequestError")
     else:
         body = error_body(500, str(exc) or type(exc).__name__, "InternalServerError")
-    return b"data: " + body + b"\n\n"
+    return b"data: " + one_line(body) + b"\n\n"

@@ -29,12 +29,13 @@ from protocol.generation.engine_calls import open_generation
 from protocol.generation.reasoning_parsers import Reasoning
 from protocol.openai.chat import PreparedChat, reply_piece
 from protocol.openai.chat_schemas import ChatMessage
+from protocol.response_bodies import sse_json
 
 logger = logging.getLogger(__name__)
 
 
 def _event(name: str, data: Any) -> bytes:
-    return b"event: " + name.encode() + b"\ndata: " + dumps(data) + b"\n\n"
+    return b"event: " + name.encode() + b"\ndata: " + sse_json(data) + b"\n\n"
 
 
 async def stream_message(message_id: str, chat: PreparedChat) -> AsyncIterator[bytes]:

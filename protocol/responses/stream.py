@@ -19,7 +19,6 @@ import attrs
 
 from engine.outputs import RequestOutput
 from protocol import response_bodies
-from protocol.converter import dumps
 from protocol.generation.engine_calls import open_generation
 from protocol.generation.logprobs import chat_logprobs
 from protocol.generation.reasoning_parsers import Reasoning, reasoning_token_count
@@ -46,7 +45,7 @@ class _Events:
     def __call__(self, type_: str, **fields: Any) -> bytes:
         event = ResponseStreamEvent(type=type_, sequence_number=self.sequence_number, **fields)
         self.sequence_number += 1
-        return b"event: " + type_.encode() + b"\ndata: " + dumps(event) + b"\n\n"
+        return b"event: " + type_.encode() + b"\ndata: " + response_bodies.sse_json(event) + b"\n\n"
 
 
 @attrs.define

@@ -101,3 +101,15 @@ def test_json_body_serialises_schema_objects() -> None:
     response = response_bodies.json_body(response_bodies.usage(1, 1), status=201)
     assert response.status == 201 and response.media_type == "application/json"
     assert orjson.loads(response.body)["total_tokens"] == 2
+
+
+def test_sse_events_stay_one_line_for_readers_that_split_on_unicode_line_breaks():
+    # A model may write U+2028, U+2029 or U+0085; str.splitlines-based readers (httpx's
+    # aiter_lines) would cut the event there if they were sent raw.
+    text = "a\u2028b\u2029c\x85d\ne"
+    event = response_bodies.sse_event({"content": text})
+    assert event.startswith(b"data: ") and event.endswith(b"\n\n")
+    line = event.decode()[len("data: ") : -2]
+    assert line.splitlines() == [line]
+    assert orjson.loads(line) == {"content": text}
+    assert response_bodies.sse_error_event(ValueError(text)).decode().splitlines()[0].endswith("}")
