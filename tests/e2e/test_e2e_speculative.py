@@ -88,6 +88,26 @@ def test_replies_match_whole_and_streamed_and_metrics_count_drafts(server) -> No
     assert generated == 2 * whole.usage.completion_tokens
 
 
+def test_completion_logprobs_streamed_match_whole(server) -> None:
+    # Several tokens per chunk: each still gets its own logprobs entry and text offset.
+    client = openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0)
+    prompt = f"Text: {SOURCE}\nThe same text again: {SOURCE[:40]}"
+    args = dict(model=MODEL, prompt=prompt, max_tokens=40, temperature=0, logprobs=2)
+    whole = client.completions.create(**args).choices[0]
+    tokens, offsets, top, text = [], [], [], ""
+    for chunk in client.completions.create(**args, stream=True):
+        choice = chunk.choices[0]
+        text += choice.text
+        if choice.logprobs is not None:
+            tokens += choice.logprobs.tokens
+            offsets += choice.logprobs.text_offset
+            top += choice.logprobs.top_logprobs
+    assert text == whole.text
+    assert tokens == whole.logprobs.tokens and len(tokens) == 40
+    assert offsets == whole.logprobs.text_offset
+    assert top == whole.logprobs.top_logprobs
+
+
 @pytest.mark.parametrize(
     ("config", "message"),
     [
