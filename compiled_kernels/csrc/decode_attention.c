@@ -29,15 +29,14 @@
 #define MAX_HEAD_DIM 256
 #define MAX_GROUP 32
 
-static inline void load_row(const void *base, int64_t offset, int64_t n, int is_bf16,
-                            float *dst) {
-    if (is_bf16) {
-        const uint16_t *src = (const uint16_t *)base + offset;
+// A row as float32: widened into dst when bfloat16, else read in place (no copy).
+static inline const float *load_row(const void *base, int64_t offset, int64_t n, int is_bf16,
+                                    float *dst) {
+    if (!is_bf16) return (const float *)base + offset;
+    const uint16_t *src = (const uint16_t *)base + offset;
 #pragma omp simd
-        for (int64_t i = 0; i < n; i++) dst[i] = bf16_to_float(src[i]);
-    } else {
-        memcpy(dst, (const float *)base + offset, n * sizeof(float));
-    }
+    for (int64_t i = 0; i < n; i++) dst[i] = bf16_to_float(src[i]);
+    return dst;
 }
 
 static void attend_one(const void *q, const void *k_cache, const void *v_cache,
@@ -47,11 +46,13 @@ static void attend_one(const void *q, const void *k_cache, const void *v_cache,
                        int64_t q_row_stride, float scale, int is_bf16,
                        float *scores /* [group, seen] */) {
     float qf[MAX_GROUP][MAX_HEAD_DIM];
-    float row[MAX_HEAD_DIM];
+    float buffer[MAX_HEAD_DIM];
     float acc[MAX_GROUP][MAX_HEAD_DIM];
     const int64_t first_head = kv_head * group;
     for (int64_t g = 0; g < group; g++) {
-        load_row(q, seq * q_row_stride + (first_head + g) * head_dim, head_dim, is_bf16, qf[g]);
+        const float *qrow =
+            load_row(q, seq * q_row_stride + (first_head + g) * head_dim, head_dim, is_bf16, qf[g]);
+        if (qrow != qf[g]) memcpy(qf[g], qrow, head_dim * sizeof(float));
     }
     const int64_t head_base = kv_head * num_blocks;
     const int64_t first = window > 0 && context_len > window ? context_len - window : 0;
@@ -59,7 +60,7 @@ static void attend_one(const void *q, const void *k_cache, const void *v_cache,
 
     for (int64_t t = first; t < context_len; t++) {
         int64_t slot = (head_base + table[t / block_size]) * block_size + t % block_size;
-        load_row(k_cache, slot * head_dim, head_dim, is_bf16, row);
+        const float *row = load_row(k_cache, slot * head_dim, head_dim, is_bf16, buffer);
         for (int64_t g = 0; g < group; g++) {
             float dot = 0.0f;
 #pragma omp simd reduction(+ : dot)
@@ -87,7 +88,7 @@ static void attend_one(const void *q, const void *k_cache, const void *v_cache,
 
     for (int64_t t = first; t < context_len; t++) {
         int64_t slot = (head_base + table[t / block_size]) * block_size + t % block_size;
-        load_row(v_cache, slot * head_dim, head_dim, is_bf16, row);
+        const float *row = load_row(v_cache, slot * head_dim, head_dim, is_bf16, buffer);
         for (int64_t g = 0; g < group; g++) {
             const float p = scores[g * seen + t - first];
 #pragma omp simd
