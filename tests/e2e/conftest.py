@@ -4,17 +4,7 @@ import httpx
 import openai
 import pytest
 
-from tests.e2e.server import Server
-
-
-def _start(tmp_path_factory, name: str, env: dict[str, str]) -> Server:
-    server = Server(env, tmp_path_factory.mktemp(name) / "server.log")
-    try:
-        server.wait_ready()
-    except BaseException:
-        server.stop()
-        raise
-    return server
+from tests.e2e.server import running
 
 
 @pytest.fixture(scope="session")
@@ -22,17 +12,13 @@ def server(tmp_path_factory, smollm2_dir):
     """The embedded model in float32, unquantized, so greedy output can be compared with
     transformers; requests may bring their own chat template (tests of tools and templates
     do)."""
-    s = _start(
-        tmp_path_factory,
-        "fp32",
-        {
-            "LUMEN_DTYPE": "float32",
-            "LUMEN_QUANTIZATION": "none",
-            "LUMEN_TRUST_REQUEST_CHAT_TEMPLATE": "true",
-        },
-    )
-    yield s
-    s.stop()
+    env = {
+        "LUMEN_DTYPE": "float32",
+        "LUMEN_QUANTIZATION": "none",
+        "LUMEN_TRUST_REQUEST_CHAT_TEMPLATE": "true",
+    }
+    with running(env, tmp_path_factory.mktemp("fp32") / "server.log") as s:
+        yield s
 
 
 @pytest.fixture(scope="session")
@@ -40,9 +26,8 @@ def auth_server(tmp_path_factory, smollm2_dir):
     """The default configuration (dtype auto), with an API key set the way vLLM users do, and
     sleep mode on."""
     env = {"VLLM_API_KEY": "token-abc123", "LUMEN_ENABLE_SLEEP_MODE": "true"}
-    s = _start(tmp_path_factory, "auth", env)
-    yield s
-    s.stop()
+    with running(env, tmp_path_factory.mktemp("auth") / "server.log") as s:
+        yield s
 
 
 @pytest.fixture(scope="session")
@@ -50,18 +35,14 @@ def library_matmul_server(tmp_path_factory, smollm2_dir):
     """Linear layers through the library GEMM (prompt tokens in position-aligned tiles, the
     other rows packed), with a step budget small enough that concurrent prompts get cut into
     chunks at other places than when they come alone."""
-    s = _start(
-        tmp_path_factory,
-        "library",
-        {
-            "LUMEN_DTYPE": "float32",
-            "LUMEN_MATMUL": "library",
-            "LUMEN_QUANTIZATION": "none",
-            "LUMEN_MAX_NUM_BATCHED_TOKENS": "100",
-        },
-    )
-    yield s
-    s.stop()
+    env = {
+        "LUMEN_DTYPE": "float32",
+        "LUMEN_MATMUL": "library",
+        "LUMEN_QUANTIZATION": "none",
+        "LUMEN_MAX_NUM_BATCHED_TOKENS": "100",
+    }
+    with running(env, tmp_path_factory.mktemp("library") / "server.log") as s:
+        yield s
 
 
 @pytest.fixture

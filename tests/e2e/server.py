@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -92,3 +94,17 @@ def _clean_environ() -> dict[str, str]:
     return {
         k: v for k, v in os.environ.items() if not k.startswith("LUMEN_") and k != "VLLM_API_KEY"
     }
+
+
+@contextlib.contextmanager
+def running(
+    env: dict[str, str], log_path: Path, *, timeout: float = 300.0, **options: object
+) -> Iterator[Server]:
+    """A Server (options as Server takes them) that is ready, stopped on leaving, even when it
+    never became ready."""
+    server = Server(env, log_path, **options)  # type: ignore[arg-type]
+    try:
+        server.wait_ready(timeout)
+        yield server
+    finally:
+        server.stop()

@@ -10,15 +10,15 @@ import httpx
 import openai
 import pytest
 
-from tests.e2e.conftest import _start
+from tests.e2e.server import running
 
 
 @pytest.fixture(scope="module")
 def roomy_server(tmp_path_factory, smollm2_dir):
     """Prompts may be as long as the body limit allows, so one can take seconds to tokenize."""
-    s = _start(tmp_path_factory, "roomy", {"LUMEN_MAX_PROMPT_CHARS": str(16 * 2**20)})
-    yield s
-    s.stop()
+    env = {"LUMEN_MAX_PROMPT_CHARS": str(16 * 2**20)}
+    with running(env, tmp_path_factory.mktemp("roomy") / "server.log") as s:
+        yield s
 
 
 def test_a_huge_prompt_being_tokenized_does_not_hold_up_another_clients_stream(roomy_server):

@@ -15,7 +15,7 @@ import numpy as np
 import openai
 import pytest
 
-from tests.e2e.server import EMBEDDING_MODEL_NAME, MODEL_NAME, Server
+from tests.e2e.server import EMBEDDING_MODEL_NAME, MODEL_NAME, running
 
 CROSS_ENCODER = "tiny-cross-encoder"
 CLASSIFIER = "tiny-classifier"
@@ -32,12 +32,8 @@ def pooling_server(tmp_path_factory, smollm2_dir, cross_encoder_dir, classifier_
     log = tmp_path_factory.mktemp("pooling") / "server.log"
     # Trusting request templates: the messages test brings its own.
     env = {"LUMEN_MODELS": json.dumps(models), "LUMEN_TRUST_REQUEST_CHAT_TEMPLATE": "true"}
-    server = Server(env, log)
-    try:
-        server.wait_ready()
+    with running(env, log) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ import httpx
 import openai
 import pytest
 
-from tests.e2e.server import Server
+from tests.e2e.server import Server, running
 
 pytest.importorskip("ray.serve")
 
@@ -41,12 +41,8 @@ def server(tmp_path_factory, smollm2_dir):
         f"--api-key={KEY}",
     ]
     log = tmp_path_factory.mktemp("ray_serve") / "server.log"
-    server = Server({}, log, lumen_serve=args)
-    try:
-        server.wait_ready(timeout=600)
+    with running({}, log, timeout=600, lumen_serve=args) as server:
         yield server
-    finally:
-        server.stop()
     deadline = time.monotonic() + 30
     while _ray_processes() and time.monotonic() < deadline:
         time.sleep(0.5)

@@ -12,7 +12,7 @@ import anthropic
 import openai
 import pytest
 
-from tests.e2e.server import Server
+from tests.e2e.server import running
 
 TEMPLATE = (
     "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + "
@@ -36,12 +36,8 @@ def server(tmp_path_factory, smollm2_dir):
         "--reasoning-parser=qwen3",
         f"--chat-template={folder / 'template.jinja'}",
     ]
-    server = Server({}, folder / "server.log", lumen_serve=args)
-    try:
-        server.wait_ready()
+    with running({}, folder / "server.log", lumen_serve=args) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture

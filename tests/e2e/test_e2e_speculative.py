@@ -12,7 +12,7 @@ import openai
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.e2e.server import Server, _clean_environ, _lumen
+from tests.e2e.server import _clean_environ, _lumen, running
 
 MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 SOURCE = (
@@ -32,12 +32,8 @@ def server(tmp_path_factory, smollm2_dir):
         "--dtype=float32",
         f"--speculative-config={json.dumps(SPEC)}",
     ]
-    server = Server({}, folder / "server.log", lumen_serve=args)
-    try:
-        server.wait_ready()
+    with running({}, folder / "server.log", lumen_serve=args) as server:
         yield server
-    finally:
-        server.stop()
 
 
 def metric(text: str, name: str, **labels: str) -> float:
