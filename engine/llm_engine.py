@@ -78,8 +78,7 @@ class LLMEngine:
             max_model_len=self.max_model_len,
             eos_token_ids=eos_token_ids,
         )
-        spec = settings.speculative
-        self.spec_disable_by_batch_size = spec.disable_by_batch_size if spec else None
+        spec = self.speculative = settings.speculative
         self.proposer = (
             NgramProposer(
                 spec.num_speculative_tokens,
@@ -224,8 +223,8 @@ class LLMEngine:
         """Guess the next tokens of the sequences that go on decoding, for their next step to
         check. Not for sequences with logits processors or penalties: those change each
         token's distribution by the tokens before it, drafts included."""
-        assert self.proposer is not None
-        limit = self.spec_disable_by_batch_size
+        assert self.proposer is not None and self.speculative is not None
+        limit = self.speculative.disable_by_batch_size
         if limit is not None and self.scheduler.num_running + self.scheduler.num_waiting > limit:
             return  # a batch this large keeps the cores busy: verifying drafts would not pay
         for seq in seqs:
@@ -257,8 +256,6 @@ class LLMEngine:
         output tokens."""
         detok = self._detokenizers[seq.seq_id]
         new_tokens = seq.output_token_ids[num_before:]
-        if logprobs is not None:  # a stop among accepted drafts left fewer tokens than rows
-            logprobs = logprobs[: len(new_tokens)]
         text = ""
         for i, token_id in enumerate(new_tokens):
             piece, matched = detok.push([token_id])
@@ -267,12 +264,13 @@ class LLMEngine:
                 # Tokens after the one that completed a stop string are not output.
                 del seq.token_ids[seq.num_tokens - len(new_tokens) + i + 1 :]
                 new_tokens = new_tokens[: i + 1]
-                logprobs = logprobs[: i + 1] if logprobs is not None else None
                 self.scheduler.finish(seq, "stop", matched)
                 break
         else:
             if seq.is_finished:
                 text += detok.flush()
+        if logprobs is not None:  # one per sampled row: a stop may have kept fewer tokens
+            logprobs = logprobs[: len(new_tokens)]
         prompt_logprobs = None
         if num_before == 0:
             prompt_logprobs = self._prompt_logprobs.pop(seq.seq_id, None)

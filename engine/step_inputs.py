@@ -50,8 +50,8 @@ def prepare_inputs(
             seq.num_computed_tokens,
             seq.num_computed_tokens + num_new,
         )
-        tokens = seq.token_ids + seq.spec_token_ids if seq.spec_token_ids else seq.token_ids
-        input_ids += tokens[start:end]
+        input_ids += seq.token_ids[start:end]
+        input_ids += seq.spec_token_ids[: max(0, end - seq.num_tokens)]  # drafts checked now
         positions += range(start, end)
         slots += [seq.block_table[p // block_size] * block_size + p % block_size
                   for p in range(start, end)]  # fmt: skip
