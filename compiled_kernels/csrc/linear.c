@@ -122,6 +122,40 @@ static vf load_w_tail(const Weights *W, int64_t n, int64_t c) {
     return v;
 }
 
+// Inputs 32g + 8h .. 32g + 8h + 7 of column n's int4 weights as float32: level * scale + min,
+// rounded after the multiply and after the add (no contraction).
+static inline vf int4_chunk(const Weights *W, int64_t n, int64_t g, int h) {
+    const int64_t groups = W->in / 32;
+    const uint8_t *bytes = (const uint8_t *)W->w + n * (W->in / 2) + g * 16;
+    const vi q = widen_u8(bytes + (h >> 1) * 8);
+    const vf level = __builtin_convertvector((h & 1) ? (q >> 4) : (q & 15), vf);
+    return level * W->scales[n * groups + g] + W->mins[n * groups + g];
+}
+
+// Columns n0 .. n0 + NR - 1 (past `out` repeating the last) of any weight kind as float32
+// rows [NR][in] in `dst`: exactly the values `block` multiplies, since widening bfloat16 and
+// int8 is exact and int4 goes through int4_chunk. int8's scale stays outside, as in `block`.
+static void unpack_columns(const Weights *W, int64_t n0, int64_t out_features, float *dst) {
+    const int64_t in = W->in;
+    for (int j = 0; j < NR; j++) {
+        const int64_t n = n0 + j < out_features ? n0 + j : out_features - 1;
+        float *row = dst + j * in;
+        if (W->kind == WEIGHT_INT4) {
+            for (int64_t g = 0; g < in / 32; g++)
+                for (int h = 0; h < 4; h++) {
+                    const vf v = int4_chunk(W, n, g, h);
+                    memcpy(row + g * 32 + h * LANES, &v, sizeof v);
+                }
+        } else if (W->kind == WEIGHT_BF16) {
+            const uint16_t *src = (const uint16_t *)W->w + n * in;
+            for (int64_t k = 0; k < in; k++) row[k] = bf16_to_float(src[k]);
+        } else {
+            const int8_t *src = (const int8_t *)W->w + n * in;
+            for (int64_t k = 0; k < in; k++) row[k] = (float)src[k];
+        }
+    }
+}
+
 static inline float reduce_lanes(vf v) {
     const float a = v[0] + v[4], b = v[1] + v[5], c = v[2] + v[6], d = v[3] + v[7];
     return (a + c) + (b + d);
@@ -150,12 +184,7 @@ static inline __attribute__((always_inline)) void block(const float *xf, int64_t
         for (int64_t g = 0; g < groups; g++) {
             for (int h = 0; h < 4; h++) {  // chunks 4g .. 4g + 3, in order
                 vf w[NR];
-                for (int j = 0; j < NR; j++) {
-                    const uint8_t *bytes = (const uint8_t *)W->w + cols[j] * (W->in / 2) + g * 16;
-                    const vi q = widen_u8(bytes + (h >> 1) * 8);
-                    const vf level = __builtin_convertvector((h & 1) ? (q >> 4) : (q & 15), vf);
-                    w[j] = level * W->scales[cols[j] * groups + g] + W->mins[cols[j] * groups + g];
-                }
+                for (int j = 0; j < NR; j++) w[j] = int4_chunk(W, cols[j], g, h);
                 ACCUMULATE(g * 4 + h, w)
             }
         }
@@ -211,27 +240,43 @@ int linear(const void *x, int64_t x_stride, const void *w, const float *scales,
     const int64_t col_blocks = (out_features + NR - 1) / NR;
     // Threads split the columns; small problems stay on one thread (a fork costs ~10 us).
     const int threads = rows * in * out_features >= (1 << 18) ? num_threads : 1;
-    // Row chunks keep the float32 rows a thread reads for every column block in its cache.
-    for (int64_t r_chunk = 0; r_chunk < rows; r_chunk += ROW_CHUNK) {
-        const int64_t r_end = r_chunk + ROW_CHUNK < rows ? r_chunk + ROW_CHUNK : rows;
-#pragma omp parallel for num_threads(threads) schedule(static)
-        for (int64_t cb = 0; cb < col_blocks; cb++) {
-            const int64_t n0 = cb * NR;
-            for (int64_t r0 = r_chunk; r0 < r_end; r0 += MR) {
-                const int mr = r_end - r0 < MR ? (int)(r_end - r0) : MR;
-                float result[MR * NR];
-                block_any(xf, r0, mr, &W, n0, out_features, result);
-                for (int i = 0; i < mr; i++) {
-                    for (int j = 0; j < NR && n0 + j < out_features; j++) {
-                        const int64_t n = n0 + j;
-                        float y = result[i * NR + j];
-                        if (kind == WEIGHT_INT8) y *= scales[n];
-                        if (bias != NULL) y += load_elem(bias, n, is_bf16);
-                        store_elem(out, (r0 + i) * out_features + n, y, is_bf16);
+    // With more than one block of rows, widening a column block's weights once into float32
+    // and running the float32 block over the rows beats widening them again for every 4 rows
+    // (int4 most of all). unpack_columns gives the values `block` would have made, so either
+    // way every output has the same bits.
+    const int unpack = kind != WEIGHT_F32 && rows > MR;
+#pragma omp parallel num_threads(threads)
+    {
+        // [NR][in] float32 columns; without it (allocation failed) this thread widens per block
+        float *unpacked = unpack ? malloc((size_t)(NR * in) * sizeof(float)) : NULL;
+        const Weights U = {unpacked, NULL, NULL, in, W.k_chunks, WEIGHT_F32};
+        // Row chunks keep the float32 rows a thread reads for every column block in its cache.
+        for (int64_t r_chunk = 0; r_chunk < rows; r_chunk += ROW_CHUNK) {
+            const int64_t r_end = r_chunk + ROW_CHUNK < rows ? r_chunk + ROW_CHUNK : rows;
+#pragma omp for schedule(static)
+            for (int64_t cb = 0; cb < col_blocks; cb++) {
+                const int64_t n0 = cb * NR;
+                if (unpacked != NULL) unpack_columns(&W, n0, out_features, unpacked);
+                for (int64_t r0 = r_chunk; r0 < r_end; r0 += MR) {
+                    const int mr = r_end - r0 < MR ? (int)(r_end - r0) : MR;
+                    float result[MR * NR];
+                    if (unpacked != NULL)
+                        block_any(xf, r0, mr, &U, 0, NR, result);
+                    else
+                        block_any(xf, r0, mr, &W, n0, out_features, result);
+                    for (int i = 0; i < mr; i++) {
+                        for (int j = 0; j < NR && n0 + j < out_features; j++) {
+                            const int64_t n = n0 + j;
+                            float y = result[i * NR + j];
+                            if (kind == WEIGHT_INT8) y *= scales[n];
+                            if (bias != NULL) y += load_elem(bias, n, is_bf16);
+                            store_elem(out, (r0 + i) * out_features + n, y, is_bf16);
+                        }
                     }
                 }
             }
         }
+        free(unpacked);
     }
     free(xf);
     return 0;
