@@ -23,11 +23,66 @@
 #include <stdlib.h>
 #include <string.h>
 
+#ifdef __AVX__
+#include <immintrin.h>
+#endif
+
 #include "bf16.h"
 #include "exp.h"
 
 #define MAX_HEAD_DIM 256
 #define MAX_GROUP 32
+#define KEYS 8  // keys scored together: one vector of 8 scores
+
+typedef float vf __attribute__((vector_size(32)));  // 8 float32 lanes
+
+static inline vf load_vf(const float *p) {
+    vf v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
+static inline vf multiply_add(vf acc, vf x, vf y) {
+#ifdef __FMA__
+    return (vf)_mm256_fmadd_ps((__m256)x, (__m256)y, (__m256)acc);
+#else
+    return acc + x * y;
+#endif
+}
+
+// Lane j of the result: the 8 lanes of acc[j] summed as ((0 + 1) + (2 + 3)) + ((4 + 5) + (6 + 7)),
+// the order AVX's pairwise adds give, so every build adds the same way.
+static inline vf sum_lanes_of_each(const vf acc[KEYS]) {
+#ifdef __AVX__
+    const __m256 h01 = _mm256_hadd_ps((__m256)acc[0], (__m256)acc[1]);
+    const __m256 h23 = _mm256_hadd_ps((__m256)acc[2], (__m256)acc[3]);
+    const __m256 h45 = _mm256_hadd_ps((__m256)acc[4], (__m256)acc[5]);
+    const __m256 h67 = _mm256_hadd_ps((__m256)acc[6], (__m256)acc[7]);
+    const __m256 q0 = _mm256_hadd_ps(h01, h23);  // [key 0-3 lanes 0-3 | key 0-3 lanes 4-7]
+    const __m256 q1 = _mm256_hadd_ps(h45, h67);  // the same for keys 4-7
+    return (vf)_mm256_add_ps(_mm256_permute2f128_ps(q0, q1, 0x20),
+                             _mm256_permute2f128_ps(q0, q1, 0x31));
+#else
+    vf out;
+    for (int j = 0; j < KEYS; j++) {
+        const vf a = acc[j];
+        out[j] = ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));
+    }
+    return out;
+#endif
+}
+
+// q . rows[j] for 8 key rows at once (head_dim % 8 == 0): lane by lane multiply-adds, then one
+// transposing sum for all 8 instead of a horizontal sum per key.
+static inline vf dot_keys(const float *q, const float *const rows[KEYS], int64_t head_dim) {
+    vf acc[KEYS];
+    for (int j = 0; j < KEYS; j++) acc[j] = (vf){0};
+    for (int64_t d = 0; d < head_dim; d += 8) {
+        const vf qv = load_vf(q + d);
+        for (int j = 0; j < KEYS; j++) acc[j] = multiply_add(acc[j], qv, load_vf(rows[j] + d));
+    }
+    return sum_lanes_of_each(acc);
+}
 
 // A row as float32: widened into dst when bfloat16, else read in place (no copy).
 static inline const float *load_row(const void *base, int64_t offset, int64_t n, int is_bf16,
@@ -58,15 +113,36 @@ static void attend_one(const void *q, const void *k_cache, const void *v_cache,
     const int64_t first = window > 0 && context_len > window ? context_len - window : 0;
     const int64_t seen = context_len - first;  // keys this query attends to
 
-    for (int64_t t = first; t < context_len; t++) {
-        int64_t slot = (head_base + table[t / block_size]) * block_size + t % block_size;
-        const float *row = load_row(k_cache, slot * head_dim, head_dim, is_bf16, buffer);
+    // Keys in runs of 8: slot of key t is (head_base + table[t / block_size]) * block_size + t %
+    // block_size, walked block by block rather than divided per key.
+    float key_rows[KEYS][MAX_HEAD_DIM];  // bfloat16 keys widened
+    int64_t block = first / block_size, in_block = first % block_size;
+    for (int64_t t = first; t < context_len; t += KEYS) {
+        const int n = context_len - t < KEYS ? (int)(context_len - t) : KEYS;
+        const float *rows[KEYS];
+        for (int j = 0; j < n; j++) {
+            const int64_t slot = (head_base + table[block]) * block_size + in_block;
+            rows[j] = load_row(k_cache, slot * head_dim, head_dim, is_bf16, key_rows[j]);
+            if (++in_block == block_size) block++, in_block = 0;
+        }
+        for (int j = n; j < KEYS; j++) rows[j] = rows[0];  // past the context: computed, dropped
         for (int64_t g = 0; g < group; g++) {
-            float dot = 0.0f;
-#pragma omp simd reduction(+ : dot)
-            for (int64_t d = 0; d < head_dim; d++) dot += qf[g][d] * row[d];
-            dot *= scale;
-            scores[g * seen + t - first] = softcap > 0.0f ? softcap * tanhf(dot / softcap) : dot;
+            float dots[KEYS];
+            if (head_dim % 8 == 0) {
+                const vf v = dot_keys(qf[g], rows, head_dim);
+                memcpy(dots, &v, sizeof dots);
+            } else {
+                for (int j = 0; j < n; j++) {
+                    float dot = 0.0f;
+                    for (int64_t d = 0; d < head_dim; d++) dot += qf[g][d] * rows[j][d];
+                    dots[j] = dot;
+                }
+            }
+            for (int j = 0; j < n; j++) {
+                const float score = dots[j] * scale;
+                scores[g * seen + t - first + j] =
+                    softcap > 0.0f ? softcap * tanhf(score / softcap) : score;
+            }
         }
     }
 
@@ -86,8 +162,10 @@ static void attend_one(const void *q, const void *k_cache, const void *v_cache,
         memset(acc[g], 0, head_dim * sizeof(float));
     }
 
+    block = first / block_size, in_block = first % block_size;
     for (int64_t t = first; t < context_len; t++) {
-        int64_t slot = (head_base + table[t / block_size]) * block_size + t % block_size;
+        const int64_t slot = (head_base + table[block]) * block_size + in_block;
+        if (++in_block == block_size) block++, in_block = 0;
         const float *row = load_row(v_cache, slot * head_dim, head_dim, is_bf16, buffer);
         for (int64_t g = 0; g < group; g++) {
             const float p = scores[g * seen + t - first];
