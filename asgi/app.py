@@ -101,7 +101,7 @@ def _describe(settings: Settings) -> str:
 
 
 def build_app(settings: Settings) -> ASGIApp:
-    routes = build_routes()
+    routes = build_routes(playground=settings.playground)
     app: ASGIApp = Router(
         {(route.method, route.path): route.handler for route in routes},
         bodiless=frozenset((route.method, route.path) for route in routes if route.request is None),

@@ -43,9 +43,12 @@ from configs.settings import (
 
 logger = logging.getLogger("lumen")
 
-# vLLM's options that are not settings here. --enable-request-id-headers is accepted and changes
-# nothing: every response carries X-Request-Id.
-SERVER_OPTIONS = ("host", "port", "disable_log_requests", "enable_request_id_headers")
+# Options that are not settings here: vLLM's server options, and the --disable-* aliases of
+# boolean settings. --enable-request-id-headers is accepted and changes nothing: every response
+# carries X-Request-Id.
+SERVER_OPTIONS = (
+    "host", "port", "disable_log_requests", "disable_playground", "enable_request_id_headers"
+)  # fmt: skip
 DEFAULT_HOST, DEFAULT_PORT = "0.0.0.0", 8000  # vLLM's: every interface
 
 _HELP = {
@@ -73,6 +76,7 @@ _HELP = {
     '"vllm" (none), or a folder holding a generation_config.json',
     "shutdown_timeout_s": "on SIGTERM/SIGINT, seconds requests in flight get to finish",
     "log_requests": "one log line per request",
+    "playground": "the browser playground at / (chat, ranking, live server figures)",
     "allowed_origins": 'CORS: origins a browser may call from, a JSON list ("*": any)',
     "allowed_methods": "CORS: methods a browser may use, a JSON list",
     "allowed_headers": "CORS: request headers a browser may send, a JSON list",
@@ -160,6 +164,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="no log line per request (same as --no-log-requests)",
     )
     serve.add_argument(
+        "--disable-playground",
+        action="store_true",
+        default=_Default(False),
+        help="no browser playground at / (same as --no-playground)",
+    )
+    serve.add_argument(
         "--enable-request-id-headers",
         action="store_true",
         default=_Default(False),
@@ -190,6 +200,8 @@ def _split(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     server = {k: v for k, v in options.items() if k in SERVER_OPTIONS}
     if server.pop("disable_log_requests", False):
         settings.setdefault("log_requests", False)
+    if server.pop("disable_playground", False):
+        settings.setdefault("playground", False)
     return settings, server
 
 

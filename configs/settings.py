@@ -217,6 +217,8 @@ class Settings:
     # One log line per request (id, route, status, tokens, TTFT, total time); vLLM's
     # --disable-log-requests turns it off.
     log_requests: bool = True
+    # The browser playground at GET /; --disable-playground (or --no-playground) turns it off.
+    playground: bool = True
     # Admission control, per model, counted in sequences (prompts x n) and prompt tokens: at
     # most this many sequences wait beyond the running batch (max_num_seqs), and at most this
     # many prompt tokens beyond what the KV cache holds (None: as many as it holds; a pooling

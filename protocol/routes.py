@@ -15,6 +15,7 @@ from protocol.nesting import nesting_errors_as_http
 from protocol.openai import routes as openai
 from protocol.openapi import document_routes
 from protocol.operations import routes as operations
+from protocol.playground.routes import playground_routes
 from protocol.pooling import routes as pooling
 from protocol.responses import routes as responses
 from protocol.route import Route
@@ -35,8 +36,11 @@ API_ROUTES = [
 ]
 
 
-def build_routes() -> list[Route]:
+def build_routes(playground: bool = True) -> list[Route]:
+    """Every route; playground: also GET / and its assets (the browser playground)."""
     routes = API_ROUTES + document_routes(API_ROUTES)
+    if playground:
+        routes += playground_routes()
     # Every handler answers an engine's refusal (at capacity, dead) with its HTTP status, and
     # input nested too deeply to process with a 400.
     return [

@@ -96,7 +96,7 @@ PROTECTED = sorted(
 )
 
 
-@pytest.mark.parametrize("path", [*PROTECTED, "/v2/anything", "/", "/healthz"])
+@pytest.mark.parametrize("path", [*PROTECTED, "/v2/anything", "/healthz", "/playground/x.js"])
 async def test_every_other_route_is_protected(path: str) -> None:
     reached, sent = await run(KEY, auth_scope(path=path, method="GET"))
     assert not reached

@@ -213,3 +213,10 @@ def test_replicas_without_ray_installed_say_what_to_install(monkeypatch):
     )
     with pytest.raises(SystemExit, match=r"pip install -e '\.\[ray\]'"):
         cli.serve(serve("--num-replicas", "2"), "127.0.0.1", 8000)
+
+
+def test_the_playground_is_on_unless_disabled():
+    assert serve().playground
+    assert not serve("--disable-playground").playground
+    assert not serve("--no-playground").playground
+    assert not serve(env={"LUMEN_PLAYGROUND": "false"}).playground

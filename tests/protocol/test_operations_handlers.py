@@ -78,6 +78,10 @@ def test_routes_cover_the_protocol_surface() -> None:
         ("GET", "/metrics"),
         ("GET", "/openapi.json"),
         ("GET", "/docs"),
+        ("GET", "/"),
+        ("GET", "/playground/markdown.js"),
+        ("GET", "/playground/playground.css"),
+        ("GET", "/playground/playground.js"),
     }
 
 
