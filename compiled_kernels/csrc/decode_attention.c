@@ -29,25 +29,16 @@
 
 #include "bf16.h"
 #include "exp.h"
+#include "vec.h"
 
 #define MAX_HEAD_DIM 256
 #define MAX_GROUP 32
 #define KEYS 8  // keys scored together: one vector of 8 scores
 
-typedef float vf __attribute__((vector_size(32)));  // 8 float32 lanes
-
 static inline vf load_vf(const float *p) {
     vf v;
     memcpy(&v, p, sizeof v);
     return v;
-}
-
-static inline vf multiply_add(vf acc, vf x, vf y) {
-#ifdef __FMA__
-    return (vf)_mm256_fmadd_ps((__m256)x, (__m256)y, (__m256)acc);
-#else
-    return acc + x * y;
-#endif
 }
 
 // Lane j of the result: the 8 lanes of acc[j] summed as ((0 + 1) + (2 + 3)) + ((4 + 5) + (6 + 7)),

@@ -30,11 +30,11 @@
 #endif
 
 #include "bf16.h"
+#include "vec.h"
 
 enum { WEIGHT_F32 = 0, WEIGHT_BF16 = 1, WEIGHT_INT8 = 2, WEIGHT_INT4 = 3 };
 enum { LANES = 8, MR = 4, NR = 3, ROW_CHUNK = 64 };
 
-typedef float vf __attribute__((vector_size(32)));  // 8 float32 lanes
 typedef int32_t vi __attribute__((vector_size(32)));
 typedef uint16_t vu16 __attribute__((vector_size(16)));
 typedef int8_t vi8 __attribute__((vector_size(8)));
@@ -69,16 +69,6 @@ static inline vi widen_u16(const uint16_t *p) {
     vu16 h;
     memcpy(&h, p, sizeof h);
     return __builtin_convertvector(h, vi);
-#endif
-}
-
-// acc + x * w, fused where the build's instruction set has FMA: written out, not left to the
-// compiler's contraction, so every row and block computes it the same way.
-static inline vf multiply_add(vf acc, vf x, vf w) {
-#ifdef __FMA__
-    return (vf)_mm256_fmadd_ps((__m256)x, (__m256)w, (__m256)acc);
-#else
-    return acc + x * w;
 #endif
 }
 
