@@ -43,12 +43,15 @@ from configs.settings import (
 
 logger = logging.getLogger("lumen")
 
-# Options that are not settings here: vLLM's server options, and the --disable-* aliases of
-# boolean settings. --enable-request-id-headers is accepted and changes nothing: every response
-# carries X-Request-Id.
-SERVER_OPTIONS = (
-    "host", "port", "disable_log_requests", "disable_playground", "enable_request_id_headers"
-)  # fmt: skip
+# --disable-X flags, each the same as --no-Y of the boolean setting Y: alias -> (Y, what it does).
+DISABLE_ALIASES = {
+    "disable_log_requests": ("log_requests", "no log line per request"),
+    "disable_playground": ("playground", "no browser playground at /"),
+}
+# Options that are not settings here: vLLM's server options and the aliases above.
+# --enable-request-id-headers is accepted and changes nothing: every response carries
+# X-Request-Id.
+SERVER_OPTIONS = ("host", "port", "enable_request_id_headers", *DISABLE_ALIASES)
 DEFAULT_HOST, DEFAULT_PORT = "0.0.0.0", 8000  # vLLM's: every interface
 
 _HELP = {
@@ -157,18 +160,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--host", default=_Default(DEFAULT_HOST), help="address to listen on")
     serve.add_argument("--port", type=int, default=_Default(DEFAULT_PORT), help="port")
-    serve.add_argument(
-        "--disable-log-requests",
-        action="store_true",
-        default=_Default(False),
-        help="no log line per request (same as --no-log-requests)",
-    )
-    serve.add_argument(
-        "--disable-playground",
-        action="store_true",
-        default=_Default(False),
-        help="no browser playground at / (same as --no-playground)",
-    )
+    for alias, (setting, effect) in DISABLE_ALIASES.items():
+        serve.add_argument(
+            "--" + alias.replace("_", "-"),
+            action="store_true",
+            default=_Default(False),
+            help=f"{effect} (same as --no-{setting.replace('_', '-')})",
+        )
     serve.add_argument(
         "--enable-request-id-headers",
         action="store_true",
@@ -198,10 +196,9 @@ def _split(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """Option values -> (settings, server options), with vLLM's aliases of settings applied."""
     settings = {k: v for k, v in options.items() if k not in SERVER_OPTIONS}
     server = {k: v for k, v in options.items() if k in SERVER_OPTIONS}
-    if server.pop("disable_log_requests", False):
-        settings.setdefault("log_requests", False)
-    if server.pop("disable_playground", False):
-        settings.setdefault("playground", False)
+    for alias, (setting, _) in DISABLE_ALIASES.items():
+        if server.pop(alias, False):
+            settings.setdefault(setting, False)
     return settings, server
 
 
