@@ -1,11 +1,11 @@
 """One step's scheduled work as the model's flat inputs, and the tensors its sampling reads.
 
-Every scheduled token becomes one row: its id, its position, the KV slot it writes; decodes
-and prefill chunks get their attention metadata, and the rows whose sequence reaches its last
-known token are sampled. A decode with drafts (speculative decoding) is several rows, each
-attending as a decode of its own over the tokens up to it, and each sampled: so every
-token's logits come from the same kernels, with or without drafts. Built on the host in one
-pass, then moved to the device in one tensor each.
+Every scheduled token becomes one row: its id, its position, the KV slot it writes; prompt
+tokens attend in prefills, whatever the scheduler cut or the prefix cache held, and the others
+as decodes; the rows whose sequence reaches its last known token are sampled. A decode with
+drafts (speculative decoding) is several rows, each attending as a decode of its own over the
+tokens up to it, and each sampled: so every token's logits come from the same kernels, with or
+without drafts. Built on the host in one pass, then moved to the device in one tensor each.
 """
 
 from __future__ import annotations
@@ -55,11 +55,14 @@ def prepare_inputs(
         positions += range(start, end)
         slots += [seq.block_table[p // block_size] * block_size + p % block_size
                   for p in range(start, end)]  # fmt: skip
-        if num_new == 1 or seq.spec_token_ids:
-            # The new token at position p attends to everything before it and itself.
-            decodes += [(row + i, seq, start + i + 1) for i in range(num_new)]
-        else:
-            prefills.append(_prefill(seq, row, num_new, device))
+        # By token, not by chunk (as library_plan): prompt tokens attend in a prefill, the
+        # others (generated tokens, drafts, or both recomputed after a preemption) each as a
+        # decode over the tokens up to it. The two kernels round differently, so a prompt's
+        # last token must not turn into a decode when its prefix was cached.
+        num_prompt = max(0, min(num_new, seq.num_prompt_tokens - start))
+        if num_prompt:
+            prefills.append(_prefill(seq, row, num_prompt, device))
+        decodes += [(row + i, seq, start + i + 1) for i in range(num_prompt, num_new)]
         if end >= seq.num_tokens:
             count = end - seq.num_tokens + 1  # the last known token's row, then the drafts'
             sample_rows += range(len(input_ids) - count, len(input_ids))
@@ -107,7 +110,8 @@ def _decode_group(members: list[tuple[int, Sequence, int]], device: torch.device
 
 
 def _prefill(seq: Sequence, row: int, num_new: int, device: torch.device) -> PrefillInputs:
-    """A prefill (or prefill chunk) attends to its cached prefix and causally to itself."""
+    """A prefill (or prefill chunk, its first num_new tokens) attends to its cached prefix
+    and causally to itself."""
     return PrefillInputs(
         start=row,
         end=row + num_new,

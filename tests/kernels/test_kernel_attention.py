@@ -63,7 +63,12 @@ def _prepare(out: SchedulerOutput, native: bool = NATIVE) -> tuple[torch.Tensor,
 
 
 def _make_seq(num_tokens: int, num_computed: int, block_table: list[int]) -> Sequence:
-    seq = Sequence("r", list(range(1, num_tokens + 1)), SamplingParams(max_tokens=4))
+    """One new token: a decode (its last token generated); more: a prompt (chunk)."""
+    decode = num_tokens - num_computed == 1
+    prompt = list(range(1, num_tokens + 1 - decode))
+    seq = Sequence("r", prompt, SamplingParams(max_tokens=4))
+    if decode:
+        seq.append_token(num_tokens)
     seq.num_computed_tokens = num_computed
     seq.block_table = list(block_table)
     assert len(block_table) == math.ceil(num_tokens / BLOCK_SIZE)
