@@ -10,9 +10,12 @@ whatever the number of rows, its position or the threads, on every CPU with FMA.
 
 Weights are float32, bfloat16, int8 per output channel (`quantize_int8`) or int4 in groups of
 32 inputs (`quantize_int4`, the GGUF Q4_1 scheme). Activations and outputs keep x's dtype; sums
-are float32. torch.compile sees the kernel as one opaque op. On the GPU or without a C compiler
-the torch twins run instead (`F.linear` on the dequantized weight): the same results within
-rounding, without the invariance guarantee.
+are float32. int4 layers have their own kernel (csrc/int4_linear.c): it quantizes each row's
+activations to int8 per 32 inputs (`quantize_activations`, GGUF's Q8) and sums the products in
+integers, exactly, which halves the float work and is still a function of the row alone.
+torch.compile sees the kernels as one opaque op. On the GPU or without a C compiler the torch
+twins run instead (`F.linear` on the dequantized weight, and for int4 on the quantized
+activations): the same results within rounding, without the invariance guarantee.
 
 Where the CPU multiplies bfloat16 natively (AVX-512 BF16, AMX), oneDNN's GEMM is several times
 faster than this float32-FMA kernel on many rows, so a model may send rows there instead, always
@@ -39,6 +42,7 @@ logger = logging.getLogger(__name__)
 
 WEIGHT_F32, WEIGHT_BF16, WEIGHT_INT8, WEIGHT_INT4 = range(4)
 INT4_GROUP = 32  # inputs per int4 scale and minimum
+INT4_COLUMNS = 8  # output columns interleaved in the int4 layout
 # Rows per library call in linear_by_tiles: enough for AMX/oneDNN to run at full speed, few
 # enough that a short prompt's padding costs little.
 TILE_ROWS = 64
@@ -152,13 +156,29 @@ def int4_linear(
     mins: torch.Tensor,
     bias: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    # x: [num_tokens, in], packed: [out, in // 2] uint8, scales, mins: [out, in // 32] float32
+    # x: [num_tokens, in], packed: [out // 8, in // 32, 128] uint8,
+    # scales, mins: [out // 8, in // 32, 8] float32 (quantize_int4's layout)
     if torch.compiler.is_compiling() and x.is_cpu:
         return linear_op(x, packed, scales, mins, bias, WEIGHT_INT4)
     lib = _kernels(x, packed, bias)
     if lib is None:
-        return F.linear(x, dequantize_int4(packed, scales, mins).to(x.dtype), bias)
+        weight = dequantize_int4(packed, scales, mins)
+        return F.linear(quantize_activations(x.float()), weight, bias).to(x.dtype)
     return _run(lib, x, packed, scales, mins, bias, WEIGHT_INT4)
+
+
+def quantize_activations(x: torch.Tensor) -> torch.Tensor:
+    """x as the int4 kernel multiplies it: each row's groups of 32 inputs rounded to 255
+    levels, step = max|x| / 127 (GGUF's Q8 scheme), returned as float32 level * step."""
+    # x: [num_tokens, in] float32 -> [num_tokens, in] float32
+    groups = x.view(x.shape[0], -1, INT4_GROUP)
+    amax = groups.abs().amax(dim=-1, keepdim=True)
+    # Divisions by full tensors: torch computes `127 / t` and `t / 127` through reciprocals,
+    # which round differently from the kernel's divisions.
+    levels_max = torch.full_like(amax, 127.0)
+    inverse = torch.where(amax > 0, levels_max / amax, torch.zeros_like(amax))
+    levels = torch.round(groups * inverse)
+    return (levels * (amax / levels_max)).view_as(x)
 
 
 def _kernels(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None):
@@ -172,10 +192,20 @@ def _kernels(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None):
 
 def _run(lib, x, weight, scales, mins, bias, kind: int) -> torch.Tensor:
     rows, in_features = x.shape
+    if kind == WEIGHT_INT4:
+        out = x.new_empty(rows, weight.shape[0] * INT4_COLUMNS)
+        status = lib.int4_linear(
+            x.data_ptr(), x.stride(0), weight.data_ptr(), scales.data_ptr(), mins.data_ptr(),
+            None if bias is None else bias.data_ptr(), out.data_ptr(), rows, in_features,
+            weight.shape[0] * INT4_COLUMNS, x.dtype is torch.bfloat16, torch.get_num_threads(),
+        )  # fmt: skip
+        if status != 0:
+            raise MemoryError("int4_linear: could not allocate the quantized rows")
+        return out
     out = x.new_empty(rows, weight.shape[0])
     status = lib.linear(
         x.data_ptr(), x.stride(0), weight.data_ptr(),
-        None if scales is None else scales.data_ptr(), None if mins is None else mins.data_ptr(),
+        None if scales is None else scales.data_ptr(),
         None if bias is None else bias.data_ptr(), out.data_ptr(), rows, in_features,
         weight.shape[0], kind, x.dtype is torch.bfloat16, torch.get_num_threads(),
     )  # fmt: skip
@@ -204,7 +234,8 @@ linear_op = torch.library.custom_op("lumen::linear", _linear_op_impl, mutates_ar
 
 @linear_op.register_fake
 def _(x, weight, scales, mins, bias, kind):
-    return x.new_empty(x.shape[0], weight.shape[0])
+    columns = weight.shape[0] * (INT4_COLUMNS if kind == WEIGHT_INT4 else 1)
+    return x.new_empty(x.shape[0], columns)
 
 
 def quantize_int8(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -216,24 +247,43 @@ def quantize_int8(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def quantize_int4(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Asymmetric int4 per group of 32 inputs (the GGUF Q4_1 scheme): w ~ q * scale + min.
+    """Asymmetric int4 per group of 32 inputs (the GGUF Q4_1 scheme): w ~ level * scale + min,
+    level in 0..15, laid out for csrc/int4_linear.c: columns in blocks of INT4_COLUMNS, and for
+    each block and group 128 bytes, four 32-byte vectors m whose bytes 4c .. 4c + 3 belong to
+    column c: low nibbles the group's inputs 8m .. 8m + 3, high nibbles 8m + 4 .. 8m + 7.
 
-    weight: [out, in] (in % 32 == 0) -> (packed [out, in // 2] uint8, scales, mins [out, in // 32])
-    Each 16 inputs take 8 bytes: inputs 0-7 in the low nibbles, 8-15 in the high ones.
+    weight: [out, in] (in % 32 == 0, out % 8 == 0) -> (packed [out // 8, in // 32, 128] uint8,
+    scales, mins [out // 8, in // 32, 8] float32)
     """
     out_features, in_features = weight.shape
-    w = weight.float().view(out_features, in_features // INT4_GROUP, INT4_GROUP)
+    blocks, groups = out_features // INT4_COLUMNS, in_features // INT4_GROUP
+    w = weight.float().view(out_features, groups, INT4_GROUP)
     lo, hi = w.amin(dim=-1), w.amax(dim=-1)
     scales = ((hi - lo) / 15).clamp(min=1e-12)
-    q = torch.round((w - lo[..., None]) / scales[..., None]).clamp(0, 15).to(torch.uint8)
-    halves = q.view(out_features, in_features // 16, 2, 8)  # [out, chunks of 16, low/high, 8]
-    packed = halves[:, :, 0] | (halves[:, :, 1] << 4)
-    return packed.reshape(out_features, in_features // 2).contiguous(), scales, lo
+    levels = torch.round((w - lo[..., None]) / scales[..., None]).clamp(0, 15).to(torch.uint8)
+    # [block, column c, group, vector m, low/high, input t] -> [block, group, m, low/high, c, t]
+    levels = levels.view(blocks, INT4_COLUMNS, groups, 4, 2, 4).permute(0, 2, 3, 4, 1, 5)
+    packed = levels[:, :, :, 0] | (levels[:, :, :, 1] << 4)  # [block, group, m, c, t]
+    return (
+        packed.reshape(blocks, groups, 128).contiguous(),
+        _by_column_block(scales),
+        _by_column_block(lo),
+    )
+
+
+def _by_column_block(per_group: torch.Tensor) -> torch.Tensor:
+    # [out, groups] -> [out // 8, groups, 8]
+    out_features, groups = per_group.shape
+    blocked = per_group.view(out_features // INT4_COLUMNS, INT4_COLUMNS, groups)
+    return blocked.transpose(1, 2).contiguous()
 
 
 def dequantize_int4(packed: torch.Tensor, scales: torch.Tensor, mins: torch.Tensor) -> torch.Tensor:
     """The float32 weights [out, in] that quantize_int4's output stands for."""
-    out_features = packed.shape[0]
-    chunks = packed.view(out_features, -1, 8)  # [out, chunks of 16 inputs, 8 bytes]
-    q = torch.stack([chunks & 15, chunks >> 4], dim=2).view(out_features, -1, INT4_GROUP)
-    return (q.float() * scales[..., None] + mins[..., None]).view(out_features, -1)
+    blocks, groups, _ = packed.shape
+    bytes_ = packed.view(blocks, groups, 4, INT4_COLUMNS, 4)  # [block, group, m, c, t]
+    levels = torch.stack([bytes_ & 15, bytes_ >> 4], dim=3)  # [block, group, m, low/high, c, t]
+    levels = levels.permute(0, 4, 1, 2, 3, 5).float()  # [block, c, group, m, low/high, t]
+    levels = levels.reshape(blocks, INT4_COLUMNS, groups, INT4_GROUP)
+    weight = levels * scales.transpose(1, 2)[..., None] + mins.transpose(1, 2)[..., None]
+    return weight.reshape(blocks * INT4_COLUMNS, groups * INT4_GROUP)

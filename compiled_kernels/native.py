@@ -58,8 +58,10 @@ SIGNATURES = {
         + [_f32, _i64, _f32, _int, _int],  # scale, window, softcap, is_bf16, num_threads
         _int,
     ),
-    # x, x_stride, w, scales, mins, bias, out, rows, in, out, kind, is_bf16, threads
-    "linear": ([_ptr, _i64] + [_ptr] * 5 + [_i64] * 3 + [_int] * 3, _int),
+    # x, x_stride, w, scales, bias, out, rows, in, out, kind, is_bf16, threads
+    "linear": ([_ptr, _i64] + [_ptr] * 4 + [_i64] * 3 + [_int] * 3, _int),
+    # x, x_stride, w, scales, mins, bias, out, rows, in, out, is_bf16, threads
+    "int4_linear": ([_ptr, _i64] + [_ptr] * 5 + [_i64] * 3 + [_int] * 2, _int),
     # x, x_stride, residual, residual_out, weight, out, rows, hidden, eps, is_bf16, threads
     "rms_norm": ([_ptr, _i64, _ptr, _ptr, _ptr, _ptr, _i64, _i64, _f32, _int, _int], None),
     # x, x_stride, cos, sin, out, tokens, heads, head_dim, is_bf16, threads

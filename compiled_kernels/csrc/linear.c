@@ -17,9 +17,7 @@
 //   WEIGHT_F32:  w [out, in] float32
 //   WEIGHT_BF16: w [out, in] bfloat16
 //   WEIGHT_INT8: w [out, in] int8, scales [out] float32; y = scale * sum(x * q)
-//   WEIGHT_INT4: w [out, in / 2] uint8, scales and mins [out, in / 32] float32. Each 16 inputs
-//                are 8 bytes: low nibbles inputs 0-7, high nibbles inputs 8-15; an input's
-//                weight is q * scale + min of its group of 32 (in % 32 == 0).
+// (int4 weights have their own kernel, int4_linear.c, with integer dot products.)
 
 #include <stdint.h>
 #include <stdlib.h>
@@ -32,13 +30,12 @@
 #include "bf16.h"
 #include "vec.h"
 
-enum { WEIGHT_F32 = 0, WEIGHT_BF16 = 1, WEIGHT_INT8 = 2, WEIGHT_INT4 = 3 };
+enum { WEIGHT_F32 = 0, WEIGHT_BF16 = 1, WEIGHT_INT8 = 2 };
 enum { LANES = 8, MR = 4, NR = 3, ROW_CHUNK = 64 };
 
 typedef int32_t vi __attribute__((vector_size(32)));
 typedef uint16_t vu16 __attribute__((vector_size(16)));
 typedef int8_t vi8 __attribute__((vector_size(8)));
-typedef uint8_t vu8 __attribute__((vector_size(8)));
 
 // 8 consecutive narrow integers widened to int32 lanes. GCC compiles __builtin_convertvector
 // from 8-byte vectors into scalar code, so AVX2 builds use the widening loads directly.
@@ -47,16 +44,6 @@ static inline vi widen_i8(const int8_t *p) {
     return (vi)_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)p));
 #else
     vi8 q;
-    memcpy(&q, p, sizeof q);
-    return __builtin_convertvector(q, vi);
-#endif
-}
-
-static inline vi widen_u8(const uint8_t *p) {
-#ifdef __AVX2__
-    return (vi)_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)p));
-#else
-    vu8 q;
     memcpy(&q, p, sizeof q);
     return __builtin_convertvector(q, vi);
 #endif
@@ -74,7 +61,6 @@ static inline vi widen_u16(const uint16_t *p) {
 
 typedef struct {
     const void *w;
-    const float *scales, *mins;
     int64_t in, k_chunks;  // k_chunks: ceil(in / 8)
     int kind;
 } Weights;
@@ -94,11 +80,11 @@ static inline __attribute__((always_inline)) vf load_w(const Weights *W, int kin
         memcpy(&v, &bits, sizeof v);
         return v;
     }
-    // WEIGHT_INT8 (int4 is unpacked a group at a time in `block`)
+    // WEIGHT_INT8
     return __builtin_convertvector(widen_i8((const int8_t *)W->w + n * in + c * LANES), vf);
 }
 
-// The last, partial chunk (in % 8 != 0; never int4), zero past `in`.
+// The last, partial chunk (in % 8 != 0), zero past `in`.
 static vf load_w_tail(const Weights *W, int64_t n, int64_t c) {
     float tail[LANES] = {0};
     for (int64_t i = c * LANES; i < W->in; i++) {
@@ -112,31 +98,15 @@ static vf load_w_tail(const Weights *W, int64_t n, int64_t c) {
     return v;
 }
 
-// Inputs 32g + 8h .. 32g + 8h + 7 of column n's int4 weights as float32: level * scale + min,
-// rounded after the multiply and after the add (no contraction).
-static inline vf int4_chunk(const Weights *W, int64_t n, int64_t g, int h) {
-    const int64_t groups = W->in / 32;
-    const uint8_t *bytes = (const uint8_t *)W->w + n * (W->in / 2) + g * 16;
-    const vi q = widen_u8(bytes + (h >> 1) * 8);
-    const vf level = __builtin_convertvector((h & 1) ? (q >> 4) : (q & 15), vf);
-    return level * W->scales[n * groups + g] + W->mins[n * groups + g];
-}
-
-// Columns n0 .. n0 + NR - 1 (past `out` repeating the last) of any weight kind as float32
-// rows [NR][in] in `dst`: exactly the values `block` multiplies, since widening bfloat16 and
-// int8 is exact and int4 goes through int4_chunk. int8's scale stays outside, as in `block`.
+// Columns n0 .. n0 + NR - 1 (past `out` repeating the last) of bfloat16 or int8 weights as
+// float32 rows [NR][in] in `dst`: exactly the values `block` multiplies, since widening them
+// is exact. int8's scale stays outside, as in `block`.
 static void unpack_columns(const Weights *W, int64_t n0, int64_t out_features, float *dst) {
     const int64_t in = W->in;
     for (int j = 0; j < NR; j++) {
         const int64_t n = n0 + j < out_features ? n0 + j : out_features - 1;
         float *row = dst + j * in;
-        if (W->kind == WEIGHT_INT4) {
-            for (int64_t g = 0; g < in / 32; g++)
-                for (int h = 0; h < 4; h++) {
-                    const vf v = int4_chunk(W, n, g, h);
-                    memcpy(row + g * 32 + h * LANES, &v, sizeof v);
-                }
-        } else if (W->kind == WEIGHT_BF16) {
+        if (W->kind == WEIGHT_BF16) {
             const uint16_t *src = (const uint16_t *)W->w + n * in;
             for (int64_t k = 0; k < in; k++) row[k] = bf16_to_float(src[k]);
         } else {
@@ -168,28 +138,16 @@ static inline __attribute__((always_inline)) void block(const float *xf, int64_t
         memcpy(&x, xf + (r0 + i) * width + (c) * LANES, sizeof x);                 \
         for (int j = 0; j < NR; j++) acc[i][j] = multiply_add(acc[i][j], x, w[j]); \
     }
-    if (kind == WEIGHT_INT4) {
-        // A group of 32 inputs at a time: 16 bytes, one scale and one minimum per column.
-        const int64_t groups = W->in / 32;
-        for (int64_t g = 0; g < groups; g++) {
-            for (int h = 0; h < 4; h++) {  // chunks 4g .. 4g + 3, in order
-                vf w[NR];
-                for (int j = 0; j < NR; j++) w[j] = int4_chunk(W, cols[j], g, h);
-                ACCUMULATE(g * 4 + h, w)
-            }
-        }
-    } else {
-        const int64_t full_chunks = W->in / LANES;
-        for (int64_t c = 0; c < full_chunks; c++) {
-            vf w[NR];
-            for (int j = 0; j < NR; j++) w[j] = load_w(W, kind, cols[j], c);
-            ACCUMULATE(c, w)
-        }
-        if (full_chunks < W->k_chunks) {
-            vf w[NR];
-            for (int j = 0; j < NR; j++) w[j] = load_w_tail(W, cols[j], full_chunks);
-            ACCUMULATE(full_chunks, w)
-        }
+    const int64_t full_chunks = W->in / LANES;
+    for (int64_t c = 0; c < full_chunks; c++) {
+        vf w[NR];
+        for (int j = 0; j < NR; j++) w[j] = load_w(W, kind, cols[j], c);
+        ACCUMULATE(c, w)
+    }
+    if (full_chunks < W->k_chunks) {
+        vf w[NR];
+        for (int j = 0; j < NR; j++) w[j] = load_w_tail(W, cols[j], full_chunks);
+        ACCUMULATE(full_chunks, w)
     }
 #undef ACCUMULATE
     for (int i = 0; i < mr; i++)
@@ -209,16 +167,15 @@ static void block_any(const float *xf, int64_t r0, int mr, const Weights *W, int
     switch (W->kind) {
         case WEIGHT_F32: BLOCK_ROWS(WEIGHT_F32); break;
         case WEIGHT_BF16: BLOCK_ROWS(WEIGHT_BF16); break;
-        case WEIGHT_INT8: BLOCK_ROWS(WEIGHT_INT8); break;
-        default: BLOCK_ROWS(WEIGHT_INT4); break;
+        default: BLOCK_ROWS(WEIGHT_INT8); break;
     }
 #undef BLOCK_ROWS
 }
 
 int linear(const void *x, int64_t x_stride, const void *w, const float *scales,
-           const float *mins, const void *bias, void *out, int64_t rows, int64_t in,
-           int64_t out_features, int kind, int is_bf16, int num_threads) {
-    const Weights W = {w, scales, mins, in, (in + LANES - 1) / LANES, kind};
+           const void *bias, void *out, int64_t rows, int64_t in, int64_t out_features,
+           int kind, int is_bf16, int num_threads) {
+    const Weights W = {w, in, (in + LANES - 1) / LANES, kind};
     const int64_t width = W.k_chunks * LANES;
     float *xf = aligned_alloc(64, ((size_t)(rows * width) * sizeof(float) + 63) & ~(size_t)63);
     if (xf == NULL) return -1;
@@ -231,15 +188,15 @@ int linear(const void *x, int64_t x_stride, const void *w, const float *scales,
     // Threads split the columns; small problems stay on one thread (a fork costs ~10 us).
     const int threads = rows * in * out_features >= (1 << 18) ? num_threads : 1;
     // With more than one block of rows, widening a column block's weights once into float32
-    // and running the float32 block over the rows beats widening them again for every 4 rows
-    // (int4 most of all). unpack_columns gives the values `block` would have made, so either
+    // and running the float32 block over the rows beats widening them again for every 4 rows.
+    // unpack_columns gives the values `block` would have made, so either
     // way every output has the same bits.
     const int unpack = kind != WEIGHT_F32 && rows > MR;
 #pragma omp parallel num_threads(threads)
     {
         // [NR][in] float32 columns; without it (allocation failed) this thread widens per block
         float *unpacked = unpack ? malloc((size_t)(NR * in) * sizeof(float)) : NULL;
-        const Weights U = {unpacked, NULL, NULL, in, W.k_chunks, WEIGHT_F32};
+        const Weights U = {unpacked, in, W.k_chunks, WEIGHT_F32};
         // Row chunks keep the float32 rows a thread reads for every column block in its cache.
         for (int64_t r_chunk = 0; r_chunk < rows; r_chunk += ROW_CHUNK) {
             const int64_t r_end = r_chunk + ROW_CHUNK < rows ? r_chunk + ROW_CHUNK : rows;

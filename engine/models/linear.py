@@ -20,6 +20,8 @@ import torch
 from torch import nn
 
 from compiled_kernels.linear import (
+    INT4_COLUMNS,
+    INT4_GROUP,
     int4_linear,
     int8_linear,
     library_rows,
@@ -30,7 +32,6 @@ from compiled_kernels.linear import (
 )
 
 QUANTIZATIONS = ("none", "int8", "int4")
-INT4_GROUP_SIZE = 32  # GGUF Q4_1's block size
 
 
 @attrs.frozen
@@ -93,9 +94,9 @@ class Int4Linear(nn.Module):
     def __init__(self, source: Linear) -> None:
         super().__init__()
         packed, scales, mins = quantize_int4(source.weight.detach())
-        self.register_buffer("packed", packed)  # [out, in // 2] uint8
-        self.register_buffer("scales", scales)  # [out, in // 32] float32
-        self.register_buffer("mins", mins)  # [out, in // 32] float32
+        self.register_buffer("packed", packed)  # [out // 8, in // 32, 128] uint8
+        self.register_buffer("scales", scales)  # [out // 8, in // 32, 8] float32
+        self.register_buffer("mins", mins)  # [out // 8, in // 32, 8] float32
         self.bias = source.bias
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -118,8 +119,13 @@ def quantize_linears(
         for name, child in list(parent.named_children()):
             if not isinstance(child, Linear):
                 continue
-            in_features = child.weight.shape[1]
-            if mode == "int4" and in_features % INT4_GROUP_SIZE == 0 and name not in int8_only:
+            out_features, in_features = child.weight.shape
+            if (
+                mode == "int4"
+                and in_features % INT4_GROUP == 0
+                and out_features % INT4_COLUMNS == 0
+                and name not in int8_only
+            ):
                 setattr(parent, name, Int4Linear(child))
             else:  # int8, or int4 on a shape the packed kernel cannot group
                 setattr(parent, name, Int8Linear(child))

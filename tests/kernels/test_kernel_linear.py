@@ -25,6 +25,7 @@ from compiled_kernels.linear import (
     library_rows_are_offset_free,
     linear,
     linear_by_tiles,
+    quantize_activations,
     quantize_int4,
     quantize_int8,
 )
@@ -50,6 +51,12 @@ def _weights(kind: str, dtype: torch.dtype, with_bias: bool, in_features: int = 
         return (q, scales, None), WEIGHT_INT8, bias, q.float() * scales[:, None]
     packed, scales, mins = quantize_int4(weight)
     return (packed, scales, mins), WEIGHT_INT4, bias, dequantize_int4(packed, scales, mins)
+
+
+def _expected(kind: str, x: torch.Tensor, reference: torch.Tensor, bias) -> torch.Tensor:
+    """What the layer computes in float32: int4 multiplies the activations' 8-bit levels."""
+    x = quantize_activations(x.float()) if kind == "int4" else x.float()
+    return F.linear(x, reference, None if bias is None else bias.float())
 
 
 def _assert_every_batch_gives_the_same_rows(run, x: torch.Tensor) -> None:
@@ -87,7 +94,7 @@ def test_every_row_is_independent_of_the_batch_at_every_isa_level(
 
     _assert_every_batch_gives_the_same_rows(run, x)
     # And each level computes the layer, not just something invariant.
-    expected = F.linear(x.float(), reference, None if bias is None else bias.float())
+    expected = _expected(kind, x, reference, bias)
     tol = dict(atol=1e-4, rtol=1e-4) if dtype is torch.float32 else dict(atol=5e-2, rtol=2e-2)
     torch.testing.assert_close(run(x).float(), expected, **tol)
 
@@ -142,7 +149,7 @@ def test_quantized_linears_match_their_dequantized_weights(dtype: torch.dtype) -
     packed, scales, mins = quantize_int4(weight)
     torch.testing.assert_close(
         int4_linear(x, packed, scales, mins).float(),
-        x.float() @ dequantize_int4(packed, scales, mins).t(),
+        quantize_activations(x.float()) @ dequantize_int4(packed, scales, mins).t(),
         **tol,
     )
 
