@@ -15,6 +15,8 @@ LUMEN_NATIVE_KERNELS=0, `load()` returns None and callers use their torch twins.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import ctypes
 import functools
 import hashlib
@@ -24,8 +26,11 @@ import platform
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
+import attrs
 import torch
 
 logger = logging.getLogger(__name__)
@@ -163,7 +168,7 @@ def load_level(level: str) -> ctypes.CDLL | None:
     return lib
 
 
-def kernels_for(*tensors: torch.Tensor) -> ctypes.CDLL | None:
+def kernels_for(*tensors: torch.Tensor) -> ctypes.CDLL | Recorder | None:
     """The library when these tensors can go to the C kernels: on the CPU, all float32 or all
     bfloat16, in eager mode (torch.compile traces the torch twins instead)."""
     # Called several times per layer and step: plain loops, no generators.
@@ -175,7 +180,9 @@ def kernels_for(*tensors: torch.Tensor) -> ctypes.CDLL | None:
             return None
     if torch.compiler.is_compiling():
         return None
-    return load()
+    lib = load()
+    recorder = _recorder.get()
+    return lib if recorder is None or lib is None else recorder
 
 
 def output_like(t: torch.Tensor) -> torch.Tensor:
@@ -184,3 +191,72 @@ def output_like(t: torch.Tensor) -> torch.Tensor:
     (empty_like costs about half of new_empty's dispatch, which adds up over 30 layers.)
     """
     return torch.empty_like(t, memory_format=torch.contiguous_format)
+
+
+# Each function's argument that counts the rows (tokens, sequences) it works on. A recorded
+# step (engine/cpu_graphs.py) replays on fewer rows by passing fewer: every kernel computes a
+# row from that row alone, and buffers are row-major, so the first n rows are a prefix.
+ROWS_ARGUMENT = {
+    "linear": 6,
+    "int4_linear": 7,
+    "rms_norm": 6,
+    "apply_rotary": 5,
+    "silu_and_mul": 2,
+    "write_kv": 7,
+    "paged_decode_attention": 6,
+}
+
+
+@attrs.frozen
+class KernelCall:
+    name: str
+    function: Callable[..., int | None]
+    before: tuple  # the arguments before the row count
+    after: tuple  # and after it
+
+
+class Recorder:
+    """Stands in for the library while a step is recorded: every kernel call runs, and is
+    kept for replay with its row count made a parameter."""
+
+    def __init__(self, lib: ctypes.CDLL, rows: int) -> None:
+        self.lib, self.rows = lib, rows
+        self.calls: list[KernelCall] = []
+        self.unreplayable: list[str] = []  # calls with no row count, or another one
+
+    def __getattr__(self, name: str) -> Callable[..., int | None]:
+        function = getattr(self.lib, name)
+
+        def record(*args: Any) -> int | None:
+            at = ROWS_ARGUMENT.get(name)
+            if at is None or args[at] != self.rows:
+                self.unreplayable.append(f"{name} on {args[at] if at else '?'} rows")
+            else:
+                self.calls.append(KernelCall(name, function, args[:at], args[at + 1 :]))
+            return function(*args)
+
+        return record
+
+
+_recorder: contextvars.ContextVar[Recorder | None] = contextvars.ContextVar(
+    "kernel_recorder", default=None
+)
+
+
+@contextlib.contextmanager
+def recording(rows: int) -> Iterator[Recorder | None]:
+    """Within: `kernels_for` hands out a Recorder (None when there are no kernels)."""
+    lib = load()
+    recorder = None if lib is None else Recorder(lib, rows)
+    token = _recorder.set(recorder)
+    try:
+        yield recorder
+    finally:
+        _recorder.reset(token)
+
+
+def replay(calls: list[KernelCall], rows: int) -> None:
+    """The recorded calls again, on their first `rows` rows."""
+    for call in calls:
+        if call.function(*call.before, rows, *call.after):  # a nonzero status: it failed
+            raise RuntimeError(f"{call.name} failed in a replayed step of {rows} rows")

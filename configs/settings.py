@@ -194,8 +194,9 @@ class Settings:
     # CPU, where it measured no faster than eager (docs/performance.md); the compiled code is
     # cached under torch_compile_cache_dir, so only the first start pays the full compile.
     torch_compile: bool = False
-    # On the GPU, decode eagerly instead of replaying CUDA graphs captured at startup for batch
-    # sizes up to max_num_seqs (vLLM's --enforce-eager). No effect on the CPU.
+    # Decode eagerly instead of replaying the step recorded at startup (vLLM's --enforce-eager):
+    # CUDA graphs for batch sizes up to max_num_seqs on the GPU, the C kernels' calls for up to
+    # 32 sequences on the CPU.
     enforce_eager: bool = False
     torch_compile_cache_dir: str = str(Path.home() / ".cache" / "lumen" / "inductor")
 

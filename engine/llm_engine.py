@@ -62,7 +62,7 @@ class LLMEngine:
             capacity / self.max_model_len,
         )
         if not settings.enforce_eager:
-            self.runner.capture_cuda_graphs(settings.max_num_seqs, self.max_model_len)
+            self.runner.capture_graphs(settings.max_num_seqs, self.max_model_len)
         eos_token_ids = _eos_token_ids(model_dir, self.tokenizer)
         self.runner.eos_token_ids = eos_token_ids
         self.runner.grammars = GrammarMatchers(self.tokenizer)

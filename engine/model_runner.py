@@ -24,6 +24,8 @@ import torch
 from compiled_kernels import native, triton_attention
 from compiled_kernels.attention import AttentionInputs
 from compiled_kernels.sampling import sample, sampling_logprobs
+from engine.cpu_graphs import MAX_ROWS as CPU_GRAPH_MAX_ROWS
+from engine.cpu_graphs import CpuGraph
 from engine.cuda_graphs import CudaGraphDecoder
 from engine.logits_processors import (
     GrammarMatchers,
@@ -119,8 +121,9 @@ class ModelRunner:
         )
         self.bytes_per_block = bytes_per_block
         self.num_blocks = max(1, kv_cache_bytes // bytes_per_block)
-        # On the GPU one more block, owned by no sequence: CUDA graphs' padding rows write there.
-        total_blocks = self.num_blocks + (self.device.type == "cuda")
+        # One more block, owned by no sequence: CUDA graphs' padding rows and the recording of
+        # the CPU decode step write there.
+        total_blocks = self.num_blocks + 1
         self.total_blocks = total_blocks
         self._allocate_kv_cache()
         # Whether decode attention runs a kernel that takes all decodes in one call (C, or
@@ -154,7 +157,8 @@ class ModelRunner:
             os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(compile_cache_dir)
         self._model_forward = self._forward_of(self.model)
         self.cuda_graphs: CudaGraphDecoder | None = None
-        self._graph_shape: tuple[int, int] | None = None  # capture_cuda_graphs' arguments
+        self.cpu_graph: CpuGraph | None = None
+        self._graph_shape: tuple[int, int] | None = None  # capture_graphs' arguments
         self.sleep_level = 0  # 1: no KV cache; 2: no weights either (sleep())
         # Float layers through the library GEMM in fixed tiles (engine/models/linear.py);
         # eager CPU only: compiled graphs and the GPU take their own.
@@ -208,7 +212,7 @@ class ModelRunner:
         at level 2 the weights too, until wake_up(). Nothing may run meanwhile."""
         self.kv_cache = torch.empty(0, dtype=self.dtype, device=self.device)
         self.kv_caches = []
-        self.cuda_graphs = None  # the graphs hold the old cache's memory
+        self.cuda_graphs = self.cpu_graph = None  # the graphs hold the old cache's memory
         if level >= 2:
             self.model = None  # type: ignore[assignment]
             self._model_forward = None
@@ -224,16 +228,51 @@ class ModelRunner:
             self._model_forward = self._forward_of(self.model)
         self._allocate_kv_cache()
         if self._graph_shape is not None:
-            self.capture_cuda_graphs(*self._graph_shape)
+            self.capture_graphs(*self._graph_shape)
         self.sleep_level = 0
 
     @torch.inference_mode()
-    def capture_cuda_graphs(self, max_batch: int, max_model_len: int) -> None:
-        """On the GPU, capture the decode step for batches up to max_batch (engine/cuda_graphs.py);
-        a no-op on the CPU. Needs the Triton decode kernel, which reads only each sequence's own
-        blocks (the torch twin would gather max_model_len tokens for every row)."""
-        if self.device.type != "cuda":
+    def capture_graphs(self, max_batch: int, max_model_len: int) -> None:
+        """Record the decode step for batches up to max_batch: CUDA graphs on the GPU
+        (engine/cuda_graphs.py), the kernel calls on the CPU (engine/cpu_graphs.py)."""
+        self._graph_shape = (max_batch, max_model_len)
+        if self.device.type == "cuda":
+            self._capture_cuda_graphs(max_batch, max_model_len)
+        else:
+            self._record_cpu_graph(max_batch, max_model_len)
+
+    def _record_cpu_graph(self, max_batch: int, max_model_len: int) -> None:
+        """Eager runs with the C kernels only: a compiled model has no kernel calls to record,
+        and the library GEMM (matmul = library) is a torch op the recording refuses."""
+        if self.compiled or self.library_matmul or not self.one_decode_group:
             return
+        model = self.model
+        start = time.perf_counter()
+        graph = CpuGraph(
+            model.decoder_layers,
+            lambda positions: model.layer_ropes(positions, self.dtype),
+            self.kv_caches,
+            rows=min(max_batch, CPU_GRAPH_MAX_ROWS),
+            hidden_size=self.config.hidden_size,
+            dtype=self.dtype,
+            max_blocks_per_seq=-(-max_model_len // self.block_size),
+            pad_block=self.num_blocks,
+            block_size=self.block_size,
+        )
+        if graph.problems:
+            logger.info("decode step not recorded, it runs eagerly: %s", ", ".join(graph.problems))
+            return
+        self.cpu_graph = graph
+        logger.info(
+            "recorded the decode step for batches up to %d: %d kernel calls in %.2f s",
+            graph.rows,
+            len(graph.calls),
+            time.perf_counter() - start,
+        )
+
+    def _capture_cuda_graphs(self, max_batch: int, max_model_len: int) -> None:
+        """Needs the Triton decode kernel, which reads only each sequence's own blocks (the
+        torch twin would gather max_model_len tokens for every row)."""
         if not self.one_decode_group:
             logger.warning("no Triton decode kernel: the GPU decodes eagerly, without CUDA graphs")
             return
@@ -241,7 +280,6 @@ class ModelRunner:
             # Routing decides on the host which experts run: no fixed graph to replay.
             logger.warning("mixture of experts: the GPU decodes eagerly, without CUDA graphs")
             return
-        self._graph_shape = (max_batch, max_model_len)
         start = time.perf_counter()
         self.cuda_graphs = CudaGraphDecoder(
             self._model_forward,
@@ -271,6 +309,8 @@ class ModelRunner:
         num_tokens = input_ids.shape[0]
         if self.cuda_graphs is not None and self.cuda_graphs.can_run(num_tokens, attn):
             return self.cuda_graphs.run(input_ids, positions, attn)
+        if self.cpu_graph is not None and plan is None and self.cpu_graph.can_run(num_tokens, attn):
+            return self.cpu_graph.run(self.model.embed(input_ids), positions, attn)
         if self.compiled and num_tokens < COMPILED_MIN_ROWS:
             # One compiled graph serves every size from COMPILED_MIN_ROWS up (dynamic shapes
             # specialize sizes 0 and 1); smaller steps are padded (the extra rows never reach

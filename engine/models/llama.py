@@ -197,8 +197,15 @@ class LlamaModel(nn.Module):
         # input_ids, positions: [num_tokens] -> hidden: [num_tokens, hidden_size]
         # Attention reads the step's metadata and KV cache from `attention_context`.
         hidden = self.embed(input_ids)
+        return self.decoder_layers(hidden, self.layer_ropes(positions, hidden.dtype))
+
+    def decoder_layers(
+        self, hidden: torch.Tensor, ropes: list[tuple[torch.Tensor, torch.Tensor]]
+    ) -> torch.Tensor:
+        """The layers and the final norm: [num_tokens, hidden_size] embedded tokens and each
+        layer's rotary rows (`layer_ropes`) -> [num_tokens, hidden_size]."""
         residual = None
-        for layer, rope in zip(self.layers, self.layer_ropes(positions, hidden.dtype), strict=True):
+        for layer, rope in zip(self.layers, ropes, strict=True):
             hidden, residual = layer(hidden, residual, rope)
         if residual is None:  # a family whose layers keep the stream in `hidden` (OLMo 2)
             return rms_norm(hidden, self.norm, self.cfg.rms_norm_eps)
