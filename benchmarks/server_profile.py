@@ -5,8 +5,8 @@
 1. In process: engine_step.py's 32-sequence decode step (ms), the engine alone.
 2. Served: hypercorn on the embedded model (LUMEN_MODELS=[], request log off, plus each
    --env), load.py's streaming chat level at --concurrency (64-token prompts, 128 tokens,
-   ignore_eos, 2 x concurrency requests). Once decoding has begun, py-spy samples the worker
-   process's threads for --seconds at 100 Hz (running samples only; needs `py-spy`, which
+   ignore_eos, 2 x concurrency requests, at least 16). Once decoding has begun, py-spy samples
+   the worker process's threads for --seconds at 100 Hz (running samples only; needs `py-spy`, which
    `ray[serve]` brings).
 
 It prints one JSON report: out tok/s and ITL p50 at that level; the 32-sequence step in
@@ -106,7 +106,9 @@ def main() -> None:
         try:
             server.wait_ready()
             load = make_args(model=MODEL, base_url=server.url + "/v1")
-            warm, (batch,) = level_prompts([2 * args.concurrency], load.prompt_tokens)
+            # Enough requests that decoding outlasts the sampling window at any concurrency.
+            num_requests = max(2 * args.concurrency, 16)
+            warm, (batch,) = level_prompts([num_requests], load.prompt_tokens)
             raw = Path(tmp) / "samples.txt"
             # Sampling starts once the first prefills are behind (a few seconds in).
             sampler = threading.Timer(8.0, sample, (worker_pid(server), args.seconds, raw))
