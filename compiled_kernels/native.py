@@ -230,7 +230,8 @@ class Recorder:
         def record(*args: Any) -> int | None:
             at = ROWS_ARGUMENT.get(name)
             if at is None or args[at] != self.rows:
-                self.unreplayable.append(f"{name} on {args[at] if at else '?'} rows")
+                rows = "?" if at is None else args[at]
+                self.unreplayable.append(f"{name} on {rows} rows")
             else:
                 self.calls.append(KernelCall(name, function, args[:at], args[at + 1 :]))
             return function(*args)

@@ -85,8 +85,9 @@ class CpuGraph:
         # Static copies of the distinct rotary tensors, in the order `_distinct` finds them.
         self.ropes_of = ropes_of
         ropes = ropes_of(positions)
-        self.rope_buffers = [t.clone() for t in _distinct(ropes)]
-        static = dict(zip(map(id, _distinct(ropes)), self.rope_buffers, strict=True))
+        distinct = _distinct(ropes)
+        self.rope_buffers = [t.clone() for t in distinct]
+        static = dict(zip(map(id, distinct), self.rope_buffers, strict=True))
         static_ropes = [(static[id(cos)], static[id(sin)]) for cos, sin in ropes]
         # The recording run attends, for every row, to the first slot of a block no sequence
         # owns, and writes its keys and values there.
