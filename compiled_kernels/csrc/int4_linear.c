@@ -27,9 +27,7 @@
 // scales, mins: [out / 8, in / 32, 8] float32
 // bias:   [out] in x's element type, or NULL; out: [rows, out], contiguous, x's element type
 
-#include <math.h>
 #include <stdint.h>
-#include <stdlib.h>
 #include <string.h>
 
 #ifdef __AVX2__
@@ -37,45 +35,12 @@
 #endif
 
 #include "bf16.h"
+#include "q8.h"
 #include "vec.h"
 
-enum { GROUP = 32, COLS = 8, BLOCK_BYTES = 128, MR = 4, ROW_CHUNK = 64 };
+enum { GROUP = Q8_GROUP, COLS = 8, BLOCK_BYTES = 128, MR = 4, ROW_CHUNK = 64 };
 
 typedef int32_t vi __attribute__((vector_size(32)));
-
-// Activations quantized group by group, [rows][groups] (levels [rows][in]).
-typedef struct {
-    int8_t *levels;
-    float *steps;      // max|x| / 127 (NaN where the group holds inf or NaN)
-    float *step_sums;  // step * sum(levels), the factor of the group's min
-} Quantized;
-
-static void quantize_row(const void *x, int64_t offset, int64_t groups, int is_bf16,
-                         int8_t *levels, float *steps, float *step_sums) {
-    for (int64_t g = 0; g < groups; g++) {
-        float v[GROUP], amax = 0.0f;
-        int finite = 1;
-        for (int k = 0; k < GROUP; k++) {
-            v[k] = load_elem(x, offset + g * GROUP + k, is_bf16);
-            amax = fmaxf(amax, fabsf(v[k]));
-            finite &= isfinite(v[k]);
-        }
-        int8_t *a = levels + g * GROUP;
-        if (!finite || amax == 0.0f) {  // inf or NaN poisons the outputs; zero is zero
-            memset(a, 0, GROUP);
-            steps[g] = step_sums[g] = finite ? 0.0f : NAN;
-            continue;
-        }
-        const float inverse = 127.0f / amax;
-        int sum = 0;
-        for (int k = 0; k < GROUP; k++) {
-            a[k] = (int8_t)nearbyintf(v[k] * inverse);
-            sum += a[k];
-        }
-        steps[g] = amax / 127.0f;
-        step_sums[g] = steps[g] * (float)sum;
-    }
-}
 
 static inline vf broadcast(float v) { return (vf){v, v, v, v, v, v, v, v}; }
 
@@ -149,38 +114,41 @@ int int4_linear(const void *x, int64_t x_stride, const uint8_t *w, const float *
                 const float *mins, const void *bias, void *out, int64_t rows, int64_t in,
                 int64_t out_features, int is_bf16, int num_threads) {
     const int64_t groups = in / GROUP;
-    Quantized X = {malloc((size_t)(rows * in)), malloc((size_t)(rows * groups) * sizeof(float)),
-                   malloc((size_t)(rows * groups) * sizeof(float))};
-    if (X.levels == NULL || X.steps == NULL || X.step_sums == NULL) {
-        free(X.levels), free(X.steps), free(X.step_sums);
-        return -1;
-    }
-    for (int64_t r = 0; r < rows; r++)
-        quantize_row(x, r * x_stride, groups, is_bf16, X.levels + r * in, X.steps + r * groups,
-                     X.step_sums + r * groups);
+    Quantized X;
+    if (!q8_allocate(&X, rows, groups)) return -1;
     const int64_t col_blocks = out_features / COLS;
     // Threads split the columns; small problems stay on one thread (a fork costs ~10 us).
     const int threads = rows * in * out_features >= (1 << 18) ? num_threads : 1;
+    // A few rows are quantized before the fork; more are shared out, at the cost of a barrier.
+    const int quantize_in_team = threads > 1 && rows >= 8;
+    if (!quantize_in_team)
+        for (int64_t r = 0; r < rows; r++) q8_row(x, x_stride, r, groups, is_bf16, &X);
 #pragma omp parallel num_threads(threads)
-    // Row chunks keep the activations a thread reads for every column block in its cache.
-    for (int64_t r_chunk = 0; r_chunk < rows; r_chunk += ROW_CHUNK) {
-        const int64_t r_end = r_chunk + ROW_CHUNK < rows ? r_chunk + ROW_CHUNK : rows;
+    {
+        if (quantize_in_team) {
 #pragma omp for schedule(static)
-        for (int64_t b = 0; b < col_blocks; b++) {
-            for (int64_t r0 = r_chunk; r0 < r_end; r0 += MR) {
-                const int mr = r_end - r0 < MR ? (int)(r_end - r0) : MR;
-                vf acc[MR];
-                int4_block_any(&X, r0, mr, w, scales, mins, groups, b, acc);
-                for (int i = 0; i < mr; i++)
-                    for (int c = 0; c < COLS; c++) {
-                        const int64_t n = b * COLS + c;
-                        float y = acc[i][c];
-                        if (bias != NULL) y += load_elem(bias, n, is_bf16);
-                        store_elem(out, (r0 + i) * out_features + n, y, is_bf16);
-                    }
+            for (int64_t r = 0; r < rows; r++) q8_row(x, x_stride, r, groups, is_bf16, &X);
+        }
+        // Row chunks keep the activations a thread reads for every column block in its cache.
+        for (int64_t r_chunk = 0; r_chunk < rows; r_chunk += ROW_CHUNK) {
+            const int64_t r_end = r_chunk + ROW_CHUNK < rows ? r_chunk + ROW_CHUNK : rows;
+#pragma omp for schedule(static)
+            for (int64_t b = 0; b < col_blocks; b++) {
+                for (int64_t r0 = r_chunk; r0 < r_end; r0 += MR) {
+                    const int mr = r_end - r0 < MR ? (int)(r_end - r0) : MR;
+                    vf acc[MR];
+                    int4_block_any(&X, r0, mr, w, scales, mins, groups, b, acc);
+                    for (int i = 0; i < mr; i++)
+                        for (int c = 0; c < COLS; c++) {
+                            const int64_t n = b * COLS + c;
+                            float y = acc[i][c];
+                            if (bias != NULL) y += load_elem(bias, n, is_bf16);
+                            store_elem(out, (r0 + i) * out_features + n, y, is_bf16);
+                        }
+                }
             }
         }
     }
-    free(X.levels), free(X.steps), free(X.step_sums);
+    q8_free(&X);
     return 0;
 }

@@ -6,7 +6,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from compiled_kernels import native
 from compiled_kernels.linear import (
+    WEIGHT_INT4,
+    _run,
     dequantize_int4,
     int4_linear,
     int8_linear,
@@ -68,6 +71,33 @@ def test_activations_keep_eight_bits_per_group_of_32():
     assert (error <= steps / 2 * (1 + 1e-5)).all()
     assert torch.equal(quantized[2, 32:], x[2, 32:])  # an all-zero group stays zero
     assert torch.equal(quantize_activations(x[:1]), quantized[:1])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("level", native.supported_levels())
+def test_every_isa_level_quantizes_activations_alike_ties_to_even(dtype, level):
+    """The vector and the portable quantizers give the same levels, half-way values rounded to
+    even. Read through an int4 layer whose arithmetic is exact: weights on the integer grid
+    (scale 1, min 0) and groups whose max|x| is 127 * 2^k, so each step is 2^k."""
+    lib = native.load_level(level)
+    if lib is None:
+        pytest.skip(f"cannot build the kernels for {level}")
+    gen = torch.Generator().manual_seed(4)
+    rows, in_features, group = 9, 128, 32
+    q = torch.randint(0, 16, (16, in_features), generator=gen).float()
+    q[:, ::group], q[:, 1::group] = 0, 15  # every group spans 0..15: scale 1, min 0
+    packed, scales, mins = quantize_int4(q)
+    # Levels -126..126 in halves (ties), then 127 at a random place as the group's max.
+    halves = torch.randint(-252, 253, (rows, in_features), generator=gen).float() / 2
+    peak = torch.randint(0, group, (rows, in_features // group), generator=gen)
+    halves.view(rows, -1, group).scatter_(2, peak[..., None], 127.0)
+    # Small powers keep every partial sum on the float32 grid (below 2^24 units of 2^-2).
+    powers = 2.0 ** torch.randint(-2, 3, (rows, in_features // group, 1), generator=gen)
+    x = (halves.view(rows, -1, group) * powers).view(rows, in_features).to(dtype)
+    levels = torch.round(halves.double())  # half to even
+    expected = ((levels.view(rows, -1, group) * powers.double()).view(rows, -1)) @ q.double().t()
+    out = _run(lib, x, packed, scales, mins, None, WEIGHT_INT4)
+    assert torch.equal(out.double(), expected.to(dtype).double())
 
 
 def test_int4_layer_passes_inf_and_nan_on_as_nan():
