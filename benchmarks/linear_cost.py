@@ -121,10 +121,17 @@ def measure(rows: list[int], min_time_s: float) -> list[str]:
                 t_lib += seconds(lambda x=x, wb=wb: F.linear(x, wb), min_time_s)
                 if mode == "int8":
                     q, scales = quantize_int8(wb)
-                    t_own += seconds(lambda x=x, q=q, s=scales: int8_linear(x, q, s), min_time_s)
-                    s16 = scales.bfloat16()
+                    t_own += seconds(
+                        lambda x=x, q=q, s=scales, o=wb.shape[0]: int8_linear(x, q, s, o),
+                        min_time_s,
+                    )
+                    # torch's packed op takes one scale per output channel
+                    s_channel = wb.float().abs().amax(dim=1) / 127
+                    q_channel = torch.round(wb.float() / s_channel[:, None]).to(torch.int8)
+                    s16 = s_channel.bfloat16()
                     t_packed += seconds(
-                        lambda x=x, q=q, s=s16: torch._weight_int8pack_mm(x, q, s), min_time_s
+                        lambda x=x, q=q_channel, s=s16: torch._weight_int8pack_mm(x, q, s),
+                        min_time_s,
                     )
                 else:
                     packed, scales, mins = quantize_int4(wb)

@@ -94,7 +94,9 @@ def main() -> None:
     reference: list[list[int]] | None = None
     base_ppl = None
     for mode in ("none", "int8", "int4"):
-        settings = Settings(dtype=args.dtype, quantization=mode, kv_cache_memory_gb=0.25)
+        settings = Settings(
+            dtype=args.dtype, quantization=mode, kv_cache_memory_gb=0.25, max_model_len=2048
+        )
         engine = LLMEngine(settings, resolve_model_dir(settings.model, settings.model_cache_dir))
         tok = engine.tokenizer
         ppl = perplexity(engine, tok.encode(TEXT))

@@ -8,13 +8,15 @@ guessing the libraries' thresholds, every CPU linear layer here runs the C kerne
 csrc/linear.c, whose per-output arithmetic is fixed: the same sum in the same order for a row,
 whatever the number of rows, its position or the threads, on every CPU with FMA.
 
-Weights are float32, bfloat16, int8 per output channel (`quantize_int8`) or int4 in groups of
-32 inputs (`quantize_int4`, the GGUF Q4_1 scheme). Activations and outputs keep x's dtype; sums
-are float32. int4 layers have their own kernel (csrc/int4_linear.c): it quantizes each row's
-activations to int8 per 32 inputs (`quantize_activations`, GGUF's Q8) and sums the products in
-integers, exactly, which halves the float work and is still a function of the row alone.
+Weights are float32, bfloat16, int8 (`quantize_int8`, the GGUF Q8_0 scheme) or int4
+(`quantize_int4`, the GGUF Q4_1 scheme), both with a scale per 32 inputs. Activations and
+outputs keep x's dtype; sums are float32. The quantized layers have their own kernels
+(csrc/int8_linear.c, csrc/int4_linear.c): they quantize each row's activations per 32 inputs
+(`quantize_activations`: to 16 bits for int8 weights, to 8 bits, GGUF's Q8, for int4) and sum
+the products in integers, exactly, which reads a quarter (int8) or an eighth (int4) of the
+float32 weights' bytes, cuts the float work, and is still a function of the row alone.
 torch.compile sees the kernels as one opaque op. On the GPU or without a C compiler the torch
-twins run instead (`F.linear` on the dequantized weight, and for int4 on the quantized
+twins run instead (`F.linear` on the dequantized weight, for int8 and int4 on the quantized
 activations): the same results within rounding, without the invariance guarantee.
 
 Where the CPU multiplies bfloat16 natively (AVX-512 BF16, AMX), oneDNN's GEMM is several times
@@ -41,8 +43,11 @@ from compiled_kernels import native
 logger = logging.getLogger(__name__)
 
 WEIGHT_F32, WEIGHT_BF16, WEIGHT_INT8, WEIGHT_INT4 = range(4)
-INT4_GROUP = 32  # inputs per int4 scale and minimum
-INT4_COLUMNS = 8  # output columns interleaved in the int4 layout
+GROUP = 32  # inputs per quantization scale (and int4 minimum), weights and activations alike
+COLUMNS = 8  # output columns interleaved in the quantized layouts
+# Activations are quantized per group to -L..L: 8 bits for int4 weights (GGUF's Q8), 16 bits for
+# int8 weights (the LM head's, whose outputs 8 bits would blur)
+INT4_ACTIVATION_LEVELS, INT8_ACTIVATION_LEVELS = 127, 32767
 # Rows per library call in linear_by_tiles: enough for AMX/oneDNN to run at full speed, few
 # enough that a short prompt's padding costs little.
 TILE_ROWS = 64
@@ -54,11 +59,11 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     if weight.dtype is not x.dtype:
         return F.linear(x, weight, bias)
     if torch.compiler.is_compiling() and x.is_cpu:
-        return linear_op(x, weight, None, None, bias, kind)
+        return linear_op(x, weight, None, None, bias, kind, weight.shape[0])
     lib = _kernels(x, weight, bias)
     if lib is None:
         return F.linear(x, weight, bias)
-    return _run(lib, x, weight, None, None, bias, kind)
+    return _run(lib, x, weight, None, None, bias, kind, weight.shape[0])
 
 
 def linear_by_tiles(
@@ -138,15 +143,22 @@ def library_rows_are_offset_free(
 
 
 def int8_linear(
-    x: torch.Tensor, q: torch.Tensor, scales: torch.Tensor, bias: torch.Tensor | None = None
+    x: torch.Tensor,
+    q: torch.Tensor,
+    scales: torch.Tensor,
+    out_features: int,
+    bias: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    # x: [num_tokens, in], q: [out, in] int8, scales: [out] float32 -> [num_tokens, out]
+    # x: [num_tokens, in], q: [ceil(out / 8), ceil(in / 32), 256] int8,
+    # scales: [ceil(out / 8), ceil(in / 32), 8] float32 (quantize_int8's layout)
+    # -> [num_tokens, out_features]
     if torch.compiler.is_compiling() and x.is_cpu:
-        return linear_op(x, q, scales, None, bias, WEIGHT_INT8)
+        return linear_op(x, q, scales, None, bias, WEIGHT_INT8, out_features)
     lib = _kernels(x, q, bias)
     if lib is None:
-        return F.linear(x, (q.float() * scales[:, None]).to(x.dtype), bias)
-    return _run(lib, x, q, scales, None, bias, WEIGHT_INT8)
+        weight = dequantize_int8(q, scales)[:out_features, : x.shape[1]]
+        return _twin(x, weight, bias, INT8_ACTIVATION_LEVELS)
+    return _run(lib, x, q, scales, None, bias, WEIGHT_INT8, out_features)
 
 
 def int4_linear(
@@ -159,26 +171,36 @@ def int4_linear(
     # x: [num_tokens, in], packed: [out // 8, in // 32, 128] uint8,
     # scales, mins: [out // 8, in // 32, 8] float32 (quantize_int4's layout)
     if torch.compiler.is_compiling() and x.is_cpu:
-        return linear_op(x, packed, scales, mins, bias, WEIGHT_INT4)
+        return linear_op(x, packed, scales, mins, bias, WEIGHT_INT4, packed.shape[0] * COLUMNS)
     lib = _kernels(x, packed, bias)
     if lib is None:
-        weight = dequantize_int4(packed, scales, mins)
-        return F.linear(quantize_activations(x.float()), weight, bias).to(x.dtype)
-    return _run(lib, x, packed, scales, mins, bias, WEIGHT_INT4)
+        return _twin(x, dequantize_int4(packed, scales, mins), bias, INT4_ACTIVATION_LEVELS)
+    return _run(lib, x, packed, scales, mins, bias, WEIGHT_INT4, packed.shape[0] * COLUMNS)
 
 
-def quantize_activations(x: torch.Tensor) -> torch.Tensor:
-    """x as the int4 kernel multiplies it: each row's groups of 32 inputs rounded to 255
-    levels, step = max|x| / 127 (GGUF's Q8 scheme), returned as float32 level * step."""
+def _twin(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, levels: int
+) -> torch.Tensor:
+    """A quantized kernel's torch twin: the quantized activations times the dequantized weight."""
+    y = F.linear(quantize_activations(x.float(), levels), weight)
+    return (y if bias is None else y + bias.float()).to(x.dtype)
+
+
+def quantize_activations(x: torch.Tensor, levels: int = INT4_ACTIVATION_LEVELS) -> torch.Tensor:
+    """x as the quantized kernels multiply it: each row's groups of 32 inputs (the last one
+    zero-padded) rounded to 2 * levels + 1 levels, step = max|x| / levels (for the int4
+    kernel's 127, GGUF's Q8 scheme), returned as float32 level * step."""
     # x: [num_tokens, in] float32 -> [num_tokens, in] float32
-    groups = x.view(x.shape[0], -1, INT4_GROUP)
+    in_features = x.shape[1]
+    padded = F.pad(x, (0, -in_features % GROUP))
+    groups = padded.view(x.shape[0], -1, GROUP)
     amax = groups.abs().amax(dim=-1, keepdim=True)
     # Divisions by full tensors: torch computes `127 / t` and `t / 127` through reciprocals,
     # which round differently from the kernel's divisions.
-    levels_max = torch.full_like(amax, 127.0)
+    levels_max = torch.full_like(amax, float(levels))
     inverse = torch.where(amax > 0, levels_max / amax, torch.zeros_like(amax))
-    levels = torch.round(groups * inverse)
-    return (levels * (amax / levels_max)).view_as(x)
+    rounded = torch.round(groups * inverse)
+    return (rounded * (amax / levels_max)).view_as(padded)[:, :in_features]
 
 
 def _kernels(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None):
@@ -190,27 +212,29 @@ def _kernels(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None):
     return native.kernels_for(x)
 
 
-def _run(lib, x, weight, scales, mins, bias, kind: int) -> torch.Tensor:
+def _run(lib, x, weight, scales, mins, bias, kind: int, out_features: int) -> torch.Tensor:
     rows, in_features = x.shape
+    out = x.new_empty(rows, out_features)
+    bias_ptr = None if bias is None else bias.data_ptr()
+    is_bf16 = x.dtype is torch.bfloat16
     if kind == WEIGHT_INT4:
-        out = x.new_empty(rows, weight.shape[0] * INT4_COLUMNS)
         status = lib.int4_linear(
             x.data_ptr(), x.stride(0), weight.data_ptr(), scales.data_ptr(), mins.data_ptr(),
-            None if bias is None else bias.data_ptr(), out.data_ptr(), rows, in_features,
-            weight.shape[0] * INT4_COLUMNS, x.dtype is torch.bfloat16, torch.get_num_threads(),
+            bias_ptr, out.data_ptr(), rows, in_features, out_features, is_bf16,
+            torch.get_num_threads(),
         )  # fmt: skip
-        if status != 0:
-            raise MemoryError("int4_linear: could not allocate the quantized rows")
-        return out
-    out = x.new_empty(rows, weight.shape[0])
-    status = lib.linear(
-        x.data_ptr(), x.stride(0), weight.data_ptr(),
-        None if scales is None else scales.data_ptr(),
-        None if bias is None else bias.data_ptr(), out.data_ptr(), rows, in_features,
-        weight.shape[0], kind, x.dtype is torch.bfloat16, torch.get_num_threads(),
-    )  # fmt: skip
+    elif kind == WEIGHT_INT8:
+        status = lib.int8_linear(
+            x.data_ptr(), x.stride(0), weight.data_ptr(), scales.data_ptr(), bias_ptr,
+            out.data_ptr(), rows, in_features, out_features, is_bf16, torch.get_num_threads(),
+        )  # fmt: skip
+    else:
+        status = lib.linear(
+            x.data_ptr(), x.stride(0), weight.data_ptr(), bias_ptr, out.data_ptr(), rows,
+            in_features, out_features, kind, is_bf16, torch.get_num_threads(),
+        )  # fmt: skip
     if status != 0:
-        raise MemoryError("linear: could not allocate the float32 rows")
+        raise MemoryError("linear: could not allocate its rows' working copy")
     return out
 
 
@@ -221,11 +245,12 @@ def _linear_op_impl(
     mins: torch.Tensor | None,
     bias: torch.Tensor | None,
     kind: int,
+    out_features: int,
 ) -> torch.Tensor:
     lib = native.load()
     if lib is None:
         raise RuntimeError("lumen::linear needs the C kernels")
-    return _run(lib, x.contiguous(), weight, scales, mins, bias, kind)
+    return _run(lib, x.contiguous(), weight, scales, mins, bias, kind, out_features)
 
 
 # The kernel as one opaque op for torch.compile (eager callers skip the op's dispatch).
@@ -233,22 +258,43 @@ linear_op = torch.library.custom_op("lumen::linear", _linear_op_impl, mutates_ar
 
 
 @linear_op.register_fake
-def _(x, weight, scales, mins, bias, kind):
-    columns = weight.shape[0] * (INT4_COLUMNS if kind == WEIGHT_INT4 else 1)
-    return x.new_empty(x.shape[0], columns)
+def _(x, weight, scales, mins, bias, kind, out_features):
+    return x.new_empty(x.shape[0], out_features)
 
 
 def quantize_int8(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Symmetric per-output-channel int8. weight: [out, in] -> (int8 [out, in], scales [out])."""
-    w = weight.float()
-    scales = (w.abs().amax(dim=1) / 127).clamp(min=1e-12)
-    q = torch.round(w / scales[:, None]).clamp(-128, 127).to(torch.int8)
-    return q, scales
+    """Symmetric int8 per group of 32 inputs (the GGUF Q8_0 scheme): w ~ level * scale, level in
+    -127..127, laid out for csrc/int8_linear.c: columns in blocks of COLUMNS, and for each
+    block and group 256 bytes, sixteen 16-byte vectors m whose bytes 2c, 2c + 1 are column c's
+    levels of the group's inputs 2m, 2m + 1. Columns and inputs are zero-padded to whole
+    blocks and groups.
+
+    weight: [out, in] -> (levels [ceil(out / 8), ceil(in / 32), 256] int8,
+    scales [ceil(out / 8), ceil(in / 32), 8] float32)
+    """
+    out_features, in_features = weight.shape
+    w = F.pad(weight.float(), (0, -in_features % GROUP, 0, -out_features % COLUMNS))
+    blocks, groups = w.shape[0] // COLUMNS, w.shape[1] // GROUP
+    w = w.view(w.shape[0], groups, GROUP)
+    scales = w.abs().amax(dim=-1) / 127  # [out, groups]; 0 for an all-zero group
+    safe = torch.where(scales > 0, scales, torch.ones_like(scales))
+    levels = torch.round(w / safe[..., None]).clamp(-127, 127).to(torch.int8)
+    # [block, column c, group, vector m, input t] -> [block, group, m, c, t]
+    levels = levels.view(blocks, COLUMNS, groups, 16, 2).permute(0, 2, 3, 1, 4)
+    return levels.reshape(blocks, groups, 256).contiguous(), _by_column_block(scales)
+
+
+def dequantize_int8(levels: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
+    """The float32 weights [out, in] that quantize_int8's output stands for, padding included."""
+    blocks, groups, _ = levels.shape
+    by_column = levels.view(blocks, groups, 16, COLUMNS, 2).permute(0, 3, 1, 2, 4).float()
+    weight = by_column.reshape(blocks, COLUMNS, groups, GROUP) * scales.transpose(1, 2)[..., None]
+    return weight.reshape(blocks * COLUMNS, groups * GROUP)
 
 
 def quantize_int4(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Asymmetric int4 per group of 32 inputs (the GGUF Q4_1 scheme): w ~ level * scale + min,
-    level in 0..15, laid out for csrc/int4_linear.c: columns in blocks of INT4_COLUMNS, and for
+    level in 0..15, laid out for csrc/int4_linear.c: columns in blocks of COLUMNS, and for
     each block and group 128 bytes, four 32-byte vectors m whose bytes 4c .. 4c + 3 belong to
     column c: low nibbles the group's inputs 8m .. 8m + 3, high nibbles 8m + 4 .. 8m + 7.
 
@@ -256,13 +302,13 @@ def quantize_int4(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, tor
     scales, mins [out // 8, in // 32, 8] float32)
     """
     out_features, in_features = weight.shape
-    blocks, groups = out_features // INT4_COLUMNS, in_features // INT4_GROUP
-    w = weight.float().view(out_features, groups, INT4_GROUP)
+    blocks, groups = out_features // COLUMNS, in_features // GROUP
+    w = weight.float().view(out_features, groups, GROUP)
     lo, hi = w.amin(dim=-1), w.amax(dim=-1)
     scales = ((hi - lo) / 15).clamp(min=1e-12)
     levels = torch.round((w - lo[..., None]) / scales[..., None]).clamp(0, 15).to(torch.uint8)
     # [block, column c, group, vector m, low/high, input t] -> [block, group, m, low/high, c, t]
-    levels = levels.view(blocks, INT4_COLUMNS, groups, 4, 2, 4).permute(0, 2, 3, 4, 1, 5)
+    levels = levels.view(blocks, COLUMNS, groups, 4, 2, 4).permute(0, 2, 3, 4, 1, 5)
     packed = levels[:, :, :, 0] | (levels[:, :, :, 1] << 4)  # [block, group, m, c, t]
     return (
         packed.reshape(blocks, groups, 128).contiguous(),
@@ -274,16 +320,16 @@ def quantize_int4(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, tor
 def _by_column_block(per_group: torch.Tensor) -> torch.Tensor:
     # [out, groups] -> [out // 8, groups, 8]
     out_features, groups = per_group.shape
-    blocked = per_group.view(out_features // INT4_COLUMNS, INT4_COLUMNS, groups)
+    blocked = per_group.view(out_features // COLUMNS, COLUMNS, groups)
     return blocked.transpose(1, 2).contiguous()
 
 
 def dequantize_int4(packed: torch.Tensor, scales: torch.Tensor, mins: torch.Tensor) -> torch.Tensor:
     """The float32 weights [out, in] that quantize_int4's output stands for."""
     blocks, groups, _ = packed.shape
-    bytes_ = packed.view(blocks, groups, 4, INT4_COLUMNS, 4)  # [block, group, m, c, t]
+    bytes_ = packed.view(blocks, groups, 4, COLUMNS, 4)  # [block, group, m, c, t]
     levels = torch.stack([bytes_ & 15, bytes_ >> 4], dim=3)  # [block, group, m, low/high, c, t]
     levels = levels.permute(0, 4, 1, 2, 3, 5).float()  # [block, c, group, m, low/high, t]
-    levels = levels.reshape(blocks, INT4_COLUMNS, groups, INT4_GROUP)
+    levels = levels.reshape(blocks, COLUMNS, groups, GROUP)
     weight = levels * scales.transpose(1, 2)[..., None] + mins.transpose(1, 2)[..., None]
-    return weight.reshape(blocks * INT4_COLUMNS, groups * INT4_GROUP)
+    return weight.reshape(blocks * COLUMNS, groups * GROUP)

@@ -63,8 +63,10 @@ SIGNATURES = {
         + [_f32, _i64, _f32, _int, _int],  # scale, window, softcap, is_bf16, num_threads
         _int,
     ),
-    # x, x_stride, w, scales, bias, out, rows, in, out, kind, is_bf16, threads
-    "linear": ([_ptr, _i64] + [_ptr] * 4 + [_i64] * 3 + [_int] * 3, _int),
+    # x, x_stride, w, bias, out, rows, in, out, kind, is_bf16, threads
+    "linear": ([_ptr, _i64] + [_ptr] * 3 + [_i64] * 3 + [_int] * 3, _int),
+    # x, x_stride, w, scales, bias, out, rows, in, out, is_bf16, threads
+    "int8_linear": ([_ptr, _i64] + [_ptr] * 4 + [_i64] * 3 + [_int] * 2, _int),
     # x, x_stride, w, scales, mins, bias, out, rows, in, out, is_bf16, threads
     "int4_linear": ([_ptr, _i64] + [_ptr] * 5 + [_i64] * 3 + [_int] * 2, _int),
     # x, x_stride, residual, residual_out, weight, out, rows, hidden, eps, is_bf16, threads
@@ -197,7 +199,8 @@ def output_like(t: torch.Tensor) -> torch.Tensor:
 # step (engine/cpu_graphs.py) replays on fewer rows by passing fewer: every kernel computes a
 # row from that row alone, and buffers are row-major, so the first n rows are a prefix.
 ROWS_ARGUMENT = {
-    "linear": 6,
+    "linear": 5,
+    "int8_linear": 6,
     "int4_linear": 7,
     "rms_norm": 6,
     "apply_rotary": 5,

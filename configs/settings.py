@@ -115,8 +115,8 @@ class Settings:
     served_model_name: str = "HuggingFaceTB/SmolLM2-135M-Instruct"
     task: str = attrs.field(default="auto", validator=attrs.validators.in_(TASKS))
     dtype: str = attrs.field(default="auto", validator=attrs.validators.in_(DTYPES))
-    # Weight-only quantization of the linear layers: "none", "int8" (per channel) or "int4"
-    # (groups of 32 inputs). Fewer bytes read per token: faster decoding at small batches.
+    # Weight-only quantization of the linear layers: "none", "int8" or "int4" (both in groups
+    # of 32 inputs). Fewer bytes read per token: faster decoding at small batches.
     # "auto" (quantization_for): int4 for the embedded model, whose weights ship as Q4_1, so
     # int4 restores them and loses nothing; none for every other model (its weights as given).
     quantization: str = attrs.field(

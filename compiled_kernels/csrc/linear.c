@@ -16,8 +16,8 @@
 // Weights by `kind`:
 //   WEIGHT_F32:  w [out, in] float32
 //   WEIGHT_BF16: w [out, in] bfloat16
-//   WEIGHT_INT8: w [out, in] int8, scales [out] float32; y = scale * sum(x * q)
-// (int4 weights have their own kernel, int4_linear.c, with integer dot products.)
+// (int8 and int4 weights have their own kernels, int8_linear.c and int4_linear.c, with integer
+// dot products.)
 
 #include <stdint.h>
 #include <stdlib.h>
@@ -30,25 +30,14 @@
 #include "bf16.h"
 #include "vec.h"
 
-enum { WEIGHT_F32 = 0, WEIGHT_BF16 = 1, WEIGHT_INT8 = 2 };
+enum { WEIGHT_F32 = 0, WEIGHT_BF16 = 1 };
 enum { LANES = 8, MR = 4, NR = 3, ROW_CHUNK = 64 };
 
 typedef int32_t vi __attribute__((vector_size(32)));
 typedef uint16_t vu16 __attribute__((vector_size(16)));
-typedef int8_t vi8 __attribute__((vector_size(8)));
 
-// 8 consecutive narrow integers widened to int32 lanes. GCC compiles __builtin_convertvector
-// from 8-byte vectors into scalar code, so AVX2 builds use the widening loads directly.
-static inline vi widen_i8(const int8_t *p) {
-#ifdef __AVX2__
-    return (vi)_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)p));
-#else
-    vi8 q;
-    memcpy(&q, p, sizeof q);
-    return __builtin_convertvector(q, vi);
-#endif
-}
-
+// 8 consecutive bfloat16 bits widened to int32 lanes. GCC compiles __builtin_convertvector from
+// 16-byte vectors into scalar code, so AVX2 builds use the widening load directly.
 static inline vi widen_u16(const uint16_t *p) {
 #ifdef __AVX2__
     return (vi)_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p));
@@ -65,7 +54,7 @@ typedef struct {
     int kind;
 } Weights;
 
-// Inputs 8c .. 8c + 7 of column n's float, bfloat16 or int8 weights as float32 (inside `in`).
+// Inputs 8c .. 8c + 7 of column n's float or bfloat16 weights as float32 (inside `in`).
 static inline __attribute__((always_inline)) vf load_w(const Weights *W, int kind, int64_t n,
                                                        int64_t c) {
     const int64_t in = W->in;
@@ -74,14 +63,10 @@ static inline __attribute__((always_inline)) vf load_w(const Weights *W, int kin
         memcpy(&v, (const float *)W->w + n * in + c * LANES, sizeof v);
         return v;
     }
-    if (kind == WEIGHT_BF16) {
-        const vi bits = widen_u16((const uint16_t *)W->w + n * in + c * LANES) << 16;
-        vf v;
-        memcpy(&v, &bits, sizeof v);
-        return v;
-    }
-    // WEIGHT_INT8
-    return __builtin_convertvector(widen_i8((const int8_t *)W->w + n * in + c * LANES), vf);
+    const vi bits = widen_u16((const uint16_t *)W->w + n * in + c * LANES) << 16;  // bfloat16
+    vf v;
+    memcpy(&v, &bits, sizeof v);
+    return v;
 }
 
 // The last, partial chunk (in % 8 != 0), zero past `in`.
@@ -89,30 +74,24 @@ static vf load_w_tail(const Weights *W, int64_t n, int64_t c) {
     float tail[LANES] = {0};
     for (int64_t i = c * LANES; i < W->in; i++) {
         const int64_t at = n * W->in + i;
-        tail[i - c * LANES] = W->kind == WEIGHT_F32    ? ((const float *)W->w)[at]
-                              : W->kind == WEIGHT_BF16 ? bf16_to_float(((const uint16_t *)W->w)[at])
-                                                       : (float)((const int8_t *)W->w)[at];
+        tail[i - c * LANES] = W->kind == WEIGHT_F32 ? ((const float *)W->w)[at]
+                                                    : bf16_to_float(((const uint16_t *)W->w)[at]);
     }
     vf v;
     memcpy(&v, tail, sizeof v);
     return v;
 }
 
-// Columns n0 .. n0 + NR - 1 (past `out` repeating the last) of bfloat16 or int8 weights as
+// Columns n0 .. n0 + NR - 1 (past `out` repeating the last) of bfloat16 weights as
 // float32 rows [NR][in] in `dst`: exactly the values `block` multiplies, since widening them
-// is exact. int8's scale stays outside, as in `block`.
+// is exact.
 static void unpack_columns(const Weights *W, int64_t n0, int64_t out_features, float *dst) {
     const int64_t in = W->in;
     for (int j = 0; j < NR; j++) {
         const int64_t n = n0 + j < out_features ? n0 + j : out_features - 1;
         float *row = dst + j * in;
-        if (W->kind == WEIGHT_BF16) {
-            const uint16_t *src = (const uint16_t *)W->w + n * in;
-            for (int64_t k = 0; k < in; k++) row[k] = bf16_to_float(src[k]);
-        } else {
-            const int8_t *src = (const int8_t *)W->w + n * in;
-            for (int64_t k = 0; k < in; k++) row[k] = (float)src[k];
-        }
+        const uint16_t *src = (const uint16_t *)W->w + n * in;
+        for (int64_t k = 0; k < in; k++) row[k] = bf16_to_float(src[k]);
     }
 }
 
@@ -164,17 +143,16 @@ static void block_any(const float *xf, int64_t r0, int mr, const Weights *W, int
         case 3: block(xf, r0, 3, W, kind, n0, out_features, result); break;  \
         default: block(xf, r0, 4, W, kind, n0, out_features, result); break; \
     }
-    switch (W->kind) {
-        case WEIGHT_F32: BLOCK_ROWS(WEIGHT_F32); break;
-        case WEIGHT_BF16: BLOCK_ROWS(WEIGHT_BF16); break;
-        default: BLOCK_ROWS(WEIGHT_INT8); break;
-    }
+    if (W->kind == WEIGHT_F32)
+        BLOCK_ROWS(WEIGHT_F32)
+    else
+        BLOCK_ROWS(WEIGHT_BF16)
 #undef BLOCK_ROWS
 }
 
-int linear(const void *x, int64_t x_stride, const void *w, const float *scales,
-           const void *bias, void *out, int64_t rows, int64_t in, int64_t out_features,
-           int kind, int is_bf16, int num_threads) {
+int linear(const void *x, int64_t x_stride, const void *w, const void *bias, void *out,
+           int64_t rows, int64_t in, int64_t out_features, int kind, int is_bf16,
+           int num_threads) {
     const Weights W = {w, in, (in + LANES - 1) / LANES, kind};
     const int64_t width = W.k_chunks * LANES;
     float *xf = aligned_alloc(64, ((size_t)(rows * width) * sizeof(float) + 63) & ~(size_t)63);
@@ -215,7 +193,6 @@ int linear(const void *x, int64_t x_stride, const void *w, const float *scales,
                         for (int j = 0; j < NR && n0 + j < out_features; j++) {
                             const int64_t n = n0 + j;
                             float y = result[i * NR + j];
-                            if (kind == WEIGHT_INT8) y *= scales[n];
                             if (bias != NULL) y += load_elem(bias, n, is_bf16);
                             store_elem(out, (r0 + i) * out_features + n, y, is_bf16);
                         }

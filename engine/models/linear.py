@@ -20,8 +20,8 @@ import torch
 from torch import nn
 
 from compiled_kernels.linear import (
-    INT4_COLUMNS,
-    INT4_GROUP,
+    COLUMNS,
+    GROUP,
     int4_linear,
     int8_linear,
     library_rows,
@@ -81,13 +81,14 @@ class Linear(nn.Module):
 class Int8Linear(nn.Module):
     def __init__(self, source: Linear) -> None:
         super().__init__()
+        self.out_features = source.weight.shape[0]
         q, scales = quantize_int8(source.weight.detach())
-        self.register_buffer("q", q)  # [out, in] int8
-        self.register_buffer("scales", scales)  # [out] float32
+        self.register_buffer("q", q)  # [ceil(out / 8), ceil(in / 32), 256] int8
+        self.register_buffer("scales", scales)  # [ceil(out / 8), ceil(in / 32), 8] float32
         self.bias = source.bias
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return int8_linear(x, self.q, self.scales, self.bias)
+        return int8_linear(x, self.q, self.scales, self.out_features, self.bias)
 
 
 class Int4Linear(nn.Module):
@@ -104,26 +105,30 @@ class Int4Linear(nn.Module):
 
 
 def quantize_linears(
-    model: nn.Module, mode: str, int8_only: tuple[str, ...] = ("lm_head", "router")
+    model: nn.Module,
+    mode: str,
+    int8_only: tuple[str, ...] = ("lm_head",),
+    unquantized: tuple[str, ...] = ("router",),
 ) -> None:
     """Replace every `Linear` in `model` by its `mode` ("int8" or "int4") version, in place.
 
     Layers named in `int8_only` never go below int8: the vocabulary projection is the most
-    sensitive (GGUF Q4 files keep the embedding at 8 bits for the same reason), and an MoE
-    router's choice of experts flips on small errors.
+    sensitive (GGUF Q4 files keep the embedding at 8 bits for the same reason). Layers named in
+    `unquantized` keep their weights: an MoE router is tiny, and its choice of experts flips on
+    small errors.
     """
     assert mode in QUANTIZATIONS, mode
     if mode == "none":
         return
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
-            if not isinstance(child, Linear):
+            if not isinstance(child, Linear) or name in unquantized:
                 continue
             out_features, in_features = child.weight.shape
             if (
                 mode == "int4"
-                and in_features % INT4_GROUP == 0
-                and out_features % INT4_COLUMNS == 0
+                and in_features % GROUP == 0
+                and out_features % COLUMNS == 0
                 and name not in int8_only
             ):
                 setattr(parent, name, Int4Linear(child))

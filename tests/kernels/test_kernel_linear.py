@@ -12,6 +12,8 @@ import torch.nn.functional as F
 
 from compiled_kernels import native
 from compiled_kernels.linear import (
+    INT4_ACTIVATION_LEVELS,
+    INT8_ACTIVATION_LEVELS,
     TILE_ROWS,
     WEIGHT_BF16,
     WEIGHT_F32,
@@ -19,6 +21,7 @@ from compiled_kernels.linear import (
     WEIGHT_INT8,
     _run,
     dequantize_int4,
+    dequantize_int8,
     int4_linear,
     int8_linear,
     library_rows,
@@ -47,15 +50,21 @@ def _weights(kind: str, dtype: torch.dtype, with_bias: bool, in_features: int = 
         code = WEIGHT_BF16 if dtype is torch.bfloat16 else WEIGHT_F32
         return (weight, None, None), code, bias, weight.float()
     if kind == "int8":
-        q, scales = quantize_int8(weight)
-        return (q, scales, None), WEIGHT_INT8, bias, q.float() * scales[:, None]
+        # 70 columns: a partial block of 8; with 200 inputs, a partial group of 32
+        q, scales = quantize_int8(weight[:70])
+        bias = None if bias is None else bias[:70]
+        return (q, scales, None), WEIGHT_INT8, bias, dequantize_int8(q, scales)[:70, :in_features]
     packed, scales, mins = quantize_int4(weight)
     return (packed, scales, mins), WEIGHT_INT4, bias, dequantize_int4(packed, scales, mins)
 
 
 def _expected(kind: str, x: torch.Tensor, reference: torch.Tensor, bias) -> torch.Tensor:
-    """What the layer computes in float32: int4 multiplies the activations' 8-bit levels."""
-    x = quantize_activations(x.float()) if kind == "int4" else x.float()
+    """What the layer computes in float32: int8 and int4 multiply the activations' 16-bit and
+    8-bit levels."""
+    x = x.float()
+    if kind != "float":
+        levels = INT8_ACTIVATION_LEVELS if kind == "int8" else INT4_ACTIVATION_LEVELS
+        x = quantize_activations(x, levels)
     return F.linear(x, reference, None if bias is None else bias.float())
 
 
@@ -90,7 +99,7 @@ def test_every_row_is_independent_of_the_batch_at_every_isa_level(
     x = x.to(dtype)
 
     def run(rows: torch.Tensor) -> torch.Tensor:
-        return _run(lib, rows, weight, scales, mins, bias, code)
+        return _run(lib, rows, weight, scales, mins, bias, code, reference.shape[0])
 
     _assert_every_batch_gives_the_same_rows(run, x)
     # And each level computes the layer, not just something invariant.
@@ -109,7 +118,10 @@ def test_every_fma_level_gives_the_same_bits(kind: str) -> None:
     change the order of the sums)."""
     (weight, scales, mins), code, bias, reference = _weights(kind, torch.float32, True, 256)
     x = torch.randn(37, 256, generator=torch.Generator().manual_seed(3))
-    outs = [_run(native.load_level(lv), x, weight, scales, mins, bias, code) for lv in FMA_LEVELS]
+    outs = [
+        _run(native.load_level(lv), x, weight, scales, mins, bias, code, reference.shape[0])
+        for lv in FMA_LEVELS
+    ]
     for level, out in zip(FMA_LEVELS[1:], outs[1:], strict=True):
         assert torch.equal(out, outs[0]), f"{level} differs from {FMA_LEVELS[0]}"
 
@@ -144,7 +156,9 @@ def test_quantized_linears_match_their_dequantized_weights(dtype: torch.dtype) -
     tol = dict(atol=1e-4, rtol=1e-4) if dtype == torch.float32 else dict(atol=2e-2, rtol=2e-2)
     q, scales = quantize_int8(weight)
     torch.testing.assert_close(
-        int8_linear(x, q, scales).float(), x.float() @ (q.float() * scales[:, None]).t(), **tol
+        int8_linear(x, q, scales, 96).float(),
+        quantize_activations(x.float(), INT8_ACTIVATION_LEVELS) @ dequantize_int8(q, scales).t(),
+        **tol,
     )
     packed, scales, mins = quantize_int4(weight)
     torch.testing.assert_close(

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from compiled_kernels import native
 from compiled_kernels.linear import (
+    INT8_ACTIVATION_LEVELS,
     WEIGHT_INT4,
     _run,
     dequantize_int4,
+    dequantize_int8,
     int4_linear,
     int8_linear,
     quantize_activations,
@@ -23,15 +26,33 @@ from engine.models.linear import Int4Linear, Int8Linear, Linear, quantize_linear
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_int8_linear_equals_matmul_with_dequantized_weight(dtype):
     gen = torch.Generator().manual_seed(0)
-    weight = (torch.randn(96, 64, generator=gen) * 0.05).to(dtype)
-    x = torch.randn(5, 64, generator=gen).to(dtype)
+    weight = torch.randn(90, 80, generator=gen) * 0.05  # partial column block and group
+    x = torch.randn(5, 80, generator=gen).to(dtype)
     q, scales = quantize_int8(weight)
-    assert q.dtype == torch.int8 and scales.dtype == torch.float32
-    dequantized = q.float() * scales[:, None]
-    expected = x.float() @ dequantized.t()
-    torch.testing.assert_close(int8_linear(x, q, scales).float(), expected, atol=2e-2, rtol=2e-2)
-    # Per-channel int8 stays within half a step of the original weight.
-    assert ((dequantized - weight.float()).abs() <= scales[:, None] / 2 + 1e-3).all()
+    assert q.dtype == torch.int8 and q.shape == (12, 3, 256)
+    assert scales.dtype == torch.float32 and scales.shape == (12, 3, 8)
+    dequantized = dequantize_int8(q, scales)
+    assert not dequantized[90:].any() and not dequantized[:, 80:].any()  # zero padding
+    dequantized = dequantized[:90, :80]
+    expected = quantize_activations(x.float(), INT8_ACTIVATION_LEVELS) @ dequantized.t()
+    tol = dict(atol=1e-4, rtol=1e-4) if dtype is torch.float32 else dict(atol=2e-2, rtol=2e-2)
+    torch.testing.assert_close(int8_linear(x, q, scales, 90).float(), expected, **tol)
+    # Each weight stays within half a step of its group's scale (max|w| / 127).
+    steps = F.pad(weight, (0, 16)).view(90, 3, 32).abs().amax(dim=-1) / 127
+    error = (dequantized - weight).view(90, -1)
+    assert (error.abs() <= steps.repeat_interleave(32, dim=1)[:, :80] / 2 + 1e-7).all()
+
+
+def test_int8_is_exact_for_weights_already_on_an_8_bit_grid():
+    """A GGUF Q8_0 tensor dequantizes to d * q per 32 inputs with max |q| = 127: quantizing it
+    again finds the same levels."""
+    gen = torch.Generator().manual_seed(5)
+    q = torch.randint(-127, 128, (16, 2, 32), generator=gen)
+    q[..., 0] = 127
+    d = torch.rand(16, 2, 1, generator=gen) * 0.01 + 0.001
+    weight = (d * q).view(16, 64)
+    levels, scales = quantize_int8(weight)
+    torch.testing.assert_close(dequantize_int8(levels, scales), weight, atol=1e-7, rtol=1e-6)
 
 
 def test_int4_is_exact_for_weights_already_on_a_4_bit_grid():
@@ -96,7 +117,7 @@ def test_every_isa_level_quantizes_activations_alike_ties_to_even(dtype, level):
     x = (halves.view(rows, -1, group) * powers).view(rows, in_features).to(dtype)
     levels = torch.round(halves.double())  # half to even
     expected = ((levels.view(rows, -1, group) * powers.double()).view(rows, -1)) @ q.double().t()
-    out = _run(lib, x, packed, scales, mins, None, WEIGHT_INT4)
+    out = _run(lib, x, packed, scales, mins, None, WEIGHT_INT4, 16)
     assert torch.equal(out.double(), expected.to(dtype).double())
 
 
