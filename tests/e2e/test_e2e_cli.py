@@ -117,7 +117,13 @@ def test_the_readme_hypercorn_command_drains_streams_on_sigterm(tmp_path, smollm
     server = Server({"LUMEN_MODELS": "[]"}, tmp_path / "server.log", hypercorn_options=options)
     try:
         server.wait_ready()
-        body = {"prompt": "Once upon a time", "max_tokens": 160, "ignore_eos": True}
+        # A stream of ~10 s on this machine: long past 3 s, well inside 30 s. The rate is
+        # measured, since a decode step takes from ~5 to ~20 ms across the machines we run on.
+        body = {"prompt": "Once upon a time", "max_tokens": 64, "ignore_eos": True}
+        began = time.monotonic()
+        assert httpx.post(server.url + "/v1/completions", json=body, timeout=60).is_success
+        seconds_per_token = (time.monotonic() - began) / 64
+        body["max_tokens"] = min(4000, max(160, int(10 / seconds_per_token)))
         stream = Stream(server.url, "/v1/completions", {**body, "stream": True})
         assert stream.started.wait(60) and stream.events, stream.error
         server.proc.send_signal(signal.SIGTERM)
