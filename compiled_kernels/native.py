@@ -5,12 +5,12 @@ several torch ops (and their dispatch and temporaries) with one call. Each has a
 beside its Python wrapper, used under torch.compile, on the GPU, and as the tests' reference.
 
 The library is built for an instruction-set level, not for the machine at hand (no
--march=native): on x86-64 the highest of x86-64-v4 (AVX-512), -v3 (AVX2 + FMA), -v2 and the
-baseline that the CPU's flags allow, chosen when the library is loaded, so a build runs on every
-CPU of its level. LUMEN_KERNEL_ISA names a lower level to use instead (the tests build each
-level the machine can run). The library is cached under ~/.cache/lumen/kernels, keyed by the
-sources, the compiler and its flags, so later starts load it at once. Without a compiler, or with
-LUMEN_NATIVE_KERNELS=0, `load()` returns None and callers use their torch twins.
+-march=native): on x86-64 the highest of x86-64-v4 with VNNI, -v4 (AVX-512), -v3 (AVX2 + FMA),
+-v2 and the baseline that the CPU's flags allow, chosen when the library is loaded, so a build
+runs on every CPU of its level. LUMEN_KERNEL_ISA names a lower level to use instead (the tests
+build each level the machine can run). The library is cached under ~/.cache/lumen/kernels, keyed
+by the sources, the compiler and its flags, so later starts load it at once. Without a compiler,
+or with LUMEN_NATIVE_KERNELS=0, `load()` returns None and callers use their torch twins.
 """
 
 from __future__ import annotations
@@ -39,6 +39,9 @@ CSRC = Path(__file__).with_name("csrc")
 CFLAGS = ("-O3", "-fopenmp", "-shared", "-fPIC", "-std=c11")
 # x86-64 levels, best first, with the CPU flags each needs (those of /proc/cpuinfo).
 X86_LEVELS = {
+    # v4 plus AVX-512 VNNI (Intel since Ice Lake, AMD since Zen 4): one instruction per
+    # 4-product integer dot in the quantized kernels
+    "x86-64-v4-vnni": {"avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl", "avx512_vnni"},
     "x86-64-v4": {"avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl"},
     "x86-64-v3": {"avx", "avx2", "bmi1", "bmi2", "f16c", "fma", "movbe", "xsave"},
     "x86-64-v2": {"cx16", "lahf_lm", "popcnt", "sse4_1", "sse4_2", "ssse3"},
@@ -113,6 +116,8 @@ def _sources() -> list[Path]:
 
 
 def _cflags(level: str) -> tuple[str, ...]:
+    if level == "x86-64-v4-vnni":
+        return (*CFLAGS, "-march=x86-64-v4", "-mavx512vnni")
     return (*CFLAGS, f"-march={level}") if level else CFLAGS
 
 

@@ -53,7 +53,27 @@ static inline __attribute__((always_inline)) void int4_block(const Quantized *X,
     for (int64_t g = 0; g < groups; g++) {
         const int64_t at = b * groups + g;
         vi sums[MR];  // lane c: sum(level * a) of column c over the group
-#ifdef __AVX2__
+#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
+        // One instruction multiplies 4 unsigned levels by 4 signed activations and adds the
+        // products to the column's int32 lane: the same integers as below, in fewer steps.
+        __m256i dots[MR];
+        for (int i = 0; i < mr; i++) dots[i] = _mm256_setzero_si256();
+        const __m256i nibble = _mm256_set1_epi8(15);
+        for (int m = 0; m < 4; m++) {
+            const __m256i packed = _mm256_loadu_si256((const __m256i *)(w + at * BLOCK_BYTES) + m);
+            const __m256i low = _mm256_and_si256(packed, nibble);
+            const __m256i high = _mm256_and_si256(_mm256_srli_epi16(packed, 4), nibble);
+            for (int i = 0; i < mr; i++) {
+                const int8_t *a = X->levels + ((r0 + i) * groups + g) * GROUP + 8 * m;
+                int32_t first, second;
+                memcpy(&first, a, 4);
+                memcpy(&second, a + 4, 4);
+                dots[i] = _mm256_dpbusd_epi32(dots[i], low, _mm256_set1_epi32(first));
+                dots[i] = _mm256_dpbusd_epi32(dots[i], high, _mm256_set1_epi32(second));
+            }
+        }
+        for (int i = 0; i < mr; i++) sums[i] = (vi)dots[i];
+#elif defined(__AVX2__)
         // int16 lanes hold sums of 2 products, at most 2 * 15 * 127, and each adds up 8 of
         // them (at most 30480): exact, no saturation
         __m256i pairs[MR];

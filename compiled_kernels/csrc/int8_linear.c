@@ -97,8 +97,12 @@ static inline __attribute__((always_inline)) void int8_block(const Quantized *X,
             for (int i = 0; i < mr; i++) {
                 int32_t two;
                 memcpy(&two, X->levels + ((r0 + i) * groups + g) * GROUP + 2 * m, 4);
+#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
+                pairs[i] = _mm256_dpwssd_epi32(pairs[i], levels, _mm256_set1_epi32(two));
+#else
                 pairs[i] = _mm256_add_epi32(pairs[i],
                                             _mm256_madd_epi16(levels, _mm256_set1_epi32(two)));
+#endif
             }
         }
         for (int i = 0; i < mr; i++) sums[i] = (vi)pairs[i];
