@@ -34,7 +34,13 @@ from engine.logits_processors import (
     token_rules,
 )
 from engine.models.attention import attention_context
-from engine.models.linear import NO_POSITIONS, LibraryPlan, library_matmul, quantize_linears
+from engine.models.linear import (
+    NO_POSITIONS,
+    LibraryPlan,
+    Linear,
+    library_matmul,
+    quantize_linears,
+)
 from engine.models.moe import SparseMoe
 from engine.models.registry import model_class
 from engine.outputs import TokenLogprobs
@@ -165,7 +171,10 @@ class ModelRunner:
         if matmul == "auto":
             matmul = "library" if dtype is torch.bfloat16 and _cpu_has_bf16() else "kernel"
         on_eager_cpu = self.device.type == "cpu" and not self.compiled
-        self.library_matmul = matmul == "library" and on_eager_cpu
+        # A quantized model has no float layers left (its int8 and int4 layers always run the
+        # kernels), and its decode step can then be recorded (_record_cpu_graph).
+        has_float_layers = any(isinstance(m, Linear) for m in self.model.modules())
+        self.library_matmul = matmul == "library" and on_eager_cpu and has_float_layers
         logger.info("linear layers: %s", "library tiles" if self.library_matmul else "kernel")
 
     def _load_model(self) -> torch.nn.Module:
