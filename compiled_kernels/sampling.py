@@ -40,6 +40,8 @@ def filter_logits(logits: torch.Tensor, t: SamplingTensors) -> torch.Tensor:
     """Temperature, then top-k, top-p and min-p as -inf masks. logits: [num_seqs, vocab]."""
     temperature = torch.where(t.temperature > 0, t.temperature, torch.ones_like(t.temperature))
     logits = logits / temperature[:, None]
+    if not bool(((t.top_k > 0) | (t.top_p < 1) | (t.min_p > 0)).any()):
+        return logits  # no row filters (the default): skip the sort of every row's vocabulary
     sorted_logits, sorted_idx = logits.sort(dim=-1, descending=True)
     vocab = logits.shape[-1]
     ranks = torch.arange(vocab, device=logits.device)[None, :]

@@ -162,6 +162,14 @@ def test_filter_applies_temperature_and_keeps_surviving_logits_scaled() -> None:
     assert kept(filter_logits(probs, make_tensors(1, temperature=0.5, top_p=0.6))) == [[0]]
 
 
+def test_without_filters_every_token_keeps_its_scaled_logit() -> None:
+    """top_p 1, top_k 0 and min_p 0 (the defaults) remove nothing, not even tail tokens whose
+    mass before them rounds to 1 in float32, and need no sort."""
+    logits = torch.tensor([[30.0] + [-30.0] * 999, [float(i % 7) for i in range(1000)]])
+    t = make_tensors(2, temperature=[0.5, 2.0])
+    assert torch.equal(filter_logits(logits, t), logits / torch.tensor([[0.5], [2.0]]))
+
+
 def test_filter_settings_are_per_row() -> None:
     gen = torch.Generator().manual_seed(2)
     logits = torch.randn(4, 20, generator=gen)
