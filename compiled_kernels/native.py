@@ -39,6 +39,11 @@ CSRC = Path(__file__).with_name("csrc")
 CFLAGS = ("-O3", "-fopenmp", "-shared", "-fPIC", "-std=c11")
 # x86-64 levels, best first, with the CPU flags each needs (those of /proc/cpuinfo).
 X86_LEVELS = {
+    # and AMX's int8 tiles (Intel since Sapphire Rapids): the int4 kernel's many-row path
+    "x86-64-v4-amx": {
+        *("avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl", "avx512_vnni"),
+        *("amx_tile", "amx_int8"),
+    },
     # v4 plus AVX-512 VNNI (Intel since Ice Lake, AMD since Zen 4): one instruction per
     # 4-product integer dot in the quantized kernels
     "x86-64-v4-vnni": {"avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl", "avx512_vnni"},
@@ -116,8 +121,10 @@ def _sources() -> list[Path]:
 
 
 def _cflags(level: str) -> tuple[str, ...]:
-    if level == "x86-64-v4-vnni":
-        return (*CFLAGS, "-march=x86-64-v4", "-mavx512vnni")
+    extensions = {"x86-64-v4-vnni": ("-mavx512vnni",)}
+    extensions["x86-64-v4-amx"] = (*extensions["x86-64-v4-vnni"], "-mamx-tile", "-mamx-int8")
+    if level in extensions:
+        return (*CFLAGS, "-march=x86-64-v4", *extensions[level])
     return (*CFLAGS, f"-march={level}") if level else CFLAGS
 
 
