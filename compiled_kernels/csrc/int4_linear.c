@@ -175,8 +175,9 @@ static void amx_levels(const uint8_t *w, int64_t groups, int64_t b, uint8_t *til
             uint8_t *tile = tiles + g * TILE_BYTES + half * 32;
             for (int m = 0; m < 4; m++) {
                 const __m256i packed = _mm256_loadu_si256(block + m);
+                const __m256i low = _mm256_and_si256(packed, nibble);
                 const __m256i high = _mm256_and_si256(_mm256_srli_epi16(packed, 4), nibble);
-                _mm256_storeu_si256((__m256i *)(tile + 2 * m * 64), _mm256_and_si256(packed, nibble));
+                _mm256_storeu_si256((__m256i *)(tile + 2 * m * 64), low);
                 _mm256_storeu_si256((__m256i *)(tile + (2 * m + 1) * 64), high);
             }
         }
