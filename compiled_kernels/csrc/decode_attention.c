@@ -198,7 +198,8 @@ int paged_decode_attention(const void *q, const void *k_cache, const void *v_cac
 #pragma omp atomic write
             failed = 1;
         }
-#pragma omp for collapse(2) schedule(static)
+        // Guided: a preempted thread's remaining tasks go to the others (see int4_linear.c).
+#pragma omp for collapse(2) schedule(guided)
         for (int64_t s = 0; s < num_seqs; s++) {
             for (int64_t h = 0; h < num_kv_heads; h++) {
                 if (scores == NULL) continue;

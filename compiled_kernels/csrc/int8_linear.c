@@ -234,7 +234,7 @@ static void amx_rows(const Quantized *X, int64_t tile_rows, int64_t pairs, const
                      const float *scales, const void *bias, void *out, int64_t groups,
                      int64_t out_features, int is_bf16, int8_t *tiles) {
     amx_configure();
-#pragma omp for schedule(static)
+#pragma omp for schedule(guided)
     for (int64_t pair = 0; pair < pairs; pair++) {
         amx_levels(w, groups, 2 * pair, tiles);
         for (int64_t r0 = 0; r0 < tile_rows; r0 += TILE_ROWS) {
@@ -281,7 +281,7 @@ int int8_linear(const void *x, int64_t x_stride, const int8_t *w, const float *s
 #pragma omp parallel num_threads(threads)
     {
         if (quantize_in_team) {
-#pragma omp for schedule(static)
+#pragma omp for schedule(guided)
             for (int64_t r = 0; r < rows; r++) quantize_row(x, x_stride, r, in, is_bf16, &X);
         }
 #ifdef __AMX_INT8__
@@ -290,9 +290,12 @@ int int8_linear(const void *x, int64_t x_stride, const int8_t *w, const float *s
                      tiles + omp_get_thread_num() * groups * TILE_BYTES);
 #endif
         // Row chunks keep the activations a thread reads for every column block in its cache.
+        // Guided schedules, here and above: a thread the OS preempts (the server's other
+        // threads share these cores) leaves its remaining blocks to the others instead of
+        // holding up the barrier. Which thread computes a block never changes its bits.
         for (int64_t r_chunk = 0; r_chunk < rows; r_chunk += ROW_CHUNK) {
             const int64_t r_end = r_chunk + ROW_CHUNK < rows ? r_chunk + ROW_CHUNK : rows;
-#pragma omp for schedule(static)
+#pragma omp for schedule(guided)
             for (int64_t b = 0; b < col_blocks; b++) {
                 const int64_t first = b < 2 * pairs && tile_rows > r_chunk ? tile_rows : r_chunk;
                 for (int64_t r0 = first; r0 < r_end; r0 += MR) {
