@@ -40,10 +40,11 @@
 
 #include "amx.h"
 #include "bf16.h"
+#include "column_blocks.h"
 #include "q8.h"
 #include "vec.h"
 
-enum { GROUP = Q8_GROUP, COLS = 8, BLOCK_BYTES = 128, MR = 4, ROW_CHUNK = 64 };
+enum { GROUP = Q8_GROUP, BLOCK_BYTES = 128, MR = 4, ROW_CHUNK = 64 };
 
 typedef int32_t vi __attribute__((vector_size(32)));
 
@@ -58,9 +59,11 @@ static inline __attribute__((always_inline)) void int4_block(const Quantized *X,
     for (int64_t g = 0; g < groups; g++) {
         const int64_t at = b * groups + g;
         vi sums[MR];  // lane c: sum(level * a) of column c over the group
-#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
-        // One instruction multiplies 4 unsigned levels by 4 signed activations and adds the
-        // products to the column's int32 lane: the same integers as below, in fewer steps.
+#ifdef __AVX2__
+        // With VNNI one instruction multiplies 4 unsigned levels by 4 signed activations and
+        // adds them to the column's int32 lane. With AVX2, int16 lanes hold sums of 2
+        // products, at most 2 * 15 * 127, and each adds up 8 of them (at most 30480): exact, no
+        // saturation, and widened to int32 at the end. The same integers either way.
         __m256i dots[MR];
         for (int i = 0; i < mr; i++) dots[i] = _mm256_setzero_si256();
         const __m256i nibble = _mm256_set1_epi8(15);
@@ -73,32 +76,22 @@ static inline __attribute__((always_inline)) void int4_block(const Quantized *X,
                 int32_t first, second;
                 memcpy(&first, a, 4);
                 memcpy(&second, a + 4, 4);
+#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
                 dots[i] = _mm256_dpbusd_epi32(dots[i], low, _mm256_set1_epi32(first));
                 dots[i] = _mm256_dpbusd_epi32(dots[i], high, _mm256_set1_epi32(second));
+#else
+                const __m256i products = _mm256_add_epi16(
+                    _mm256_maddubs_epi16(low, _mm256_set1_epi32(first)),
+                    _mm256_maddubs_epi16(high, _mm256_set1_epi32(second)));
+                dots[i] = _mm256_add_epi16(dots[i], products);
+#endif
             }
         }
+#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
         for (int i = 0; i < mr; i++) sums[i] = (vi)dots[i];
-#elif defined(__AVX2__)
-        // int16 lanes hold sums of 2 products, at most 2 * 15 * 127, and each adds up 8 of
-        // them (at most 30480): exact, no saturation
-        __m256i pairs[MR];
-        for (int i = 0; i < mr; i++) pairs[i] = _mm256_setzero_si256();
-        const __m256i nibble = _mm256_set1_epi8(15);
-        for (int m = 0; m < 4; m++) {
-            const __m256i packed = _mm256_loadu_si256((const __m256i *)(w + at * BLOCK_BYTES) + m);
-            const __m256i low = _mm256_and_si256(packed, nibble);
-            const __m256i high = _mm256_and_si256(_mm256_srli_epi16(packed, 4), nibble);
-            for (int i = 0; i < mr; i++) {
-                const int8_t *a = X->levels + ((r0 + i) * groups + g) * GROUP + 8 * m;
-                int32_t first, second;
-                memcpy(&first, a, 4);
-                memcpy(&second, a + 4, 4);
-                pairs[i] = _mm256_add_epi16(
-                    pairs[i], _mm256_add_epi16(_mm256_maddubs_epi16(low, _mm256_set1_epi32(first)),
-                                               _mm256_maddubs_epi16(high, _mm256_set1_epi32(second))));
-            }
-        }
-        for (int i = 0; i < mr; i++) sums[i] = (vi)_mm256_madd_epi16(pairs[i], _mm256_set1_epi16(1));
+#else
+        for (int i = 0; i < mr; i++) sums[i] = (vi)_mm256_madd_epi16(dots[i], _mm256_set1_epi16(1));
+#endif
 #else
         for (int i = 0; i < mr; i++) {
             const int8_t *a = X->levels + ((r0 + i) * groups + g) * GROUP;
@@ -135,18 +128,6 @@ static void int4_block_any(const Quantized *X, int64_t r0, int mr, const uint8_t
     }
 }
 
-// Rows [r0, r0 + mr) of columns [8b, 8b + n) from acc, n / 8 vectors a row, plus the bias.
-static inline void store_rows(const vf *acc, int64_t r0, int mr, int64_t b, int n, const void *bias,
-                              void *out, int64_t out_features, int is_bf16) {
-    for (int i = 0; i < mr; i++)
-        for (int c = 0; c < n; c++) {
-            const int64_t col = b * COLS + c;
-            float y = acc[i * (n / COLS) + c / COLS][c % COLS];  // n / 8 vectors a row
-            if (bias != NULL) y += load_elem(bias, col, is_bf16);
-            store_elem(out, (r0 + i) * out_features + col, y, is_bf16);
-        }
-}
-
 #ifdef __AMX_INT8__
 // With AMX, 16 rows of 16 columns (blocks b and b + 1) at a time, a tile instruction per group.
 enum { PAIR = 2 * COLS, TILE_BYTES = GROUP * PAIR };
@@ -181,12 +162,6 @@ static void amx_levels(const uint8_t *w, int64_t groups, int64_t b, uint8_t *til
                 _mm256_storeu_si256((__m256i *)(tile + (2 * m + 1) * 64), high);
             }
         }
-}
-
-static inline __m512 two_blocks(const float *values, int64_t groups, int64_t b, int64_t g) {
-    const __m256 first = _mm256_loadu_ps(values + (b * groups + g) * COLS);
-    const __m256 second = _mm256_loadu_ps(values + ((b + 1) * groups + g) * COLS);
-    return _mm512_insertf32x8(_mm512_castps256_ps512(first), second, 1);
 }
 
 // Group g's sums into tile C, from activation tile A and level tile L (tile numbers).

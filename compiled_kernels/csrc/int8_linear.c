@@ -44,9 +44,10 @@
 
 #include "amx.h"
 #include "bf16.h"
+#include "column_blocks.h"
 #include "vec.h"
 
-enum { GROUP = 32, COLS = 8, BLOCK_BYTES = 256, MR = 4, ROW_CHUNK = 64 };
+enum { GROUP = 32, BLOCK_BYTES = 256, MR = 4, ROW_CHUNK = 64 };
 #define LEVELS 32767.0f
 
 typedef int32_t vi __attribute__((vector_size(32)));
@@ -148,18 +149,6 @@ static void int8_block_any(const Quantized *X, int64_t r0, int mr, const int8_t 
     }
 }
 
-// Rows [r0, r0 + mr) of columns [8b, 8b + n) from acc, n / 8 vectors a row, plus the bias.
-static inline void store_rows(const vf *acc, int64_t r0, int mr, int64_t b, int n, const void *bias,
-                              void *out, int64_t out_features, int is_bf16) {
-    for (int i = 0; i < mr; i++)
-        for (int c = 0; c < n && b * COLS + c < out_features; c++) {
-            const int64_t col = b * COLS + c;
-            float y = acc[i * (n / COLS) + c / COLS][c % COLS];
-            if (bias != NULL) y += load_elem(bias, col, is_bf16);
-            store_elem(out, (r0 + i) * out_features + col, y, is_bf16);
-        }
-}
-
 #ifdef __AMX_INT8__
 // With AMX, 16 rows of 16 columns (blocks b and b + 1) at a time: per group one tile
 // instruction for the activations' high bytes and one for their low bytes.
@@ -191,12 +180,6 @@ static void amx_levels(const int8_t *w, int64_t groups, int64_t b, int8_t *tiles
                 _mm_storeu_si128((__m128i *)(tile + k * 64 + 16), _mm_unpackhi_epi16(even, odd));
             }
         }
-}
-
-static inline __m512 two_blocks(const float *values, int64_t groups, int64_t b, int64_t g) {
-    const __m256 first = _mm256_loadu_ps(values + (b * groups + g) * COLS);
-    const __m256 second = _mm256_loadu_ps(values + ((b + 1) * groups + g) * COLS);
-    return _mm512_insertf32x8(_mm512_castps256_ps512(first), second, 1);
 }
 
 // Rows [r0, r0 + 16) of blocks b and b + 1 into acc[2 * i + k] (row i, block b + k).
