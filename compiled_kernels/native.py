@@ -5,12 +5,13 @@ several torch ops (and their dispatch and temporaries) with one call. Each has a
 beside its Python wrapper, used under torch.compile, on the GPU, and as the tests' reference.
 
 The library is built for an instruction-set level, not for the machine at hand (no
--march=native): on x86-64 the highest of x86-64-v4 with VNNI, -v4 (AVX-512), -v3 (AVX2 + FMA),
--v2 and the baseline that the CPU's flags allow, chosen when the library is loaded, so a build
-runs on every CPU of its level. LUMEN_KERNEL_ISA names a lower level to use instead (the tests
-build each level the machine can run). The library is cached under ~/.cache/lumen/kernels, keyed
-by the sources, the compiler and its flags, so later starts load it at once. Without a compiler,
-or with LUMEN_NATIVE_KERNELS=0, `load()` returns None and callers use their torch twins.
+-march=native): on x86-64 the highest of x86-64-v4 with VNNI and AMX, -v4 with VNNI, -v4
+(AVX-512), -v3 (AVX2 + FMA), -v2 and the baseline that the CPU's flags allow, chosen when the
+library is loaded, so a build runs on every CPU of its level. LUMEN_KERNEL_ISA names a lower
+level to use instead (the tests build each level the machine can run). The library is cached
+under ~/.cache/lumen/kernels, keyed by the sources, the compiler and its flags, so later starts
+load it at once. Without a compiler, or with LUMEN_NATIVE_KERNELS=0, `load()` returns None and
+callers use their torch twins.
 """
 
 from __future__ import annotations
@@ -38,19 +39,23 @@ logger = logging.getLogger(__name__)
 CSRC = Path(__file__).with_name("csrc")
 CFLAGS = ("-O3", "-fopenmp", "-shared", "-fPIC", "-std=c11")
 # x86-64 levels, best first, with the CPU flags each needs (those of /proc/cpuinfo).
+_V4 = {"avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl"}
 X86_LEVELS = {
-    # and AMX's int8 tiles (Intel since Sapphire Rapids): the int4 kernel's many-row path
-    "x86-64-v4-amx": {
-        *("avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl", "avx512_vnni"),
-        *("amx_tile", "amx_int8"),
-    },
-    # v4 plus AVX-512 VNNI (Intel since Ice Lake, AMD since Zen 4): one instruction per
+    # v4 with VNNI and AMX's int8 tiles (Intel since Sapphire Rapids): the quantized kernels'
+    # many-row paths
+    "x86-64-v4-amx": _V4 | {"avx512_vnni", "amx_tile", "amx_int8"},
+    # v4 with AVX-512 VNNI (Intel since Ice Lake, AMD since Zen 4): one instruction per
     # 4-product integer dot in the quantized kernels
-    "x86-64-v4-vnni": {"avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl", "avx512_vnni"},
-    "x86-64-v4": {"avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl"},
+    "x86-64-v4-vnni": _V4 | {"avx512_vnni"},
+    "x86-64-v4": _V4,
     "x86-64-v3": {"avx", "avx2", "bmi1", "bmi2", "f16c", "fma", "movbe", "xsave"},
     "x86-64-v2": {"cx16", "lahf_lm", "popcnt", "sse4_1", "sse4_2", "ssse3"},
     "x86-64": set(),
+}
+# The compiler options of the levels that are x86-64-v4 plus extensions (others: -march=LEVEL).
+_V4_EXTENSIONS = {
+    "x86-64-v4-amx": ("-mavx512vnni", "-mamx-tile", "-mamx-int8"),
+    "x86-64-v4-vnni": ("-mavx512vnni",),
 }
 CACHE_DIR = Path.home() / ".cache" / "lumen" / "kernels"
 
@@ -121,10 +126,8 @@ def _sources() -> list[Path]:
 
 
 def _cflags(level: str) -> tuple[str, ...]:
-    extensions = {"x86-64-v4-vnni": ("-mavx512vnni",)}
-    extensions["x86-64-v4-amx"] = (*extensions["x86-64-v4-vnni"], "-mamx-tile", "-mamx-int8")
-    if level in extensions:
-        return (*CFLAGS, "-march=x86-64-v4", *extensions[level])
+    if level in _V4_EXTENSIONS:
+        return (*CFLAGS, "-march=x86-64-v4", *_V4_EXTENSIONS[level])
     return (*CFLAGS, f"-march={level}") if level else CFLAGS
 
 
