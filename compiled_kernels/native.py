@@ -37,7 +37,10 @@ import torch
 logger = logging.getLogger(__name__)
 
 CSRC = Path(__file__).with_name("csrc")
-CFLAGS = ("-O3", "-fopenmp", "-shared", "-fPIC", "-std=c11")
+# -fno-trapping-math lets the compiler vectorise loops with a compare and select (the clamp in
+# exp.h): under the default, a compare may raise a floating-point exception and so is not run
+# speculatively. No value changes; the library never reads exception flags.
+CFLAGS = ("-O3", "-fopenmp", "-shared", "-fPIC", "-std=c11", "-fno-trapping-math")
 # x86-64 levels, best first, with the CPU flags each needs (those of /proc/cpuinfo).
 _V4 = {"avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl"}
 X86_LEVELS = {
