@@ -85,6 +85,40 @@ static inline const float *load_row(const void *base, int64_t offset, int64_t n,
     return dst;
 }
 
+// 8 elements of a row from offset, as float32.
+static inline vf load8(const void *base, int64_t offset, int is_bf16) {
+    if (!is_bf16) return load_vf((const float *)base + offset);
+#ifdef __AVX2__
+    const __m128i h = _mm_loadu_si128((const __m128i *)((const uint16_t *)base + offset));
+    return (vf)_mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+#else
+    vf v;
+    for (int k = 0; k < 8; k++) v[k] = bf16_to_float(((const uint16_t *)base)[offset + k]);
+    return v;
+#endif
+}
+
+// acc[0 .. 8n) += sum over keys t of p[t - first] * value row t [d0, d0 + 8n), keys in order.
+static inline __attribute__((always_inline)) void weigh_values(
+    const void *v_cache, const int64_t *table, int64_t head_base, int64_t block_size,
+    int64_t head_dim, int64_t first, int64_t context_len, const float *p, int64_t d0, int n,
+    int is_bf16, float *acc) {
+    vf sum[8];
+    for (int k = 0; k < n; k++) sum[k] = load_vf(acc + 8 * k);
+    int64_t block = first / block_size, in_block = first % block_size;
+    for (int64_t t = first; t < context_len; t++) {
+        const int64_t slot = (head_base + table[block]) * block_size + in_block;
+        if (++in_block == block_size) block++, in_block = 0;
+        const vf weight = {p[t - first], p[t - first], p[t - first], p[t - first],
+                           p[t - first], p[t - first], p[t - first], p[t - first]};
+        for (int k = 0; k < n; k++) {
+            const vf value = load8(v_cache, slot * head_dim + d0 + 8 * k, is_bf16);
+            sum[k] = multiply_add(sum[k], weight, value);
+        }
+    }
+    for (int k = 0; k < n; k++) memcpy(acc + 8 * k, &sum[k], sizeof sum[k]);
+}
+
 static void attend_one(const void *q, const void *k_cache, const void *v_cache,
                        const int64_t *table, int64_t context_len, int64_t window, float softcap,
                        void *out, int64_t seq, int64_t kv_head, int64_t num_heads,
@@ -108,8 +142,21 @@ static void attend_one(const void *q, const void *k_cache, const void *v_cache,
     // block_size, walked block by block rather than divided per key.
     float key_rows[KEYS][MAX_HEAD_DIM];  // bfloat16 keys widened
     int64_t block = first / block_size, in_block = first % block_size;
+    // A block's keys (or values) are a page or so, and the hardware prefetcher stops at a
+    // page's end: each block's keys and values, and the next block's, are asked for as its
+    // first keys are scored.
+    const int64_t last_block = (context_len - 1) / block_size;
+    const int64_t block_bytes = block_size * head_dim * (is_bf16 ? 2 : 4);
+    int64_t fetched = block - 1;  // blocks prefetched so far: up to this one
     for (int64_t t = first; t < context_len; t += KEYS) {
         const int n = context_len - t < KEYS ? (int)(context_len - t) : KEYS;
+        for (; fetched <= block && fetched < last_block; fetched++) {
+            const int64_t at = (head_base + table[fetched + 1]) * block_bytes;
+            for (int64_t byte = 0; byte < block_bytes; byte += 64) {
+                __builtin_prefetch((const char *)k_cache + at + byte);
+                __builtin_prefetch((const char *)v_cache + at + byte);
+            }
+        }
         const float *rows[KEYS];
         for (int j = 0; j < n; j++) {
             const int64_t slot = (head_base + table[block]) * block_size + in_block;
@@ -154,15 +201,26 @@ static void attend_one(const void *q, const void *k_cache, const void *v_cache,
         memset(acc[g], 0, head_dim * sizeof(float));
     }
 
-    block = first / block_size, in_block = first % block_size;
-    for (int64_t t = first; t < context_len; t++) {
-        const int64_t slot = (head_base + table[block]) * block_size + in_block;
-        if (++in_block == block_size) block++, in_block = 0;
-        const float *row = load_row(v_cache, slot * head_dim, head_dim, is_bf16, buffer);
-        for (int64_t g = 0; g < group; g++) {
-            const float p = scores[g * seen + t - first];
-#pragma omp simd
-            for (int64_t d = 0; d < head_dim; d++) acc[g][d] += p * row[d];
+    // Values: each head's weighted sum kept in registers, up to 64 dimensions at a time, while
+    // the keys go by in order (each output element adds its terms in key order either way).
+    for (int64_t g = 0; g < group; g++) {
+        const float *p = scores + g * seen;
+        int64_t d0 = 0;
+        if (head_dim % 8 == 0) {
+            for (; d0 + 64 <= head_dim; d0 += 64)
+                weigh_values(v_cache, table, head_base, block_size, head_dim, first, context_len,
+                             p, d0, 8, is_bf16, acc[g] + d0);
+            for (; d0 < head_dim; d0 += 8)
+                weigh_values(v_cache, table, head_base, block_size, head_dim, first, context_len,
+                             p, d0, 1, is_bf16, acc[g] + d0);
+        } else {
+            block = first / block_size, in_block = first % block_size;
+            for (int64_t t = first; t < context_len; t++) {
+                const int64_t slot = (head_base + table[block]) * block_size + in_block;
+                if (++in_block == block_size) block++, in_block = 0;
+                const float *row = load_row(v_cache, slot * head_dim, head_dim, is_bf16, buffer);
+                for (int64_t d = 0; d < head_dim; d++) acc[g][d] += p[t - first] * row[d];
+            }
         }
     }
 

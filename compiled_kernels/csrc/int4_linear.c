@@ -84,6 +84,9 @@ static inline __attribute__((always_inline)) void int4_block(const Quantized *X,
                     _mm256_maddubs_epi16(low, _mm256_set1_epi32(first)),
                     _mm256_maddubs_epi16(high, _mm256_set1_epi32(second)));
                 dots[i] = _mm256_add_epi16(dots[i], products);
+                // Integer sums may be regrouped; left free, the compiler computes every
+                // product of the group first and spills them. This keeps one running sum a row.
+                __asm__("" : "+x"(dots[i]));
 #endif
             }
         }

@@ -114,6 +114,7 @@ static inline __attribute__((always_inline)) void int8_block(const Quantized *X,
 #else
                 pairs[i] = _mm256_add_epi32(pairs[i],
                                             _mm256_madd_epi16(levels, _mm256_set1_epi32(two)));
+                __asm__("" : "+x"(pairs[i]));  // one running sum a row (see int4_linear.c)
 #endif
             }
         }
