@@ -28,7 +28,13 @@
 #include "bf16.h"
 #include "exp.h"
 
-#define TILE 16       // keys per tile: one vector of 16 float lanes
+// Keys per tile: one vector of float lanes, 16 with AVX-512 and 8 below (16-lane vectors there
+// are pairs of registers, and a block of QBLOCK score vectors no longer fits in them).
+#ifdef __AVX512F__
+#define TILE 16
+#else
+#define TILE 8
+#endif
 #define QBLOCK 8      // queries computed together: independent FMA chains, shared key loads
 #define MAX_HEAD_DIM 256
 
