@@ -79,6 +79,8 @@ SIGNATURES = {
         + [_f32, _i64, _f32, _int, _int],  # scale, window, softcap, is_bf16, num_threads
         _int,
     ),
+    # calls (replay.c's KernelCall table), how many, rows
+    "replay_calls": ([_ptr, _i64, _i64], _i64),
     # x, x_stride, w, bias, out, rows, in, out, kind, is_bf16, threads
     "linear": ([_ptr, _i64] + [_ptr] * 3 + [_i64] * 3 + [_int] * 3, _int),
     # x, x_stride, w, scales, bias, out, rows, in, out, is_bf16, threads
@@ -215,7 +217,8 @@ def output_like(t: torch.Tensor) -> torch.Tensor:
 
 # Each function's argument that counts the rows (tokens, sequences) it works on. A recorded
 # step (engine/cpu_graphs.py) replays on fewer rows by passing fewer: every kernel computes a
-# row from that row alone, and buffers are row-major, so the first n rows are a prefix.
+# row from that row alone, and buffers are row-major, so the first n rows are a prefix. In the
+# order of replay.c's enum Kernel.
 ROWS_ARGUMENT = {
     "linear": 5,
     "int8_linear": 6,
@@ -231,9 +234,16 @@ ROWS_ARGUMENT = {
 @attrs.frozen
 class KernelCall:
     name: str
-    function: Callable[..., int | None]
     before: tuple  # the arguments before the row count
     after: tuple  # and after it
+
+
+class _Arg(ctypes.Union):
+    _fields_ = [("i", ctypes.c_int64), ("p", ctypes.c_void_p), ("f", ctypes.c_float)]
+
+
+class _KernelCall(ctypes.Structure):  # replay.c's KernelCall
+    _fields_ = [("kernel", ctypes.c_int64), ("rows_at", ctypes.c_int64), ("args", _Arg * 20)]
 
 
 class Recorder:
@@ -254,7 +264,7 @@ class Recorder:
                 rows = "?" if at is None else args[at]
                 self.unreplayable.append(f"{name} on {rows} rows")
             else:
-                self.calls.append(KernelCall(name, function, args[:at], args[at + 1 :]))
+                self.calls.append(KernelCall(name, args[:at], args[at + 1 :]))
             return function(*args)
 
         return record
@@ -277,8 +287,28 @@ def recording(rows: int) -> Iterator[Recorder | None]:
         _recorder.reset(token)
 
 
-def replay(calls: list[KernelCall], rows: int) -> None:
-    """The recorded calls again, on their first `rows` rows."""
-    for call in calls:
-        if call.function(*call.before, rows, *call.after):  # a nonzero status: it failed
-            raise RuntimeError(f"{call.name} failed in a replayed step of {rows} rows")
+class Replay:
+    """Recorded calls as one C call (replay.c): the GIL is released once for the whole list,
+    not taken back between its calls."""
+
+    def __init__(self, lib: ctypes.CDLL, calls: list[KernelCall]) -> None:
+        self.lib, self.calls = lib, calls
+        self.table = (_KernelCall * len(calls))()
+        kernels = list(ROWS_ARGUMENT)
+        for entry, call in zip(self.table, calls, strict=True):
+            entry.kernel, entry.rows_at = kernels.index(call.name), len(call.before)
+            args = (*call.before, 0, *call.after)
+            for k, (value, kind) in enumerate(zip(args, SIGNATURES[call.name][0], strict=True)):
+                if kind is _f32:
+                    entry.args[k].f = value
+                elif kind is _ptr:
+                    entry.args[k].p = value
+                else:
+                    entry.args[k].i = int(value)
+
+    def __call__(self, rows: int) -> None:
+        """The recorded calls again, on their first `rows` rows."""
+        failed = self.lib.replay_calls(ctypes.addressof(self.table), len(self.calls), rows)
+        if failed:
+            name = self.calls[failed - 1].name
+            raise RuntimeError(f"{name} failed in a replayed step of {rows} rows")

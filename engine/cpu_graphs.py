@@ -5,7 +5,9 @@ A decode step of a small model on the CPU spends as long in Python as in its ker
 of module calls, tensor views and allocations around ten C calls each. Those calls are the same
 every step of a batch size, on the same buffers, so the step can be recorded once and replayed:
 `native.recording` keeps each call's function and arguments while an ordinary forward runs, and
-a replay makes the same calls again, on the same memory, with nothing in between.
+a replay makes the same calls again, on the same memory, with nothing in between: one C call
+(native.Replay) runs the list, so the GIL is released once for the step's kernels, not once per
+kernel (the server's event loop shares the GIL).
 
 That holds only if every bit of work in the step is a kernel call: a torch op that computes (a
 library GEMM, a copy, an MoE router's top-k) would not be replayed. So the capture watches every
@@ -100,6 +102,7 @@ class CpuGraph:
         with native.recording(rows) as recorder, attention_context(attn, kv_caches), guard:
             self.out = decoder_layers(self.hidden, static_ropes)
         self.calls = [] if recorder is None else recorder.calls
+        self.replay = None if recorder is None else native.Replay(recorder.lib, self.calls)
         self._memory = guard.allocated  # the buffers the recorded calls write to
         unreplayable = ["no C kernels"] if recorder is None else recorder.unreplayable
         # Why this step cannot be replayed (empty: it can)
@@ -132,7 +135,7 @@ class CpuGraph:
         # stops at each sequence's context length.
         self.block_tables[:n, : group.block_tables.shape[1]].copy_(group.block_tables)
         self.context_lens[:n].copy_(group.context_lens)
-        native.replay(self.calls, n)
+        self.replay(n)
         self.replays += 1
         return self.out[:n]
 

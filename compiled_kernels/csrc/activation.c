@@ -6,6 +6,7 @@
 
 #include "bf16.h"
 #include "exp.h"
+#include "kernels.h"
 
 static inline float silu(float g) { return g / (1.0f + exp_approx(-g)); }
 

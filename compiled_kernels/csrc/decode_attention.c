@@ -29,6 +29,7 @@
 
 #include "bf16.h"
 #include "exp.h"
+#include "kernels.h"
 #include "vec.h"
 
 #define MAX_HEAD_DIM 256

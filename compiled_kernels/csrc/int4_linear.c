@@ -41,6 +41,7 @@
 #include "amx.h"
 #include "bf16.h"
 #include "column_blocks.h"
+#include "kernels.h"
 #include "q8.h"
 #include "vec.h"
 

@@ -45,6 +45,7 @@
 #include "amx.h"
 #include "bf16.h"
 #include "column_blocks.h"
+#include "kernels.h"
 #include "vec.h"
 
 enum { GROUP = 32, BLOCK_BYTES = 256, MR = 4, ROW_CHUNK = 64 };

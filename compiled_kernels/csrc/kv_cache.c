@@ -9,6 +9,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "kernels.h"
+
 void write_kv(const void *k, int64_t k_stride, const void *v, int64_t v_stride, void *k_cache,
               void *v_cache, const int64_t *slot_mapping, int64_t tokens, int64_t kv_heads,
               int64_t head_dim, int64_t num_slots, int64_t elem_size) {

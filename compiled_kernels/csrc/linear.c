@@ -28,6 +28,7 @@
 #endif
 
 #include "bf16.h"
+#include "kernels.h"
 #include "vec.h"
 
 enum { WEIGHT_F32 = 0, WEIGHT_BF16 = 1 };

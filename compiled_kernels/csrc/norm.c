@@ -8,6 +8,7 @@
 #include <math.h>
 
 #include "bf16.h"
+#include "kernels.h"
 
 static void norm_row(const float *row, const void *weight, void *out, int64_t hidden, float eps,
                      int is_bf16) {

@@ -27,6 +27,7 @@
 
 #include "bf16.h"
 #include "exp.h"
+#include "kernels.h"
 
 // Keys per tile: one vector of float lanes, 16 with AVX-512 and 8 below (16-lane vectors there
 // are pairs of registers, and a block of QBLOCK score vectors no longer fits in them).

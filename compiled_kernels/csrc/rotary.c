@@ -7,6 +7,7 @@
 // out: [tokens, heads, head_dim], contiguous
 
 #include "bf16.h"
+#include "kernels.h"
 
 static inline float bf16_round(float v) { return bf16_to_float(float_to_bf16(v)); }
 

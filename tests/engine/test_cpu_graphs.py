@@ -98,3 +98,19 @@ def test_a_step_with_a_torch_op_is_refused():
     )
     assert len(graph.calls) == 2
     assert graph.problems == ["aten.mul.Tensor"]
+
+
+def test_a_replay_runs_its_calls_in_order_and_names_one_that_fails():
+    """The whole list runs as one C call; a kernel's nonzero status stops it, and the error says
+    which kernel it was."""
+    gate_up, out = torch.randn(2, 16), torch.zeros(2, 8)
+    silu = native.KernelCall("silu_and_mul", (gate_up.data_ptr(), out.data_ptr()), (8, 0, 1))
+    # Decode attention refuses a head wider than it supports before it reads anything.
+    after = (9, 3, 1 << 20, 16, 1, 1, 0, 1.0, -1, 0.0, 0, 1)
+    attention = native.KernelCall("paged_decode_attention", (None,) * 6, after)
+    replay = native.Replay(native.load(), [silu, attention])
+    with pytest.raises(RuntimeError, match="paged_decode_attention failed in a replayed step"):
+        replay(1)  # one row
+    gate, up = gate_up[0].split(8)
+    torch.testing.assert_close(out[0], torch.nn.functional.silu(gate) * up)
+    assert torch.equal(out[1], torch.zeros(8))  # the second row was not asked for
