@@ -10,17 +10,16 @@ from __future__ import annotations
 
 import itertools
 import logging
-import math
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import anyio
-from anyio.streams.memory import MemoryObjectSendStream
 
 from engine.admission import Admission
 from engine.errors import EngineDeadError, EngineStepError, SequenceError
 from engine.llm_engine import LLMEngine
+from engine.output_channel import OutputChannel
 from engine.outputs import RequestOutput
 from engine.sampling_params import SamplingParams
 from observability.engine_stats import EngineStats
@@ -53,7 +52,7 @@ class AsyncEngine:
         self._inbox: list[Callable[[], None]] = []
         self._wakeup = anyio.Event()
         # engine request id -> (the request's channel, the index of this sequence in it)
-        self._channels: dict[str, tuple[MemoryObjectSendStream[Any], int]] = {}
+        self._channels: dict[str, tuple[OutputChannel, int]] = {}
         self._ids = itertools.count()
         self.admission = Admission(served_model_name, max_sequences, max_tokens)
         # When the step now running began (time.monotonic()), for the health watchdog.
@@ -102,28 +101,26 @@ class AsyncEngine:
             matchers: list[Any] = [None] * len(prompts)
             if any(params.grammar is not None for _, params in prompts):
                 matchers = await anyio.to_thread.run_sync(self._compile_grammars, prompts)
-            send, receive = anyio.create_memory_object_stream[Any](math.inf)
+            outputs = OutputChannel()
             # Unique per sequence even when clients reuse an X-Request-Id.
             ids = [f"{request_id}-{i}-{next(self._ids)}" for i in range(len(prompts))]
             for i, seq_id in enumerate(ids):
-                self._channels[seq_id] = (send, i)
+                self._channels[seq_id] = (outputs, i)
 
-            self._submit(lambda: self._add(ids, prompts, matchers, send, arrival_time))
+            self._submit(lambda: self._add(ids, prompts, matchers, outputs, arrival_time))
             remaining = len(prompts)
             try:
-                with receive:
-                    while remaining:
-                        item = await receive.receive()
-                        if isinstance(item, EngineStepError | EngineDeadError):
-                            raise item  # a failed step, or the engine died
-                        if isinstance(item, ValueError):
-                            raise item  # this request's input, refused by the engine
-                        remaining -= item[1].finished
-                        yield item
+                while remaining:
+                    item = await outputs.receive()
+                    if isinstance(item, EngineStepError | EngineDeadError):
+                        raise item  # a failed step, or the engine died
+                    if isinstance(item, ValueError):
+                        raise item  # this request's input, refused by the engine
+                    remaining -= item[1].finished
+                    yield item
             finally:
                 # Runs on completion, on error and on cancellation (client gone): never awaits.
                 unfinished = [seq_id for seq_id in ids if self._channels.pop(seq_id, None)]
-                send.close()
                 if unfinished:
                     self._submit(lambda: [self._abort(seq_id) for seq_id in unfinished])
 
@@ -151,8 +148,8 @@ class AsyncEngine:
             logger.exception("engine for %s failed; failing its requests", self.served_model_name)
             self.error = exc
             dead = EngineDeadError.of(self.served_model_name, exc)
-            for send, _ in self._channels.values():
-                send.send_nowait(dead)
+            for outputs, _ in self._channels.values():
+                outputs.send_nowait(dead)
             raise
 
     def _add(
@@ -160,7 +157,7 @@ class AsyncEngine:
         ids: list[str],
         prompts: list[tuple[list[int], SamplingParams]],
         matchers: list[Any],
-        send: MemoryObjectSendStream[Any],
+        outputs: OutputChannel,
         arrival_time: float,
     ) -> None:
         added = []
@@ -172,7 +169,7 @@ class AsyncEngine:
                             seq_id, token_ids, params, arrival_time, matcher
                         )
                     except ValueError as exc:  # refused input
-                        send.send_nowait(exc)  # the request fails; the engine goes on
+                        outputs.send_nowait(exc)  # the request fails; the engine goes on
                         return
                     added.append(seq)
         finally:
@@ -221,8 +218,8 @@ class AsyncEngine:
             else:
                 target = self._channels.get(seq.request_id)
             if target is not None:
-                send, index = target
-                send.send_nowait((index, output))
+                outputs, index = target
+                outputs.send_nowait((index, output))
 
     def _report_failures(self, failed: list[tuple[Any, Exception]]) -> None:
         """Fails the requests whose sequences a step failed; logs each kind of failure with
