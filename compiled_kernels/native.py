@@ -79,6 +79,8 @@ SIGNATURES = {
         + [_f32, _i64, _f32, _int, _int],  # scale, window, softcap, is_bf16, num_threads
         _int,
     ),
+    # logits, out, rows, vocab, threads
+    "argmax_rows": ([_ptr, _ptr, _i64, _i64, _int], None),
     # calls (replay.c's KernelCall table), how many, rows
     "replay_calls": ([_ptr, _i64, _i64], _i64),
     # x, x_stride, w, bias, out, rows, in, out, kind, is_bf16, threads

@@ -9,6 +9,8 @@ from __future__ import annotations
 import attrs
 import torch
 
+from compiled_kernels import native
+
 
 @attrs.frozen
 class SamplingTensors:
@@ -62,7 +64,7 @@ def sample(
 ) -> torch.Tensor:
     """logits: [num_seqs, vocab] float32 -> tokens: [num_seqs] int64."""
     logits = apply_penalties(logits, t)
-    greedy = logits.argmax(dim=-1)
+    greedy = argmax(logits)
     if bool((t.temperature == 0).all()):
         return greedy
     probs = filter_logits(logits, t).softmax(dim=-1)
@@ -74,6 +76,19 @@ def sample(
             noise[row].exponential_(generator=gen)
     sampled = (probs / noise).argmax(dim=-1)
     return torch.where(t.temperature == 0, greedy, sampled)
+
+
+def argmax(logits: torch.Tensor) -> torch.Tensor:
+    """logits: [num_seqs, vocab] -> [num_seqs] int64, torch.argmax's indices (ties: the first)."""
+    lib = native.kernels_for(logits)
+    if lib is None or logits.dtype is not torch.float32 or not logits.is_contiguous():
+        return logits.argmax(dim=-1)
+    out = torch.empty(logits.shape[0], dtype=torch.int64)
+    lib.argmax_rows(
+        logits.data_ptr(), out.data_ptr(), logits.shape[0], logits.shape[1],
+        torch.get_num_threads(),
+    )  # fmt: skip
+    return out
 
 
 def sampling_logprobs(logits: torch.Tensor, t: SamplingTensors) -> torch.Tensor:

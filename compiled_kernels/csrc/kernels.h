@@ -36,3 +36,5 @@ int paged_prefill_attention(const void *q, const void *k_cache, const void *v_ca
                             int64_t head_dim, int64_t block_size, int64_t num_blocks,
                             int64_t q_row_stride, float scale, int64_t window, float softcap,
                             int is_bf16, int num_threads);
+void argmax_rows(const float *logits, int64_t *out, int64_t rows, int64_t vocab,
+                 int num_threads);

@@ -327,3 +327,23 @@ def test_sampling_tensors_count_outputs_and_mark_prompt_and_outputs_seen() -> No
     out = apply_penalties(torch.zeros(2, 8), t)
     torch.testing.assert_close(out[0], torch.tensor([0, 0, -0.6, 0, 0, -1.1, 0, 0]))
     assert out[1].tolist() == [0] * 8
+
+
+def test_the_greedy_argmax_is_torch_argmax_with_ties_nan_and_infinities() -> None:
+    """The C argmax (compiled_kernels.sampling.argmax) gives torch.argmax's index: the first of
+    equal maxima, the first NaN of a row that holds one, 0 for a row of -inf."""
+    from compiled_kernels import native
+    from compiled_kernels.sampling import argmax
+
+    if native.load() is None:
+        pytest.skip("no C compiler")
+    torch.manual_seed(0)
+    for rows, vocab in [(1, 49152), (3, 7), (32, 1000)]:
+        x = torch.randn(rows, vocab)
+        assert torch.equal(argmax(x), x.argmax(dim=-1))
+    x = torch.zeros(4, 300)
+    x[0, 5] = x[0, 9] = x[0, 299] = 2.0  # ties
+    x[1, 3], x[1, 7], x[1, 8] = float("inf"), float("nan"), float("nan")
+    x[2] = float("-inf")
+    x[3, 299] = float("inf")
+    assert argmax(x).tolist() == x.argmax(dim=-1).tolist() == [5, 7, 0, 299]
