@@ -240,12 +240,15 @@ class KernelCall:
     after: tuple  # and after it
 
 
+_MAX_ARGS = 20  # replay.c's MAX_ARGS: room for the longest signature (decode attention, 19)
+
+
 class _Arg(ctypes.Union):
     _fields_ = [("i", ctypes.c_int64), ("p", ctypes.c_void_p), ("f", ctypes.c_float)]
 
 
 class _KernelCall(ctypes.Structure):  # replay.c's KernelCall
-    _fields_ = [("kernel", ctypes.c_int64), ("rows_at", ctypes.c_int64), ("args", _Arg * 20)]
+    _fields_ = [("kernel", ctypes.c_int64), ("rows_at", ctypes.c_int64), ("args", _Arg * _MAX_ARGS)]
 
 
 class Recorder:

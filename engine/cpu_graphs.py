@@ -4,7 +4,7 @@ Python.
 A decode step of a small model on the CPU spends as long in Python as in its kernels: 30 layers
 of module calls, tensor views and allocations around ten C calls each. Those calls are the same
 every step of a batch size, on the same buffers, so the step can be recorded once and replayed:
-`native.recording` keeps each call's function and arguments while an ordinary forward runs, and
+`native.recording` keeps each call's kernel and arguments while an ordinary forward runs, and
 a replay makes the same calls again, on the same memory, with nothing in between: one C call
 (native.Replay) runs the list, so the GIL is released once for the step's kernels, not once per
 kernel (the server's event loop shares the GIL).

@@ -12,7 +12,7 @@
 
 #include "kernels.h"
 
-enum { MAX_ARGS = 20 };  // as native._KernelCall
+enum { MAX_ARGS = 20 };  // native._MAX_ARGS
 
 typedef union {
     int64_t i;  // int64_t and int arguments
@@ -26,7 +26,7 @@ typedef struct {
     Arg args[MAX_ARGS];
 } KernelCall;
 
-// In the order of native.REPLAYABLE.
+// In the order of native.ROWS_ARGUMENT.
 enum Kernel {
     LINEAR,
     INT8_LINEAR,
