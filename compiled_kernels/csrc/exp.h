@@ -7,19 +7,27 @@
 #include <stdint.h>
 #include <string.h>
 
+// e^r for x clamped to [-87, 88] (2^n then stays a normal float), as n * ln 2 + r: written once
+// for a float and for GCC vectors of floats (whose operators take a float operand as well), so
+// that exp_approx and the vector kernels' versions (prefill_attention.c) do the same operations.
+#define EXP_REDUCED(x, n, p)                                                               \
+    do {                                                                                   \
+        /* Adding and subtracting 1.5 * 2^23 rounds to the nearest integer (and vectorises). */ \
+        n = ((x) * 1.44269504088896341f + 12582912.0f) - 12582912.0f;                      \
+        const __typeof__(n) r_ = (x) - n * 0.693145751953125f - n * 1.428606765330187045e-06f; \
+        p = r_ * (1.0f / 5040.0f) + 1.0f / 720.0f;                                         \
+        p = p * r_ + 1.0f / 120.0f;                                                        \
+        p = p * r_ + 1.0f / 24.0f;                                                         \
+        p = p * r_ + 1.0f / 6.0f;                                                          \
+        p = p * r_ + 0.5f;                                                                 \
+        p = p * r_ + 1.0f;                                                                 \
+        p = p * r_ + 1.0f;                                                                 \
+    } while (0)
+
 static inline float exp_approx(float x) {
     x = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
-    // Adding and subtracting 1.5 * 2^23 rounds to the nearest integer (and vectorises).
-    const float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
-    const float r = x - n * 0.693145751953125f - n * 1.428606765330187045e-06f;  // ln 2 in 2 parts
-    float p = 1.0f / 5040.0f;
-    p = p * r + 1.0f / 720.0f;
-    p = p * r + 1.0f / 120.0f;
-    p = p * r + 1.0f / 24.0f;
-    p = p * r + 1.0f / 6.0f;
-    p = p * r + 0.5f;
-    p = p * r + 1.0f;
-    p = p * r + 1.0f;
+    float n, p;
+    EXP_REDUCED(x, n, p);
     const uint32_t bits = (uint32_t)((int32_t)n + 127) << 23;  // 2^n, n in [-126, 127]
     float scale;
     memcpy(&scale, &bits, sizeof scale);

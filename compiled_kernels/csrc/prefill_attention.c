@@ -1,13 +1,16 @@
 // Causal attention for one sequence's new tokens (a prefill or a prefill chunk) against its
 // context in the paged KV cache: the cached prefix plus the new tokens themselves.
 //
-// The context's keys are first copied out of the cache as float32, transposed per tile of
-// TILE tokens ([tile][head_dim][TILE]), and its values as float32 rows, once per call. Each task
-// is then (query head, tile of TILE queries): for every key tile up to the causal limit, the
-// scores of a query against TILE keys are one vector of TILE lanes (no horizontal sums), and an
-// online softmax folds the tile into the running output. A query's arithmetic depends only on
-// its own position and context, not on how many new tokens share the call, so a chunked or
-// prefix-cached prefill gives bitwise the same rows as a full one.
+// The context's keys and values are first copied out of the cache as float32 rows, once per
+// call. Each task is then (query head, block of consecutive queries), and a vector's lanes are
+// the block's queries: for each step of KEYS keys, a key's scores against the block are
+// vectors (multiply-adds of the queries' element d by the key's, broadcast), the causal mask
+// and the online softmax are lane-wise vector operations, and the weighted values go into
+// vectors per element of head_dim. No horizontal sums, no scalar exponentials. A query's
+// arithmetic depends only on its own position and context (a step it cannot see changes
+// nothing: its weights are 0 and its correction exactly 1), not on the other lanes or on how
+// many new tokens share the call, so a chunked or prefix-cached prefill gives bitwise the same
+// rows as a full one.
 //
 // Layouts (row-major):
 //   q:           [num_new, num_heads, head_dim], rows q_row_stride elements apart
@@ -20,105 +23,156 @@
 // to p only, and the blocks before the first query's window are never read (they may have been
 // freed). softcap > 0 (Gemma 2): scores are capped to softcap * tanh(score / softcap).
 
+#include <float.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
+#ifdef __AVX__
+#include <immintrin.h>
+#endif
+
 #include "bf16.h"
 #include "exp.h"
 #include "kernels.h"
 
-// Keys per tile: one vector of float lanes, 16 with AVX-512 and 8 below (16-lane vectors there
-// are pairs of registers, and a block of QBLOCK score vectors no longer fits in them).
+// Queries per block: one vector of float lanes, 16 with AVX-512 and 8 below.
 #ifdef __AVX512F__
-#define TILE 16
+#define LANES 16
 #else
-#define TILE 8
+#define LANES 8
 #endif
-#define QBLOCK 8      // queries computed together: independent FMA chains, shared key loads
+// A block is QV vectors of queries, a step KEYS keys, and the weighted values go E elements of
+// head_dim at a time: the accumulators fit in AVX2's 16 registers, and each broadcast key or
+// value element serves QV vectors. Other shapes measured within ~10% on Zen 3 (AVX2).
+#define QV 2
+#define KEYS 4
+#define E 2
+#define BLOCK (QV * LANES)  // queries per block
 #define MAX_HEAD_DIM 256
 
-typedef float vec16 __attribute__((vector_size(TILE * sizeof(float))));
+typedef float vq __attribute__((vector_size(LANES * sizeof(float))));
+typedef int32_t vqi __attribute__((vector_size(LANES * sizeof(int32_t))));
+
+static inline vq multiply_add_lanes(vq acc, vq x, vq y) {
+#if defined(__AVX512F__)
+    return (vq)_mm512_fmadd_ps((__m512)x, (__m512)y, (__m512)acc);
+#elif defined(__FMA__)
+    return (vq)_mm256_fmadd_ps((__m256)x, (__m256)y, (__m256)acc);
+#else
+    return acc + x * y;
+#endif
+}
+
+static inline vq splat(float v) {
+#if defined(__AVX512F__)
+    return (vq)_mm512_set1_ps(v);
+#elif defined(__AVX__)
+    return (vq)_mm256_set1_ps(v);
+#else
+    vq r;
+    for (int i = 0; i < LANES; i++) r[i] = v;
+    return r;
+#endif
+}
+
+// Lane-wise mask ? a : b, mask lanes all ones or all zeros (a vector comparison's result).
+static inline vq select_lanes(vqi mask, vq a, vq b) {
+    return (vq)((mask & (vqi)a) | (~mask & (vqi)b));
+}
+
+// exp.h's exp_approx on every lane: the same operations, so the same values.
+static inline vq exp_lanes(vq x) {
+    x = select_lanes(x < -87.0f, splat(-87.0f), x);
+    x = select_lanes(x > 88.0f, splat(88.0f), x);
+    vq n, p;
+    EXP_REDUCED(x, n, p);
+    const vqi bits = (__builtin_convertvector(n, vqi) + 127) << 23;  // 2^n, n in [-126, 127]
+    return p * (vq)bits;
+}
 
 // The first key a query at position pos sees.
 static inline int64_t first_key(int64_t pos, int64_t window) {
     return window > 0 && pos - window + 1 > 0 ? pos - window + 1 : 0;
 }
 
-// One query head, up to TILE consecutive queries at positions first_pos.., against every key
-// tile they can see. q_rows: [TILE][head_dim], pre-scaled; out: [TILE][head_dim].
-static void attend_tile(const float *q_rows, int64_t rows, int64_t first_pos,
-                        const vec16 *kt /* [tiles][head_dim] vectors of TILE keys */,
-                        const vec16 *vf /* [context][head_dim / TILE] */, int64_t head_dim,
-                        int64_t window, float softcap, float *out) {
-    const int64_t chunks = head_dim / TILE;
-    vec16 acc_out[TILE][MAX_HEAD_DIM / TILE];
-    float row_max[TILE], row_sum[TILE];
-    for (int64_t i = 0; i < TILE; i++) {
-        row_max[i] = -INFINITY;
-        row_sum[i] = 0.0f;
-        for (int64_t c = 0; c < chunks; c++) acc_out[i][c] = (vec16){0};
+// One query head's queries at positions first_pos .. first_pos + rows - 1 (rows <= BLOCK),
+// lane i of vector v the query at first_pos + v * LANES + i, against every key they can see.
+// qt: [head_dim][QV] vectors, pre-scaled (lanes past rows: zeros); keys, values:
+// [keys][head_dim] float32 rows, zeros past the context up to a multiple of KEYS;
+// out: [head_dim][QV] vectors.
+static void attend_block(const vq *qt, int64_t rows, int64_t first_pos, const float *keys,
+                         const float *values, int64_t head_dim, int64_t window, float softcap,
+                         vq *out) {
+    vqi pos[QV], lowest[QV];  // each query's position, and the first key it sees
+    vq row_max[QV], row_sum[QV];
+    for (int v = 0; v < QV; v++) {
+        for (int i = 0; i < LANES; i++) {
+            pos[v][i] = (int32_t)(first_pos + v * LANES + i);
+            lowest[v][i] = (int32_t)first_key(first_pos + v * LANES + i, window);
+        }
+        // A finite start: a step that a lane cannot see then leaves it as it was (max
+        // unchanged, correction exp(0) = 1), where -inf - -inf would give NaN.
+        row_max[v] = splat(-FLT_MAX);
+        row_sum[v] = (vq){0};
     }
+    for (int64_t d = 0; d < head_dim * QV; d++) out[d] = (vq){0};
     const int64_t last_pos = first_pos + rows - 1;
-    for (int64_t k0 = first_key(first_pos, window) / TILE * TILE; k0 <= last_pos; k0 += TILE) {
-        const vec16 *kt_tile = kt + (k0 / TILE) * head_dim;
-        for (int64_t i0 = 0; i0 < rows; i0 += QBLOCK) {
-            // Scores of QBLOCK queries against the tile's TILE keys.
-            vec16 s[QBLOCK] = {{0}};
-            for (int64_t d = 0; d < head_dim; d++) {
-                const vec16 k = kt_tile[d];
-                for (int r = 0; r < QBLOCK; r++) s[r] += q_rows[(i0 + r) * head_dim + d] * k;
+    for (int64_t k0 = first_key(first_pos, window) / KEYS * KEYS; k0 <= last_pos; k0 += KEYS) {
+        const float *k = keys + k0 * head_dim;
+        vq s[KEYS][QV];  // s[j][v] lane i: the score of query (v, i) against key k0 + j
+        for (int j = 0; j < KEYS; j++)
+            for (int v = 0; v < QV; v++) s[j][v] = (vq){0};
+        for (int64_t d = 0; d < head_dim; d++)
+            for (int j = 0; j < KEYS; j++) {
+                const vq key = splat(k[j * head_dim + d]);  // one broadcast for QV vectors
+                for (int v = 0; v < QV; v++) s[j][v] = multiply_add_lanes(s[j][v], qt[d * QV + v], key);
             }
-            // Online softmax: fold the tile into each query's running max, sum and output.
-            float p[QBLOCK][TILE];
-            float correction[QBLOCK];
-            for (int r = 0; r < QBLOCK; r++) {
-                const int64_t pos = first_pos + i0 + r;
-                // The keys of this tile that pos sees: lo <= j < hi.
-                int64_t lo = first_key(pos, window) - k0, hi = pos - k0 + 1;
-                if (lo < 0) lo = 0;
-                if (hi > TILE) hi = TILE;
-                if (i0 + r >= rows) hi = lo;
-                float tile_max = -INFINITY;
-                for (int64_t j = lo; j < hi; j++) {
-                    if (softcap > 0.0f) s[r][j] = softcap * tanhf(s[r][j] / softcap);
-                    tile_max = s[r][j] > tile_max ? s[r][j] : tile_max;
-                }
-                const int64_t i = i0 + r;
-                if (hi <= lo) {
-                    correction[r] = 1.0f;
-                    for (int j = 0; j < TILE; j++) p[r][j] = 0.0f;
-                    continue;
-                }
-                const float new_max = tile_max > row_max[i] ? tile_max : row_max[i];
-                correction[r] = exp_approx(row_max[i] - new_max);
-                float tile_sum = 0.0f;
-                for (int j = 0; j < TILE; j++) {
-                    p[r][j] = j >= lo && j < hi ? exp_approx(s[r][j] - new_max) : 0.0f;
-                    tile_sum += p[r][j];
-                }
-                row_max[i] = new_max;
-                row_sum[i] = row_sum[i] * correction[r] + tile_sum;
+        if (softcap > 0.0f)
+            for (int j = 0; j < KEYS; j++)
+                for (int v = 0; v < QV; v++)
+                    for (int i = 0; i < LANES; i++)
+                        s[j][v][i] = softcap * tanhf(s[j][v][i] / softcap);
+        vq weights[KEYS][QV], correction[QV];
+        for (int v = 0; v < QV; v++) {
+            vqi seen[KEYS];  // lanes that see key k0 + j
+            vq step_max = splat(-INFINITY);
+            for (int j = 0; j < KEYS; j++) {
+                const int32_t key = (int32_t)(k0 + j);
+                seen[j] = (key <= pos[v]) & (key >= lowest[v]);
+                const vq masked = select_lanes(seen[j], s[j][v], splat(-INFINITY));
+                step_max = select_lanes(masked > step_max, masked, step_max);
             }
-            // Weighted values, one 16-lane chunk of head_dim at a time for all QBLOCK queries.
-            for (int64_t c = 0; c < chunks; c++) {
-                vec16 o[QBLOCK];
-                for (int r = 0; r < QBLOCK; r++) o[r] = acc_out[i0 + r][c] * correction[r];
-                const int64_t keys = last_pos - k0 + 1 < TILE ? last_pos - k0 + 1 : TILE;
-                for (int64_t j = 0; j < keys; j++) {
-                    const vec16 v = vf[(k0 + j) * chunks + c];
-                    for (int r = 0; r < QBLOCK; r++) o[r] += p[r][j] * v;
-                }
-                for (int r = 0; r < QBLOCK; r++) acc_out[i0 + r][c] = o[r];
+            const vq new_max = select_lanes(step_max > row_max[v], step_max, row_max[v]);
+            correction[v] = exp_lanes(row_max[v] - new_max);
+            vq step_sum = {0};
+            for (int j = 0; j < KEYS; j++) {
+                weights[j][v] = (vq)((vqi)exp_lanes(s[j][v] - new_max) & seen[j]);
+                step_sum += weights[j][v];
             }
+            row_max[v] = new_max;
+            row_sum[v] = row_sum[v] * correction[v] + step_sum;
+        }
+        const float *val = values + k0 * head_dim;
+        // E elements at a time: E * QV independent chains of multiply-adds.
+        for (int64_t d = 0; d < head_dim; d += E) {
+            vq o[E][QV];
+            for (int e = 0; e < E; e++)
+                for (int v = 0; v < QV; v++) o[e][v] = out[(d + e) * QV + v] * correction[v];
+            for (int j = 0; j < KEYS; j++)
+                for (int e = 0; e < E; e++) {
+                    const vq value = splat(val[j * head_dim + d + e]);
+                    for (int v = 0; v < QV; v++)
+                        o[e][v] = multiply_add_lanes(o[e][v], weights[j][v], value);
+                }
+            for (int e = 0; e < E; e++)
+                for (int v = 0; v < QV; v++) out[(d + e) * QV + v] = o[e][v];
         }
     }
-    for (int64_t i = 0; i < rows; i++) {
-        const float inv = 1.0f / row_sum[i];
-        for (int64_t c = 0; c < chunks; c++) {
-            for (int j = 0; j < TILE; j++) out[i * head_dim + c * TILE + j] = acc_out[i][c][j] * inv;
-        }
+    for (int v = 0; v < QV; v++) {
+        const vq inverse = 1.0f / row_sum[v];
+        for (int64_t d = 0; d < head_dim; d++) out[d * QV + v] *= inverse;
     }
 }
 
@@ -129,69 +183,63 @@ int paged_prefill_attention(const void *q, const void *k_cache, const void *v_ca
                             int64_t head_dim, int64_t block_size, int64_t num_blocks,
                             int64_t q_row_stride, float scale, int64_t window, float softcap,
                             int is_bf16, int num_threads) {
-    if (head_dim > MAX_HEAD_DIM || head_dim % TILE != 0) return -1;
+    if (head_dim > MAX_HEAD_DIM || head_dim % 4 != 0) return -1;
     const int64_t group = num_heads / num_kv_heads;
-    const int64_t tiles = (context_len + TILE - 1) / TILE;
-    const int64_t per_head = tiles * TILE * head_dim;  // floats per kv head, padded to tiles
-    // Vector-aligned; zeroed so that the keys past the context in the last tile are finite.
+    const int64_t padded = (context_len + KEYS - 1) / KEYS * KEYS;
+    const int64_t per_head = padded * head_dim;  // floats per kv head
+    // Zeroed, so that the rows past the context (and before the window) are finite.
     const size_t bytes = (size_t)(num_kv_heads * per_head) * sizeof(float);
-    float *kt = aligned_alloc(sizeof(vec16), bytes);
-    float *vf = aligned_alloc(sizeof(vec16), bytes);
-    if (kt != NULL) memset(kt, 0, bytes);
-    if (vf != NULL) memset(vf, 0, bytes);
-    if (kt == NULL || vf == NULL) {
-        free(kt);
-        free(vf);
+    float *keys = calloc(1, bytes), *values = calloc(1, bytes);
+    if (keys == NULL || values == NULL) {
+        free(keys);
+        free(values);
         return -2;
     }
     const int64_t first_pos = context_len - num_new;  // position of the first new token
-    const int64_t q_tiles = (num_new + TILE - 1) / TILE;
+    const int64_t q_blocks = (num_new + BLOCK - 1) / BLOCK;
     const int64_t first = first_key(first_pos, window);  // the first key any query sees
     const int64_t seen = context_len - first;
 
 #pragma omp parallel num_threads(num_threads)
     {
-        // Copy the context out of the cache: keys transposed per tile, values as rows.
+        // Copy the context out of the cache, as float32 rows.
 #pragma omp for schedule(static)
         for (int64_t task = 0; task < num_kv_heads * seen; task++) {
             const int64_t h = task / seen, t = first + task % seen;
             const int64_t slot = (h * num_blocks + block_table[t / block_size]) * block_size +
                                  t % block_size;
-            float *kt_tile = kt + h * per_head + (t / TILE) * head_dim * TILE;
-            float *v_row = vf + h * per_head + t * head_dim;
+            float *k_row = keys + h * per_head + t * head_dim;
+            float *v_row = values + h * per_head + t * head_dim;
             for (int64_t d = 0; d < head_dim; d++) {
-                kt_tile[d * TILE + t % TILE] = load_elem(k_cache, slot * head_dim + d, is_bf16);
+                k_row[d] = load_elem(k_cache, slot * head_dim + d, is_bf16);
                 v_row[d] = load_elem(v_cache, slot * head_dim + d, is_bf16);
             }
         }
-        // (the implicit barrier of the loop above: every tile is ready)
-        float q_rows[(TILE + QBLOCK) * MAX_HEAD_DIM] = {0};  // + a block of padding rows
-        float result[TILE * MAX_HEAD_DIM];
+        // (the implicit barrier of the loop above: every row is ready)
+        vq qt[MAX_HEAD_DIM * QV], result[MAX_HEAD_DIM * QV];
 #pragma omp for schedule(dynamic, 1)
-        for (int64_t task = 0; task < num_heads * q_tiles; task++) {
-            // Later query tiles see more keys: hand them out first for a better balance.
-            const int64_t head = task % num_heads, qt = q_tiles - 1 - task / num_heads;
-            const int64_t row0 = qt * TILE;
-            const int64_t rows = num_new - row0 < TILE ? num_new - row0 : TILE;
+        for (int64_t task = 0; task < num_heads * q_blocks; task++) {
+            // Later query blocks see more keys: hand them out first for a better balance.
+            const int64_t head = task % num_heads, qb = q_blocks - 1 - task / num_heads;
+            const int64_t row0 = qb * BLOCK;
+            const int64_t rows = num_new - row0 < BLOCK ? num_new - row0 : BLOCK;
+            for (int64_t d = 0; d < head_dim * QV; d++) qt[d] = (vq){0};
             for (int64_t i = 0; i < rows; i++) {
                 const int64_t offset = (row0 + i) * q_row_stride + head * head_dim;
-                for (int64_t d = 0; d < head_dim; d++) {
-                    q_rows[i * head_dim + d] = load_elem(q, offset + d, is_bf16) * scale;
-                }
+                for (int64_t d = 0; d < head_dim; d++)
+                    qt[d * QV + i / LANES][i % LANES] = load_elem(q, offset + d, is_bf16) * scale;
             }
             const int64_t kv_head = head / group;
-            attend_tile(q_rows, rows, first_pos + row0, (const vec16 *)(kt + kv_head * per_head),
-                        (const vec16 *)(vf + kv_head * per_head), head_dim, window, softcap,
-                        result);
+            attend_block(qt, rows, first_pos + row0, keys + kv_head * per_head,
+                         values + kv_head * per_head, head_dim, window, softcap, result);
             for (int64_t i = 0; i < rows; i++) {
                 const int64_t offset = ((row0 + i) * num_heads + head) * head_dim;
-                for (int64_t d = 0; d < head_dim; d++) {
-                    store_elem(out, offset + d, result[i * head_dim + d], is_bf16);
-                }
+                for (int64_t d = 0; d < head_dim; d++)
+                    store_elem(out, offset + d, result[d * QV + i / LANES][i % LANES], is_bf16);
             }
         }
     }
-    free(kt);
-    free(vf);
+    free(keys);
+    free(values);
     return 0;
 }

@@ -294,7 +294,7 @@ def test_prefill_c_kernel_matches_sdpa_twin_and_chunks_match_full(
 ) -> None:
     """SmolLM2's heads over a 300-token context in shuffled blocks: the C kernel agrees with
     the SDPA twin, and rows computed as a chunk after a cached prefix (150 cached + 77 new, not
-    aligned to the kernel's 16-token tiles) are bitwise the rows of the full prefill; with a
+    aligned to the kernel's blocks of queries) are bitwise the rows of the full prefill; with a
     sliding window (and soft-capping) too."""
     gen = torch.Generator().manual_seed(3)
     heads, kv_heads, dim, blocks, ctx = 9, 3, 64, 24, 300
