@@ -1,10 +1,15 @@
 // Paged decode attention on the CPU: one new query token per sequence against its cached keys
 // and values, read in place from the block-structured KV cache (no gathered copy).
 //
-// Each (sequence, kv head) pair is one independent task: the query heads that share the kv
-// head walk the sequence's blocks, take float32 scores, an exact two-pass softmax and a
-// float32 weighted sum of the values. A task's arithmetic depends only on its own sequence,
-// so a sequence gets bitwise the same result alone or in any batch.
+// A sequence's context is cut into parts of PART keys at fixed positions (0, PART, 2 PART, ...),
+// and each (sequence, kv head, part) is one independent task: the query heads that share the
+// kv head take float32 scores of the part's keys, the part's max, the exponentials' sum and
+// their float32 weighted sum of its values. A second pass merges each head's parts in order,
+// rescaling each by exp(its max - the overall max). A long context so gives both threads work
+// even for one sequence, and a part's values stay in L2 while each query head reads them. Where
+// the parts fall depends only on the sequence's own context length, and every sum runs in a
+// fixed order, so a sequence gets bitwise the same result alone or in any batch; one part is
+// an exact two-pass softmax (its rescale factor is exactly 1).
 //
 // Layouts (row-major):
 //   q:            [num_seqs, num_heads, head_dim], rows q_row_stride elements apart
@@ -35,6 +40,7 @@
 #define MAX_HEAD_DIM 256
 #define MAX_GROUP 32
 #define KEYS 8  // keys scored together: one vector of 8 scores
+#define PART 256  // keys per part: its values, 64 KB of float32 at head_dim 64, fit in L2
 
 static inline vf load_vf(const float *p) {
     vf v;
@@ -120,12 +126,15 @@ static inline __attribute__((always_inline)) void weigh_values(
     for (int k = 0; k < n; k++) memcpy(acc + 8 * k, &sum[k], sizeof sum[k]);
 }
 
-static void attend_one(const void *q, const void *k_cache, const void *v_cache,
-                       const int64_t *table, int64_t context_len, int64_t window, float softcap,
-                       void *out, int64_t seq, int64_t kv_head, int64_t num_heads,
-                       int64_t group, int64_t head_dim, int64_t block_size, int64_t num_blocks,
-                       int64_t q_row_stride, float scale, int is_bf16,
-                       float *scores /* [group, seen] */) {
+// The query heads of kv_head in sequence seq against keys [first, context_len) of its
+// context (one part). partial: [group][head_dim + 2], for each head the weighted sum of the
+// values by exp(score - max), then that max and the sum of the exponentials.
+static void attend_part(const void *q, const void *k_cache, const void *v_cache,
+                        const int64_t *table, int64_t first, int64_t context_len, float softcap,
+                        int64_t seq, int64_t kv_head, int64_t group, int64_t head_dim,
+                        int64_t block_size, int64_t num_blocks, int64_t q_row_stride,
+                        float scale, int is_bf16, float *partial) {
+    float scores[MAX_GROUP * PART];  // [group, seen]
     float qf[MAX_GROUP][MAX_HEAD_DIM];
     float buffer[MAX_HEAD_DIM];
     float acc[MAX_GROUP][MAX_HEAD_DIM];
@@ -136,8 +145,7 @@ static void attend_one(const void *q, const void *k_cache, const void *v_cache,
         if (qrow != qf[g]) memcpy(qf[g], qrow, head_dim * sizeof(float));
     }
     const int64_t head_base = kv_head * num_blocks;
-    const int64_t first = window > 0 && context_len > window ? context_len - window : 0;
-    const int64_t seen = context_len - first;  // keys this query attends to
+    const int64_t seen = context_len - first;  // keys of this part
 
     // Keys in runs of 8: slot of key t is (head_base + table[t / block_size]) * block_size + t %
     // block_size, walked block by block rather than divided per key.
@@ -185,7 +193,7 @@ static void attend_one(const void *q, const void *k_cache, const void *v_cache,
         }
     }
 
-    float inv_sum[MAX_GROUP];
+    float max_of[MAX_GROUP], sum_of[MAX_GROUP];
     for (int64_t g = 0; g < group; g++) {
         float *s = scores + g * seen;
         float max = -INFINITY;
@@ -198,7 +206,7 @@ static void attend_one(const void *q, const void *k_cache, const void *v_cache,
             s[t] = exp_approx(s[t] - max);
             sum += s[t];
         }
-        inv_sum[g] = 1.0f / sum;
+        max_of[g] = max, sum_of[g] = sum;
         memset(acc[g], 0, head_dim * sizeof(float));
     }
 
@@ -226,18 +234,34 @@ static void attend_one(const void *q, const void *k_cache, const void *v_cache,
     }
 
     for (int64_t g = 0; g < group; g++) {
-        int64_t offset = (seq * num_heads + first_head + g) * head_dim;
-        if (is_bf16) {
-            uint16_t *dst = (uint16_t *)out + offset;
-            for (int64_t d = 0; d < head_dim; d++) dst[d] = float_to_bf16(acc[g][d] * inv_sum[g]);
-        } else {
-            float *dst = (float *)out + offset;
-            for (int64_t d = 0; d < head_dim; d++) dst[d] = acc[g][d] * inv_sum[g];
-        }
+        float *dst = partial + g * (head_dim + 2);
+        memcpy(dst, acc[g], head_dim * sizeof(float));
+        dst[head_dim] = max_of[g], dst[head_dim + 1] = sum_of[g];
     }
 }
 
-// Returns 0, or -1 when a shape is outside what the kernel supports (the caller checks first).
+// One query head's output from its parts' partials (parts of them, each head_dim + 2 floats,
+// `stride` apart), merged in order.
+static void merge_parts(const float *partials, int64_t parts, int64_t stride, int64_t head_dim,
+                        int is_bf16, void *out, int64_t offset) {
+    float max = -INFINITY;
+    for (int64_t k = 0; k < parts; k++) {
+        const float m = partials[k * stride + head_dim];
+        max = m > max ? m : max;
+    }
+    float acc[MAX_HEAD_DIM] = {0}, sum = 0.0f;
+    for (int64_t k = 0; k < parts; k++) {
+        const float *part = partials + k * stride;
+        const float factor = exp_approx(part[head_dim] - max);  // exactly 1 for a lone part
+        sum += part[head_dim + 1] * factor;
+        for (int64_t d = 0; d < head_dim; d++) acc[d] += part[d] * factor;
+    }
+    const float inv_sum = 1.0f / sum;
+    for (int64_t d = 0; d < head_dim; d++) store_elem(out, offset + d, acc[d] * inv_sum, is_bf16);
+}
+
+// Returns 0, or -1 when a shape is outside what the kernel supports (the caller checks first)
+// or memory runs out.
 int paged_decode_attention(const void *q, const void *k_cache, const void *v_cache,
                            const int64_t *block_tables, const int64_t *context_lens, void *out,
                            int64_t num_seqs, int64_t num_heads, int64_t num_kv_heads,
@@ -246,29 +270,59 @@ int paged_decode_attention(const void *q, const void *k_cache, const void *v_cac
                            int64_t window, float softcap, int is_bf16, int num_threads) {
     const int64_t group = num_heads / num_kv_heads;
     if (head_dim > MAX_HEAD_DIM || group > MAX_GROUP) return -1;
-    int64_t max_context = 0;
+    // Parts of sequence s: [first_part[s], first_part[s] + parts[s]) of PART keys each; its
+    // tasks (kv head h, part k) are tasks from[s] + h * parts[s] + k, each with a partial of
+    // group * (head_dim + 2) floats.
+    int64_t *first_part = malloc((size_t)(3 * num_seqs + 1) * sizeof(int64_t));
+    if (first_part == NULL) return -1;
+    int64_t *parts = first_part + num_seqs, *from = parts + num_seqs;
+    from[0] = 0;
     for (int64_t s = 0; s < num_seqs; s++) {
-        if (context_lens[s] > max_context) max_context = context_lens[s];
+        const int64_t ctx = context_lens[s];
+        const int64_t first = window > 0 && ctx > window ? ctx - window : 0;
+        first_part[s] = first / PART;
+        parts[s] = ctx > 0 ? (ctx - 1) / PART - first_part[s] + 1 : 0;
+        from[s + 1] = from[s] + num_kv_heads * parts[s];
     }
-    int failed = 0;
+    const int64_t tasks = from[num_seqs], stride = head_dim + 2;
+    float *partials = malloc((size_t)(tasks * group * stride + 1) * sizeof(float));
+    if (partials == NULL) {
+        free(first_part);
+        return -1;
+    }
 #pragma omp parallel num_threads(num_threads)
     {
-        float *scores = malloc((size_t)(group * max_context + 1) * sizeof(float));
-        if (scores == NULL) {
-#pragma omp atomic write
-            failed = 1;
-        }
         // Guided: a preempted thread's remaining tasks go to the others (see int4_linear.c).
-#pragma omp for collapse(2) schedule(guided)
-        for (int64_t s = 0; s < num_seqs; s++) {
-            for (int64_t h = 0; h < num_kv_heads; h++) {
-                if (scores == NULL) continue;
-                attend_one(q, k_cache, v_cache, block_tables + s * max_blocks, context_lens[s],
-                           window, softcap, out, s, h, num_heads, group, head_dim, block_size,
-                           num_blocks, q_row_stride, scale, is_bf16, scores);
+#pragma omp for schedule(guided)
+        for (int64_t task = 0; task < tasks; task++) {
+            // Its sequence: the s with from[s] <= task < from[s + 1].
+            int64_t s = 0, above = num_seqs - 1;
+            while (s < above) {
+                const int64_t mid = (s + above) / 2;
+                if (from[mid + 1] > task) above = mid;
+                else s = mid + 1;
             }
+            const int64_t h = (task - from[s]) / parts[s], k = (task - from[s]) % parts[s];
+            const int64_t ctx = context_lens[s];
+            const int64_t first_key = window > 0 && ctx > window ? ctx - window : 0;
+            const int64_t start = (first_part[s] + k) * PART;
+            const int64_t end = start + PART < ctx ? start + PART : ctx;
+            attend_part(q, k_cache, v_cache, block_tables + s * max_blocks,
+                        start > first_key ? start : first_key, end, softcap, s, h, group,
+                        head_dim, block_size, num_blocks, q_row_stride, scale, is_bf16,
+                        partials + task * group * stride);
         }
-        free(scores);
+        // (the loop's barrier: every partial is ready)
+#pragma omp for collapse(2) schedule(static)
+        for (int64_t s2 = 0; s2 < num_seqs; s2++)
+            for (int64_t head = 0; head < num_heads; head++) {
+                const int64_t h = head / group, g = head % group;
+                merge_parts(partials + ((from[s2] + h * parts[s2]) * group + g) * stride,
+                            parts[s2], group * stride, head_dim, is_bf16, out,
+                            (s2 * num_heads + head) * head_dim);
+            }
     }
-    return failed ? -1 : 0;
+    free(partials);
+    free(first_part);
+    return 0;
 }

@@ -127,7 +127,8 @@ static void attend_block(const vq *qt, int64_t rows, int64_t first_pos, const fl
         for (int64_t d = 0; d < head_dim; d++)
             for (int j = 0; j < KEYS; j++) {
                 const vq key = splat(k[j * head_dim + d]);  // one broadcast for QV vectors
-                for (int v = 0; v < QV; v++) s[j][v] = multiply_add_lanes(s[j][v], qt[d * QV + v], key);
+                for (int v = 0; v < QV; v++)
+                    s[j][v] = multiply_add_lanes(s[j][v], qt[d * QV + v], key);
             }
         if (softcap > 0.0f)
             for (int j = 0; j < KEYS; j++)

@@ -15,6 +15,7 @@ import torch
 from compiled_kernels import native as native_kernels
 from compiled_kernels.attention import (
     AttentionInputs,
+    DecodeGroup,
     PrefillInputs,
     decode_attention,
     decode_attention_reference,
@@ -252,36 +253,48 @@ def test_paged_attention_decode_alone_equals_decode_in_batch(
 
 
 @pytest.mark.skipif(not NATIVE, reason="no C compiler")
+@pytest.mark.parametrize("masking", [NO_MASKING, Masking(window=300)], ids=str)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
-def test_decode_c_kernel_matches_torch_twin_at_model_shapes(dtype: torch.dtype) -> None:
-    """SmolLM2's heads (9 query, 3 kv, dim 64), long uneven contexts, a strided q as the model
-    passes it (q and k heads share rows), one call for all sequences vs the twin's groups."""
-    out, _ = _make_batch(ALL_DECODE)
+def test_decode_c_kernel_matches_torch_twin_at_model_shapes(
+    dtype: torch.dtype, masking: Masking
+) -> None:
+    """SmolLM2's heads (9 query, 3 kv, dim 64), long uneven contexts (one to five of the
+    kernel's 256-key parts; a window that starts inside a part), a strided q as the model passes
+    it (q and k heads share rows): one call for all sequences agrees with the twin, and each
+    sequence alone gets bitwise its row of the batch."""
     gen = torch.Generator().manual_seed(2)
-    heads, kv_heads, dim, blocks = 9, 3, 64, 40
+    heads, kv_heads, dim, blocks = 9, 3, 64, 90
     k_cache = torch.randn(kv_heads, blocks, BLOCK_SIZE, dim, generator=gen).to(dtype)
     v_cache = torch.randn(kv_heads, blocks, BLOCK_SIZE, dim, generator=gen).to(dtype)
-    context_lens = [1, 17, 200, 511]
-    tables = torch.randint(0, blocks, (4, 32), generator=gen)  # 32 blocks hold 512 tokens
+    k_cache *= 4  # scores spread wide, so that the parts' maxima differ and their merge matters
+    context_lens = [1, 17, 511, 1100]
+    tables = torch.randint(0, blocks, (4, 70), generator=gen)  # 70 blocks hold 1120 tokens
     qk = torch.randn(4, heads + kv_heads, dim, generator=gen).to(dtype)
     q = qk[:, :heads]  # rows (heads + kv_heads) * dim apart
     scale = dim**-0.5
 
-    _, attn = _prepare(out, native=True)
-    group = attn.decodes[0]
-    group = type(group)(
-        rows=group.rows, block_tables=tables, context_lens=torch.tensor(context_lens)
-    )
-    result = decode_attention(q, k_cache, v_cache, group, scale)
+    def sequences(rows: slice) -> DecodeGroup:
+        lens = torch.tensor(context_lens[rows])
+        return DecodeGroup(rows=torch.arange(4)[rows], block_tables=tables[rows], context_lens=lens)
+
+    result = decode_attention(q, k_cache, v_cache, sequences(slice(None)), scale, masking)
 
     for i, ctx in enumerate(context_lens):
         num_blocks = -(-ctx // BLOCK_SIZE)
-        mask = (torch.arange(num_blocks * BLOCK_SIZE) < ctx)[None, None, None, :]
+        keys = torch.arange(num_blocks * BLOCK_SIZE)
+        mask = keys < ctx
+        if masking.window:
+            mask &= keys >= ctx - masking.window
         expected = decode_attention_reference(
-            q[i : i + 1], k_cache, v_cache, tables[i : i + 1, :num_blocks], mask, scale
-        )
+            q[i : i + 1], k_cache, v_cache, tables[i : i + 1, :num_blocks],
+            mask[None, None, None, :], scale,
+        )  # fmt: skip
         tol = 1e-5 if dtype == torch.float32 else 2e-2
         torch.testing.assert_close(result[i : i + 1], expected, atol=tol, rtol=tol)
+        alone = decode_attention(
+            q[i : i + 1], k_cache, v_cache, sequences(slice(i, i + 1)), scale, masking
+        )
+        assert torch.equal(alone, result[i : i + 1])
 
 
 @pytest.mark.skipif(not NATIVE, reason="no C compiler")
