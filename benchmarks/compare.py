@@ -436,8 +436,13 @@ def render(
     systems: list[dict[str, Any]],
     peak: dict[str, float] | None = None,
 ) -> str:
+    others = [
+        label
+        for label, prefix in (("llama.cpp", "llama.cpp"), ("transformers", "transformers"))
+        if any(system["name"].startswith(prefix) for system in systems)
+    ]
     lines = [
-        "# lumen vs llama.cpp vs transformers: SmolLM2-135M-Instruct",
+        f"# {' vs '.join(['lumen', *others])}: SmolLM2-135M-Instruct",
         "",
         f"Written by `benchmarks/compare.py` on {info['date']}. One run, numbers are noisy.",
         "",
