@@ -215,7 +215,7 @@ def prefill_attention(
     """
     lib = native.kernels_for(q, k_cache, v_cache)
     num_new, num_heads, head_dim = q.shape
-    # The kernel takes head_dim 4 elements at a time (64, 80, 128, ... in practice).
+    # The kernel checks for head_dim a multiple of 4 (64, 80, 128, ... in practice).
     shape_ok = head_dim % 4 == 0 and head_dim <= 256 and q.stride(1) == head_dim
     if lib is None or not shape_ok or q.stride(2) != 1:
         return prefill_attention_reference(q, k_cache, v_cache, p, scale, masking)

@@ -270,24 +270,23 @@ int paged_decode_attention(const void *q, const void *k_cache, const void *v_cac
                            int64_t window, float softcap, int is_bf16, int num_threads) {
     const int64_t group = num_heads / num_kv_heads;
     if (head_dim > MAX_HEAD_DIM || group > MAX_GROUP) return -1;
-    // Parts of sequence s: [first_part[s], first_part[s] + parts[s]) of PART keys each; its
-    // tasks (kv head h, part k) are tasks from[s] + h * parts[s] + k, each with a partial of
-    // group * (head_dim + 2) floats.
-    int64_t *first_part = malloc((size_t)(3 * num_seqs + 1) * sizeof(int64_t));
-    if (first_part == NULL) return -1;
-    int64_t *parts = first_part + num_seqs, *from = parts + num_seqs;
+    // Sequence s sees keys [first[s], context_lens[s]), which fall in parts[s] parts of PART
+    // keys from part first[s] / PART on; its tasks (kv head h, part k) are tasks
+    // from[s] + h * parts[s] + k, each with a partial of group * (head_dim + 2) floats.
+    int64_t *first = malloc((size_t)(3 * num_seqs + 1) * sizeof(int64_t));
+    if (first == NULL) return -1;
+    int64_t *parts = first + num_seqs, *from = parts + num_seqs;
     from[0] = 0;
     for (int64_t s = 0; s < num_seqs; s++) {
         const int64_t ctx = context_lens[s];
-        const int64_t first = window > 0 && ctx > window ? ctx - window : 0;
-        first_part[s] = first / PART;
-        parts[s] = ctx > 0 ? (ctx - 1) / PART - first_part[s] + 1 : 0;
+        first[s] = window > 0 && ctx > window ? ctx - window : 0;
+        parts[s] = ctx > 0 ? (ctx - 1) / PART - first[s] / PART + 1 : 0;
         from[s + 1] = from[s] + num_kv_heads * parts[s];
     }
     const int64_t tasks = from[num_seqs], stride = head_dim + 2;
     float *partials = malloc((size_t)(tasks * group * stride + 1) * sizeof(float));
     if (partials == NULL) {
-        free(first_part);
+        free(first);
         return -1;
     }
 #pragma omp parallel num_threads(num_threads)
@@ -303,12 +302,10 @@ int paged_decode_attention(const void *q, const void *k_cache, const void *v_cac
                 else s = mid + 1;
             }
             const int64_t h = (task - from[s]) / parts[s], k = (task - from[s]) % parts[s];
-            const int64_t ctx = context_lens[s];
-            const int64_t first_key = window > 0 && ctx > window ? ctx - window : 0;
-            const int64_t start = (first_part[s] + k) * PART;
-            const int64_t end = start + PART < ctx ? start + PART : ctx;
+            const int64_t start = (first[s] / PART + k) * PART;
+            const int64_t end = start + PART < context_lens[s] ? start + PART : context_lens[s];
             attend_part(q, k_cache, v_cache, block_tables + s * max_blocks,
-                        start > first_key ? start : first_key, end, softcap, s, h, group,
+                        start > first[s] ? start : first[s], end, softcap, s, h, group,
                         head_dim, block_size, num_blocks, q_row_stride, scale, is_bf16,
                         partials + task * group * stride);
         }
@@ -323,6 +320,6 @@ int paged_decode_attention(const void *q, const void *k_cache, const void *v_cac
             }
     }
     free(partials);
-    free(first_part);
+    free(first);
     return 0;
 }

@@ -184,7 +184,7 @@ int paged_prefill_attention(const void *q, const void *k_cache, const void *v_ca
                             int64_t head_dim, int64_t block_size, int64_t num_blocks,
                             int64_t q_row_stride, float scale, int64_t window, float softcap,
                             int is_bf16, int num_threads) {
-    if (head_dim > MAX_HEAD_DIM || head_dim % 4 != 0) return -1;
+    if (head_dim > MAX_HEAD_DIM || head_dim % 4 != 0) return -1;  // values go E (2) at a time
     const int64_t group = num_heads / num_kv_heads;
     const int64_t padded = (context_len + KEYS - 1) / KEYS * KEYS;
     const int64_t per_head = padded * head_dim;  // floats per kv head
