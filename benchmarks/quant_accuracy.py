@@ -1,11 +1,13 @@
-"""Accuracy of weight-only quantization against the unquantized model, on the embedded model.
+"""Accuracy of weight-only quantization (and of a bfloat16 KV cache) against the unquantized
+model, on the embedded model.
 
-Reports, for each of none / int8 / int4 (same dtype):
+Reports, for each of none / int8 / int4 (same dtype), with each KV cache dtype asked for:
 - perplexity on a fixed English text (teacher-forced, one prefill), and its change vs "none";
 - greedy agreement: for fixed chat prompts, how many of the first N greedy tokens equal the
   unquantized model's (up to the first difference), and how many continuations match exactly.
 
     python benchmarks/quant_accuracy.py [--dtype bfloat16] [--max-tokens 64]
+    python benchmarks/quant_accuracy.py --dtype float32 --kv-cache-dtypes auto bfloat16
 """
 
 from __future__ import annotations
@@ -88,14 +90,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"])
     parser.add_argument("--max-tokens", type=int, default=64)
+    parser.add_argument(
+        "--kv-cache-dtypes", nargs="+", default=["auto"], choices=["auto", "bfloat16"]
+    )
     args = parser.parse_args()
 
     rows = []
     reference: list[list[int]] | None = None
     base_ppl = None
-    for mode in ("none", "int8", "int4"):
+    runs = [(q, kv) for q in ("none", "int8", "int4") for kv in args.kv_cache_dtypes]
+    for mode, kv_cache_dtype in runs:
         settings = Settings(
-            dtype=args.dtype, quantization=mode, kv_cache_memory_gb=0.25, max_model_len=2048
+            dtype=args.dtype,
+            quantization=mode,
+            kv_cache_dtype=kv_cache_dtype,
+            kv_cache_memory_gb=0.25,
+            max_model_len=2048,
         )
         engine = LLMEngine(settings, resolve_model_dir(settings.model, settings.model_cache_dir))
         tok = engine.tokenizer
@@ -115,7 +125,7 @@ def main() -> None:
         agree = [agreement(r, o) for r, o in zip(reference, outputs, strict=True)]
         rows.append(
             (
-                mode,
+                mode if kv_cache_dtype == "auto" else f"{mode}, KV cache {kv_cache_dtype}",
                 ppl,
                 ppl / base_ppl - 1,
                 sum(agree) / len(agree),

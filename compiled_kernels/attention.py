@@ -18,6 +18,8 @@ the scores (softcap * tanh(score / softcap), before the softmax).
 
 from __future__ import annotations
 
+import ctypes
+
 import attrs
 import torch
 import torch.nn.functional as F
@@ -54,6 +56,15 @@ class AttentionInputs:
     prefills: tuple[PrefillInputs, ...]
 
 
+def _kernels_for(
+    k: torch.Tensor, v: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor
+) -> ctypes.CDLL | native.Recorder | None:
+    """The C kernels' library when the model's tensors and the cache can go to them: each pair
+    of one element type (the cache's may differ from the model's: --kv-cache-dtype)."""
+    lib = native.kernels_for(k, v)
+    return lib if lib is not None and native.kernels_for(k_cache, v_cache) is not None else None
+
+
 def write_kv(
     k: torch.Tensor,
     v: torch.Tensor,
@@ -62,7 +73,7 @@ def write_kv(
     slot_mapping: torch.Tensor,
 ) -> None:
     # k, v: [num_tokens, kv_heads, head_dim]; caches: [kv_heads, num_blocks, block_size, head_dim]
-    lib = native.kernels_for(k, v, k_cache, v_cache)
+    lib = _kernels_for(k, v, k_cache, v_cache)
     num_kv_heads, head_dim = k.shape[1:]
     rows_ok = k.stride(2) == v.stride(2) == 1 and k.stride(1) == v.stride(1) == head_dim
     if lib is None or not rows_ok or not k_cache.is_contiguous() or not v_cache.is_contiguous():
@@ -70,7 +81,8 @@ def write_kv(
     lib.write_kv(
         k.data_ptr(), k.stride(0), v.data_ptr(), v.stride(0), k_cache.data_ptr(),
         v_cache.data_ptr(), slot_mapping.data_ptr(), slot_mapping.shape[0], num_kv_heads,
-        head_dim, k_cache.shape[1] * k_cache.shape[2], k.element_size(),
+        head_dim, k_cache.shape[1] * k_cache.shape[2], k.dtype == torch.bfloat16,
+        k_cache.dtype == torch.bfloat16,
     )  # fmt: skip
 
 
@@ -82,6 +94,7 @@ def write_kv_reference(
     slot_mapping: torch.Tensor,
 ) -> None:
     num_kv_heads, head_dim = k.shape[1:]
+    k, v = k.to(k_cache.dtype), v.to(v_cache.dtype)  # (rounded to nearest even, as the C kernel)
     k_cache.view(num_kv_heads, -1, head_dim).index_copy_(1, slot_mapping, k.transpose(0, 1))
     v_cache.view(num_kv_heads, -1, head_dim).index_copy_(1, slot_mapping, v.transpose(0, 1))
 
@@ -127,7 +140,7 @@ def decode_attention(
         return triton_attention.paged_decode_attention(
             q, k_cache, v_cache, group.block_tables, group.context_lens, scale, masking
         )
-    lib = native.kernels_for(q, k_cache, v_cache)
+    lib = _kernels_for(q, q, k_cache, v_cache)
     num_seqs, num_heads, head_dim = q.shape
     num_kv_heads, num_blocks, block_size, _ = k_cache.shape
     block_tables = group.block_tables
@@ -148,7 +161,8 @@ def decode_attention(
         q.data_ptr(), k_cache.data_ptr(), v_cache.data_ptr(), block_tables.data_ptr(),
         context_lens.data_ptr(), out.data_ptr(), num_seqs, num_heads, num_kv_heads, head_dim,
         block_size, num_blocks, block_tables.shape[1], q.stride(0), scale, masking.window,
-        masking.softcap, q.dtype == torch.bfloat16, torch.get_num_threads(),
+        masking.softcap, q.dtype == torch.bfloat16, k_cache.dtype == torch.bfloat16,
+        torch.get_num_threads(),
     )  # fmt: skip
     if status != 0:
         raise RuntimeError(f"paged_decode_attention failed ({status}) for q {tuple(q.shape)}")
@@ -197,7 +211,7 @@ def decode_attention_reference(
         scores = softcap * torch.tanh(scores / softcap)
     scores = scores.masked_fill(~mask, float("-inf"))  # mask: [1, num_seqs, 1, ctx]
     probs = scores.softmax(dim=-1).to(q.dtype)
-    out = torch.matmul(probs, v)  # [kv_heads, num_seqs, group, dim]
+    out = torch.matmul(probs, v.to(q.dtype))  # [kv_heads, num_seqs, group, dim]
     return out.transpose(0, 1).reshape(num_seqs, num_heads * head_dim)
 
 
@@ -213,7 +227,7 @@ def prefill_attention(
 
     q: [num_new, num_heads, head_dim] -> [num_new, num_heads * head_dim]
     """
-    lib = native.kernels_for(q, k_cache, v_cache)
+    lib = _kernels_for(q, q, k_cache, v_cache)
     num_new, num_heads, head_dim = q.shape
     # The kernel checks for head_dim a multiple of 4 (64, 80, 128, ... in practice).
     shape_ok = head_dim % 4 == 0 and head_dim <= 256 and q.stride(1) == head_dim
@@ -225,7 +239,7 @@ def prefill_attention(
         q.data_ptr(), k_cache.data_ptr(), v_cache.data_ptr(), p.block_table.data_ptr(),
         out.data_ptr(), num_new, p.context_len, num_heads, num_kv_heads, head_dim, block_size,
         num_blocks, q.stride(0), scale, masking.window, masking.softcap,
-        q.dtype == torch.bfloat16, torch.get_num_threads(),
+        q.dtype == torch.bfloat16, k_cache.dtype == torch.bfloat16, torch.get_num_threads(),
     )  # fmt: skip
     if status != 0:
         raise RuntimeError(f"paged_prefill_attention failed ({status}) for q {tuple(q.shape)}")
@@ -246,6 +260,7 @@ def prefill_attention_reference(
     # [kv_heads, num_blocks, block_size, dim] -> [1, kv_heads, context_len, dim]
     k = k_cache.index_select(1, p.block_table).flatten(1, 2)[:, : p.context_len].unsqueeze(0)
     v = v_cache.index_select(1, p.block_table).flatten(1, 2)[:, : p.context_len].unsqueeze(0)
+    k, v = k.to(q.dtype), v.to(q.dtype)  # a bfloat16 cache of a float32 model: widened exactly
     # With no cached prefix, plain causal attention (SDPA skips the masked blocks, and gives
     # bitwise the rows the explicit mask would); after one, key position <= query position:
     # [1, 1, num_new, context_len] bool.

@@ -69,14 +69,16 @@ SIGNATURES = {
         [_ptr] * 6  # q, k_cache, v_cache, block_tables, context_lens, out
         + [_i64] * 8  # num_seqs, num_heads, num_kv_heads, head_dim, block_size, num_blocks,
         # max_blocks, q_row_stride
-        + [_f32, _i64, _f32, _int, _int],  # scale, window, softcap, is_bf16, num_threads
+        # scale, window, softcap, is_bf16, cache_bf16, num_threads
+        + [_f32, _i64, _f32, _int, _int, _int],
         _int,
     ),
     "paged_prefill_attention": (
         [_ptr] * 5  # q, k_cache, v_cache, block_table, out
         + [_i64] * 8  # num_new, context_len, num_heads, num_kv_heads, head_dim, block_size,
         # num_blocks, q_row_stride
-        + [_f32, _i64, _f32, _int, _int],  # scale, window, softcap, is_bf16, num_threads
+        # scale, window, softcap, is_bf16, cache_bf16, num_threads
+        + [_f32, _i64, _f32, _int, _int, _int],
         _int,
     ),
     # logits, out, rows, vocab, threads
@@ -96,8 +98,8 @@ SIGNATURES = {
     # gate_up, out, rows, width, is_bf16, threads
     "silu_and_mul": ([_ptr, _ptr, _i64, _i64, _int, _int], None),
     # k, k_stride, v, v_stride, k_cache, v_cache, slot_mapping, tokens, kv_heads, head_dim,
-    # num_slots, elem_size
-    "write_kv": ([_ptr, _i64, _ptr, _i64, _ptr, _ptr, _ptr] + [_i64] * 5, None),
+    # num_slots, is_bf16, cache_bf16
+    "write_kv": ([_ptr, _i64, _ptr, _i64, _ptr, _ptr, _ptr] + [_i64] * 4 + [_int] * 2, None),
 }
 
 
@@ -194,7 +196,8 @@ def load_level(level: str) -> ctypes.CDLL | None:
 
 def kernels_for(*tensors: torch.Tensor) -> ctypes.CDLL | Recorder | None:
     """The library when these tensors can go to the C kernels: on the CPU, all float32 or all
-    bfloat16, in eager mode (torch.compile traces the torch twins instead)."""
+    bfloat16, in eager mode (torch.compile traces the torch twins instead). (The attention
+    kernels ask separately for the KV cache, which may hold bfloat16 for a float32 model.)"""
     # Called several times per layer and step: plain loops, no generators.
     dtype = tensors[0].dtype
     if dtype is not torch.float32 and dtype is not torch.bfloat16:

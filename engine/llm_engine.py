@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
 from transformers import AutoTokenizer
 
 from configs.settings import Settings
@@ -44,6 +45,7 @@ class LLMEngine:
             dtype=dtype,
             block_size=settings.block_size,
             kv_cache_bytes=_kv_cache_bytes(settings),
+            kv_cache_dtype=None if settings.kv_cache_dtype == "auto" else torch.bfloat16,
             quantization=quantization,
             matmul=settings.matmul,
             compile_cache_dir=Path(settings.torch_compile_cache_dir)
@@ -120,7 +122,7 @@ class LLMEngine:
         runner = self.runner
         return {
             "block_size": str(self.block_size),
-            "cache_dtype": str(runner.dtype).removeprefix("torch."),
+            "cache_dtype": str(runner.kv_cache_dtype).removeprefix("torch."),
             "enable_prefix_caching": str(self.scheduler.block_manager.enable_prefix_caching),
             "prefix_caching_hash_algo": "blake2b",  # engine/block_manager.py: hash_block
             "num_gpu_blocks": str(runner.num_blocks),  # vLLM's name, on whatever device

@@ -99,17 +99,20 @@ class ModelRunner:
         dtype: torch.dtype,
         block_size: int,
         kv_cache_bytes: int,
+        kv_cache_dtype: torch.dtype | None = None,
         quantization: str = "none",
         compile_cache_dir: Path | None = None,
         matmul: str = "auto",
     ) -> None:
         """compile_cache_dir: compile the model with torch.compile, caching the compiled code
-        there (None: run eagerly). matmul: see Settings.matmul."""
+        there (None: run eagerly). matmul: see Settings.matmul. kv_cache_dtype: the cache's
+        element type (None: dtype's)."""
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         if self.device.type == "cuda" and quantization != "none":
             # The int8/int4 weights are multiplied by the C linear kernel, a CPU kernel.
             raise ValueError(f"quantization {quantization!r} runs on the CPU only; use bf16")
         self.dtype = dtype
+        self.kv_cache_dtype = kv_cache_dtype or dtype
         self.block_size = block_size
         self.model_dir = model_dir
         self.quantization = quantization
@@ -123,7 +126,7 @@ class ModelRunner:
             * block_size
             * cfg.num_key_value_heads
             * cfg.head_dim
-            * dtype.itemsize
+            * self.kv_cache_dtype.itemsize
         )
         self.bytes_per_block = bytes_per_block
         self.num_blocks = max(1, kv_cache_bytes // bytes_per_block)
@@ -145,10 +148,11 @@ class ModelRunner:
         self.one_decode_group = kernel is not None
         logger.info("decode attention: %s", kernel or "torch reference")
         logger.info(
-            "KV cache: %d blocks of %d tokens (%.2f GiB)",
+            "KV cache: %d blocks of %d tokens (%.2f GiB, %s)",
             self.num_blocks,
             block_size,
-            self.kv_cache.numel() * dtype.itemsize / 2**30,
+            self.kv_cache.numel() * self.kv_cache.element_size() / 2**30,
+            str(self.kv_cache_dtype).removeprefix("torch."),
         )
         self._generators: dict[int, torch.Generator] = {}  # seq_id -> per-request generator
         self._token_rules: dict[int, TokenRules] = {}  # seq_id -> its logits rules, if any
@@ -210,7 +214,7 @@ class ModelRunner:
         # One tensor for all layers, viewed per layer: [2, layers, kv_heads, blocks, block_size,
         # head_dim]; head-major so that decode attention gathers contiguous per-head contexts.
         self.kv_cache = torch.zeros(
-            (2, cfg.num_hidden_layers, *shape), dtype=self.dtype, device=self.device
+            (2, cfg.num_hidden_layers, *shape), dtype=self.kv_cache_dtype, device=self.device
         )
         self.kv_caches = [
             (self.kv_cache[0, i], self.kv_cache[1, i]) for i in range(cfg.num_hidden_layers)
@@ -219,7 +223,7 @@ class ModelRunner:
     def sleep(self, level: int) -> None:
         """Frees the KV cache (its contents are lost: the engine forgets its prefix cache) and
         at level 2 the weights too, until wake_up(). Nothing may run meanwhile."""
-        self.kv_cache = torch.empty(0, dtype=self.dtype, device=self.device)
+        self.kv_cache = torch.empty(0, dtype=self.kv_cache_dtype, device=self.device)
         self.kv_caches = []
         self.cuda_graphs = self.cpu_graph = None  # the graphs hold the old cache's memory
         if level >= 2:

@@ -17,7 +17,7 @@
 //   block_tables: [num_seqs, max_blocks] int64
 //   context_lens: [num_seqs] int64, tokens to attend to (the new one included)
 //   out:          [num_seqs, num_heads, head_dim], contiguous
-// Elements are bfloat16 when is_bf16 is set, else float32.
+// q and out are bfloat16 when is_bf16 is set, else float32; the cache is when cache_bf16 is.
 //
 // window > 0 (a sliding-window layer): only the last `window` tokens of the context are seen,
 // and the blocks before them are never read (they may have been freed). softcap > 0 (Gemma 2):
@@ -109,7 +109,7 @@ static inline vf load8(const void *base, int64_t offset, int is_bf16) {
 static inline __attribute__((always_inline)) void weigh_values(
     const void *v_cache, const int64_t *table, int64_t head_base, int64_t block_size,
     int64_t head_dim, int64_t first, int64_t context_len, const float *p, int64_t d0, int n,
-    int is_bf16, float *acc) {
+    int cache_bf16, float *acc) {
     vf sum[8];
     for (int k = 0; k < n; k++) sum[k] = load_vf(acc + 8 * k);
     int64_t block = first / block_size, in_block = first % block_size;
@@ -119,7 +119,7 @@ static inline __attribute__((always_inline)) void weigh_values(
         const vf weight = {p[t - first], p[t - first], p[t - first], p[t - first],
                            p[t - first], p[t - first], p[t - first], p[t - first]};
         for (int k = 0; k < n; k++) {
-            const vf value = load8(v_cache, slot * head_dim + d0 + 8 * k, is_bf16);
+            const vf value = load8(v_cache, slot * head_dim + d0 + 8 * k, cache_bf16);
             sum[k] = multiply_add(sum[k], weight, value);
         }
     }
@@ -133,7 +133,7 @@ static void attend_part(const void *q, const void *k_cache, const void *v_cache,
                         const int64_t *table, int64_t first, int64_t context_len, float softcap,
                         int64_t seq, int64_t kv_head, int64_t group, int64_t head_dim,
                         int64_t block_size, int64_t num_blocks, int64_t q_row_stride,
-                        float scale, int is_bf16, float *partial) {
+                        float scale, int is_bf16, int cache_bf16, float *partial) {
     float scores[MAX_GROUP * PART];  // [group, seen]
     float qf[MAX_GROUP][MAX_HEAD_DIM];
     float buffer[MAX_HEAD_DIM];
@@ -155,7 +155,7 @@ static void attend_part(const void *q, const void *k_cache, const void *v_cache,
     // page's end: each block's keys and values, and the next block's, are asked for as its
     // first keys are scored.
     const int64_t last_block = (context_len - 1) / block_size;
-    const int64_t block_bytes = block_size * head_dim * (is_bf16 ? 2 : 4);
+    const int64_t block_bytes = block_size * head_dim * (cache_bf16 ? 2 : 4);
     int64_t fetched = block - 1;  // blocks prefetched so far: up to this one
     for (int64_t t = first; t < context_len; t += KEYS) {
         const int n = context_len - t < KEYS ? (int)(context_len - t) : KEYS;
@@ -169,7 +169,7 @@ static void attend_part(const void *q, const void *k_cache, const void *v_cache,
         const float *rows[KEYS];
         for (int j = 0; j < n; j++) {
             const int64_t slot = (head_base + table[block]) * block_size + in_block;
-            rows[j] = load_row(k_cache, slot * head_dim, head_dim, is_bf16, key_rows[j]);
+            rows[j] = load_row(k_cache, slot * head_dim, head_dim, cache_bf16, key_rows[j]);
             if (++in_block == block_size) block++, in_block = 0;
         }
         for (int j = n; j < KEYS; j++) rows[j] = rows[0];  // past the context: computed, dropped
@@ -218,16 +218,17 @@ static void attend_part(const void *q, const void *k_cache, const void *v_cache,
         if (head_dim % 8 == 0) {
             for (; d0 + 64 <= head_dim; d0 += 64)
                 weigh_values(v_cache, table, head_base, block_size, head_dim, first, context_len,
-                             p, d0, 8, is_bf16, acc[g] + d0);
+                             p, d0, 8, cache_bf16, acc[g] + d0);
             for (; d0 < head_dim; d0 += 8)
                 weigh_values(v_cache, table, head_base, block_size, head_dim, first, context_len,
-                             p, d0, 1, is_bf16, acc[g] + d0);
+                             p, d0, 1, cache_bf16, acc[g] + d0);
         } else {
             block = first / block_size, in_block = first % block_size;
             for (int64_t t = first; t < context_len; t++) {
                 const int64_t slot = (head_base + table[block]) * block_size + in_block;
                 if (++in_block == block_size) block++, in_block = 0;
-                const float *row = load_row(v_cache, slot * head_dim, head_dim, is_bf16, buffer);
+                const float *row =
+                    load_row(v_cache, slot * head_dim, head_dim, cache_bf16, buffer);
                 for (int64_t d = 0; d < head_dim; d++) acc[g][d] += p[t - first] * row[d];
             }
         }
@@ -267,7 +268,8 @@ int paged_decode_attention(const void *q, const void *k_cache, const void *v_cac
                            int64_t num_seqs, int64_t num_heads, int64_t num_kv_heads,
                            int64_t head_dim, int64_t block_size, int64_t num_blocks,
                            int64_t max_blocks, int64_t q_row_stride, float scale,
-                           int64_t window, float softcap, int is_bf16, int num_threads) {
+                           int64_t window, float softcap, int is_bf16, int cache_bf16,
+                           int num_threads) {
     const int64_t group = num_heads / num_kv_heads;
     if (head_dim > MAX_HEAD_DIM || group > MAX_GROUP) return -1;
     // Sequence s sees keys [first[s], context_lens[s]), which fall in parts[s] parts of PART
@@ -307,7 +309,7 @@ int paged_decode_attention(const void *q, const void *k_cache, const void *v_cac
             attend_part(q, k_cache, v_cache, block_tables + s * max_blocks,
                         start > first[s] ? start : first[s], end, softcap, s, h, group,
                         head_dim, block_size, num_blocks, q_row_stride, scale, is_bf16,
-                        partials + task * group * stride);
+                        cache_bf16, partials + task * group * stride);
         }
         // (the loop's barrier: every partial is ready)
 #pragma omp for collapse(2) schedule(static)

@@ -17,7 +17,7 @@
 //   k/v cache:   [num_kv_heads, num_blocks, block_size, head_dim]
 //   block_table: [ceil(context_len / block_size)] int64
 //   out:         [num_new, num_heads, head_dim], contiguous
-// Elements are bfloat16 when is_bf16 is set, else float32.
+// q and out are bfloat16 when is_bf16 is set, else float32; the cache is when cache_bf16 is.
 //
 // window > 0 (a sliding-window layer): a query at position p sees the keys at p - window + 1
 // to p only, and the blocks before the first query's window are never read (they may have been
@@ -183,7 +183,7 @@ int paged_prefill_attention(const void *q, const void *k_cache, const void *v_ca
                             int64_t context_len, int64_t num_heads, int64_t num_kv_heads,
                             int64_t head_dim, int64_t block_size, int64_t num_blocks,
                             int64_t q_row_stride, float scale, int64_t window, float softcap,
-                            int is_bf16, int num_threads) {
+                            int is_bf16, int cache_bf16, int num_threads) {
     if (head_dim > MAX_HEAD_DIM || head_dim % 4 != 0) return -1;  // values go E (2) at a time
     const int64_t group = num_heads / num_kv_heads;
     const int64_t padded = (context_len + KEYS - 1) / KEYS * KEYS;
@@ -212,8 +212,8 @@ int paged_prefill_attention(const void *q, const void *k_cache, const void *v_ca
             float *k_row = keys + h * per_head + t * head_dim;
             float *v_row = values + h * per_head + t * head_dim;
             for (int64_t d = 0; d < head_dim; d++) {
-                k_row[d] = load_elem(k_cache, slot * head_dim + d, is_bf16);
-                v_row[d] = load_elem(v_cache, slot * head_dim + d, is_bf16);
+                k_row[d] = load_elem(k_cache, slot * head_dim + d, cache_bf16);
+                v_row[d] = load_elem(v_cache, slot * head_dim + d, cache_bf16);
             }
         }
         // (the implicit barrier of the loop above: every row is ready)

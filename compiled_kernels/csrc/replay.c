@@ -66,13 +66,13 @@ static int run(const KernelCall *call, int64_t rows) {
             return 0;
         case WRITE_KV:
             write_kv(a[0].p, a[1].i, a[2].p, a[3].i, a[4].p, a[5].p, a[6].p, a[7].i, a[8].i,
-                     a[9].i, a[10].i, a[11].i);
+                     a[9].i, a[10].i, (int)a[11].i, (int)a[12].i);
             return 0;
         case PAGED_DECODE_ATTENTION:
             return paged_decode_attention(a[0].p, a[1].p, a[2].p, a[3].p, a[4].p, a[5].p, a[6].i,
                                           a[7].i, a[8].i, a[9].i, a[10].i, a[11].i, a[12].i,
                                           a[13].i, a[14].f, a[15].i, a[16].f, (int)a[17].i,
-                                          (int)a[18].i);
+                                          (int)a[18].i, (int)a[19].i);
         default:
             return -1;
     }

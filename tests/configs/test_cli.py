@@ -36,6 +36,7 @@ def test_vllm_option_names_set_their_settings():
             "--max-num-seqs=8",
             "--max-num-batched-tokens=256",
             "--dtype=float32",
+            "--kv-cache-dtype=bfloat16",
             "--max-logprobs=5",
             "--generation-config=vllm",
             "--enable-request-id-headers",
@@ -56,6 +57,7 @@ def test_vllm_option_names_set_their_settings():
             max_num_seqs=8,
             max_num_batched_tokens=256,
             dtype="float32",
+            kv_cache_dtype="bfloat16",
             max_logprobs=5,
             generation_config="vllm",
             log_requests=False,
@@ -165,6 +167,7 @@ def test_lumen_config_is_the_file_without_config(tmp_path):
     [
         (["--max-num-seqs=x"], "invalid int value"),
         (["--dtype=float16"], "invalid choice"),
+        (["--kv-cache-dtype=fp8"], "invalid choice"),  # vLLM's fp8 caches: not here
         (["--block-size=0"], "block_size must be positive"),
         (["--models={}"], "expected a JSON array"),
     ],

@@ -45,6 +45,19 @@ def library_matmul_server(tmp_path_factory, smollm2_dir):
         yield s
 
 
+@pytest.fixture(scope="session")
+def bf16_kv_cache_server(tmp_path_factory, smollm2_dir):
+    """A float32 model (int4, as the embedded default) over a bfloat16 KV cache
+    (--kv-cache-dtype bfloat16), with prompts cut into chunks that read the cache back."""
+    env = {
+        "LUMEN_DTYPE": "float32",
+        "LUMEN_KV_CACHE_DTYPE": "bfloat16",
+        "LUMEN_MAX_NUM_BATCHED_TOKENS": "100",
+    }
+    with running(env, tmp_path_factory.mktemp("bf16_kv") / "server.log") as s:
+        yield s
+
+
 @pytest.fixture
 def client(server) -> openai.OpenAI:
     return openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0)

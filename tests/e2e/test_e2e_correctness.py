@@ -37,11 +37,14 @@ def test_greedy_equals_transformers_generate(client, smollm2_dir, smollm2_tokeni
         assert resp.choices[0].text == expected_text, prompt
 
 
-@pytest.mark.parametrize("configuration", ["auth_server", "library_matmul_server"])
+@pytest.mark.parametrize(
+    "configuration", ["auth_server", "library_matmul_server", "bf16_kv_cache_server"]
+)
 def test_batch_of_32_gives_the_same_text_as_one_at_a_time(configuration, request):
     """In the default configuration (bf16 where the CPU has it, else float32; prompt tokens
-    through the library GEMM where auto picks it), and with prompt tokens through the library
-    GEMM and prompts cut into chunks differently when they come together."""
+    through the library GEMM where auto picks it), with prompt tokens through the library
+    GEMM and prompts cut into chunks differently when they come together, and with a float32
+    model over a bfloat16 KV cache."""
     chosen = request.getfixturevalue(configuration)
     api_key = "token-abc123" if configuration == "auth_server" else "unused"
     prompts = [f"Write one sentence about the number {i}." for i in range(32)]
@@ -63,6 +66,30 @@ def test_batch_of_32_gives_the_same_text_as_one_at_a_time(configuration, request
 
     alone, together = asyncio.run(main())
     assert together == alone
+
+
+def test_a_bfloat16_kv_cache_serves_and_says_so_in_the_metrics(bf16_kv_cache_server):
+    """The cache's type in vllm:cache_config_info; a long prompt (prefilled in chunks that read
+    the bf16 cache back) answers the same streamed as whole, and frees its blocks."""
+    client = openai.OpenAI(base_url=bf16_kv_cache_server.url + "/v1", api_key="x", max_retries=0)
+    text = " ".join(f"Item {i} is a {['red', 'green', 'blue'][i % 3]} box." for i in range(60))
+    messages = [{"role": "user", "content": text + " What colour is item 7?"}]
+    whole = client.chat.completions.create(
+        model=MODEL_NAME, messages=messages, max_tokens=16, temperature=0
+    )
+    assert whole.usage.prompt_tokens > 500 and whole.choices[0].message.content
+    stream = client.chat.completions.create(
+        model=MODEL_NAME, messages=messages, max_tokens=16, temperature=0, stream=True
+    )
+    streamed = "".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices)
+    assert streamed == whole.choices[0].message.content
+    with httpx.Client(base_url=bf16_kv_cache_server.url, timeout=60) as http:
+        assert re.search(
+            r'^vllm:cache_config_info\{[^}]*cache_dtype="bfloat16"',
+            http.get("/metrics").text,
+            re.MULTILINE,
+        )
+        assert _metric(http, "vllm:kv_cache_usage_perc") == 0
 
 
 def _metric(http: httpx.Client, name: str) -> float:

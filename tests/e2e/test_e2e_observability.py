@@ -218,7 +218,7 @@ def test_startup_logs_each_model(server):
     assert generate, log[-3000:]
     assert re.fullmatch(
         r"task generate, dtype float32, quantization none, max_model_len \d+, "
-        r"KV cache (\d+) blocks x 16 = (\d+) tokens \([\d.]+ GiB\), prefix caching on, "
+        r"KV cache (\d+) blocks x 16 = (\d+) tokens \([\d.]+ GiB float32\), prefix caching on, "
         r"warm-up [\d.]+ s.*",
         generate.group(1),
     ), generate.group(1)

@@ -106,7 +106,7 @@ def test_a_replay_runs_its_calls_in_order_and_names_one_that_fails():
     gate_up, out = torch.randn(2, 16), torch.zeros(2, 8)
     silu = native.KernelCall("silu_and_mul", (gate_up.data_ptr(), out.data_ptr()), (8, 0, 1))
     # Decode attention refuses a head wider than it supports before it reads anything.
-    after = (9, 3, 1 << 20, 16, 1, 1, 0, 1.0, -1, 0.0, 0, 1)
+    after = (9, 3, 1 << 20, 16, 1, 1, 0, 1.0, -1, 0.0, 0, 0, 1)
     attention = native.KernelCall("paged_decode_attention", (None,) * 6, after)
     replay = native.Replay(native.load(), [silu, attention])
     with pytest.raises(RuntimeError, match="paged_decode_attention failed in a replayed step"):

@@ -99,6 +99,19 @@ MIXED = [(37, 1), (19, 19), (24, 8)]
 ALL_DECODE = [(37, 1), (5, 1), (16, 1), (33, 1)]
 
 
+# (model dtype, KV cache dtype): the cache in the model's type, or bfloat16 under a float32
+# model (--kv-cache-dtype bfloat16).
+DTYPES = [
+    pytest.param(torch.float32, torch.float32, id="fp32"),
+    pytest.param(torch.bfloat16, torch.bfloat16, id="bf16"),
+    pytest.param(torch.float32, torch.bfloat16, id="fp32_bf16_cache"),
+]
+
+
+def _tolerance(dtype: torch.dtype) -> float:
+    return 1e-5 if dtype == torch.float32 else 2e-2
+
+
 @pytest.fixture
 def mixed_batch() -> tuple[SchedulerOutput, list[tuple[int, int]]]:
     return _make_batch(MIXED)
@@ -139,8 +152,8 @@ def _empty_cache(dtype: torch.dtype, fill: float = 0.0) -> tuple[torch.Tensor, t
     return torch.full(shape, fill, dtype=dtype), torch.full(shape, fill, dtype=dtype)
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
-def test_write_kv_puts_each_token_at_its_slot(mixed_batch, native: bool, dtype) -> None:
+@pytest.mark.parametrize(("dtype", "cache_dtype"), DTYPES)
+def test_write_kv_puts_each_token_at_its_slot(mixed_batch, native: bool, dtype, cache_dtype):
     out, shapes = mixed_batch
     positions, attn = _prepare(out)
     num_tokens = sum(n for _, n in shapes)
@@ -148,7 +161,7 @@ def test_write_kv_puts_each_token_at_its_slot(mixed_batch, native: bool, dtype) 
     k = torch.randn(num_tokens, NUM_KV_HEADS + 1, HEAD_DIM).to(dtype)[:, 1:]
     v = torch.randn(num_tokens, NUM_KV_HEADS + 2, HEAD_DIM).to(dtype)[:, :NUM_KV_HEADS]
     sentinel = -123.0
-    k_cache, v_cache = _empty_cache(dtype, sentinel)
+    k_cache, v_cache = _empty_cache(cache_dtype, sentinel)
 
     (write_kv if native else write_kv_reference)(k, v, k_cache, v_cache, attn.slot_mapping)
 
@@ -159,8 +172,9 @@ def test_write_kv_puts_each_token_at_its_slot(mixed_batch, native: bool, dtype) 
             block, offset = seq.block_table[pos // BLOCK_SIZE], pos % BLOCK_SIZE
             assert attn.slot_mapping[row].item() == block * BLOCK_SIZE + offset
             assert positions[row].item() == pos
-            assert torch.equal(k_cache[:, block, offset], k[row])
-            assert torch.equal(v_cache[:, block, offset], v[row])
+            # Rounded to the cache's type as torch rounds (to nearest even), if it differs.
+            assert torch.equal(k_cache[:, block, offset], k[row].to(cache_dtype))
+            assert torch.equal(v_cache[:, block, offset], v[row].to(cache_dtype))
             written[block, offset] = True
             row += 1
     assert row == num_tokens
@@ -183,16 +197,11 @@ MASKINGS = [
 
 @pytest.mark.parametrize("masking", MASKINGS, ids=str)
 @pytest.mark.parametrize("shapes", [MIXED, ALL_DECODE], ids=["mixed", "all_decode"])
-@pytest.mark.parametrize(
-    ("dtype", "atol", "rtol"),
-    [(torch.float32, 1e-5, 1e-5), (torch.bfloat16, 2e-2, 2e-2)],
-    ids=["fp32", "bf16"],
-)
+@pytest.mark.parametrize(("dtype", "cache_dtype"), DTYPES)
 def test_paged_attention_matches_naive_reference(
     shapes: list[tuple[int, int]],
     dtype: torch.dtype,
-    atol: float,
-    rtol: float,
+    cache_dtype: torch.dtype,
     masking: Masking,
     native: bool,
 ) -> None:
@@ -205,7 +214,7 @@ def test_paged_attention_matches_naive_reference(
     qs = [torch.randn(new, NUM_HEADS, HEAD_DIM, generator=gen).to(dtype) for _, new in shapes]
 
     # Stale but finite garbage in the cache: masking must keep it out of every output.
-    k_cache, v_cache = _empty_cache(dtype)
+    k_cache, v_cache = _empty_cache(cache_dtype)
     k_cache.copy_(torch.randn(k_cache.shape, generator=gen) * 50)
     v_cache.copy_(torch.randn(v_cache.shape, generator=gen) * 50)
     # Tokens computed in earlier steps are already in the cache (written directly by slot) ...
@@ -222,26 +231,29 @@ def test_paged_attention_matches_naive_reference(
 
     assert result.shape == (sum(n for _, n in shapes), NUM_HEADS * HEAD_DIM)
     assert result.dtype == dtype
+    # Against the keys and values as the cache holds them: a bfloat16 cache rounds them, and
+    # float32 attention over the rounded values is then as exact as over float32 ones.
     expected = torch.cat(
         [
-            _reference(q, k, v, ctx - new, masking)
+            _reference(q, k.to(cache_dtype), v.to(cache_dtype), ctx - new, masking)
             for q, k, v, (ctx, new) in zip(qs, ks, vs, shapes, strict=True)
         ]
     )
-    torch.testing.assert_close(result.double(), expected, atol=atol, rtol=rtol)
+    tol = _tolerance(dtype)
+    torch.testing.assert_close(result.double(), expected, atol=tol, rtol=tol)
 
 
 @pytest.mark.parametrize("shapes", [MIXED, ALL_DECODE], ids=["mixed", "all_decode"])
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+@pytest.mark.parametrize(("dtype", "cache_dtype"), DTYPES)
 def test_paged_attention_decode_alone_equals_decode_in_batch(
-    shapes: list[tuple[int, int]], dtype: torch.dtype, native: bool
+    shapes: list[tuple[int, int]], dtype: torch.dtype, cache_dtype: torch.dtype, native: bool
 ) -> None:
     """A decode's output is bitwise the same alone as in a batch with prefills and decodes."""
     out, shapes = _make_batch(shapes)
     gen = torch.Generator().manual_seed(1)
     shape = (NUM_KV_HEADS, NUM_BLOCKS, BLOCK_SIZE, HEAD_DIM)
-    k_cache = torch.randn(shape, generator=gen).to(dtype)
-    v_cache = torch.randn(shape, generator=gen).to(dtype)
+    k_cache = torch.randn(shape, generator=gen).to(cache_dtype)
+    v_cache = torch.randn(shape, generator=gen).to(cache_dtype)
     q = torch.randn(sum(n for _, n in shapes), NUM_HEADS, HEAD_DIM, generator=gen).to(dtype)
 
     _, attn_batch = _prepare(out, native)
@@ -254,9 +266,9 @@ def test_paged_attention_decode_alone_equals_decode_in_batch(
 
 @pytest.mark.skipif(not NATIVE, reason="no C compiler")
 @pytest.mark.parametrize("masking", [NO_MASKING, Masking(window=300)], ids=str)
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+@pytest.mark.parametrize(("dtype", "cache_dtype"), DTYPES)
 def test_decode_c_kernel_matches_torch_twin_at_model_shapes(
-    dtype: torch.dtype, masking: Masking
+    dtype: torch.dtype, cache_dtype: torch.dtype, masking: Masking
 ) -> None:
     """SmolLM2's heads (9 query, 3 kv, dim 64), long uneven contexts (one to five of the
     kernel's 256-key parts; a window that starts inside a part), a strided q as the model passes
@@ -264,8 +276,8 @@ def test_decode_c_kernel_matches_torch_twin_at_model_shapes(
     sequence alone gets bitwise its row of the batch."""
     gen = torch.Generator().manual_seed(2)
     heads, kv_heads, dim, blocks = 9, 3, 64, 90
-    k_cache = torch.randn(kv_heads, blocks, BLOCK_SIZE, dim, generator=gen).to(dtype)
-    v_cache = torch.randn(kv_heads, blocks, BLOCK_SIZE, dim, generator=gen).to(dtype)
+    k_cache = torch.randn(kv_heads, blocks, BLOCK_SIZE, dim, generator=gen).to(cache_dtype)
+    v_cache = torch.randn(kv_heads, blocks, BLOCK_SIZE, dim, generator=gen).to(cache_dtype)
     k_cache *= 4  # scores spread wide, so that the parts' maxima differ and their merge matters
     context_lens = [1, 17, 511, 1100]
     tables = torch.randint(0, blocks, (4, 70), generator=gen)  # 70 blocks hold 1120 tokens
@@ -289,7 +301,7 @@ def test_decode_c_kernel_matches_torch_twin_at_model_shapes(
             q[i : i + 1], k_cache, v_cache, tables[i : i + 1, :num_blocks],
             mask[None, None, None, :], scale,
         )  # fmt: skip
-        tol = 1e-5 if dtype == torch.float32 else 2e-2
+        tol = _tolerance(dtype)
         torch.testing.assert_close(result[i : i + 1], expected, atol=tol, rtol=tol)
         alone = decode_attention(
             q[i : i + 1], k_cache, v_cache, sequences(slice(i, i + 1)), scale, masking
@@ -301,9 +313,9 @@ def test_decode_c_kernel_matches_torch_twin_at_model_shapes(
 @pytest.mark.parametrize(
     "masking", [NO_MASKING, Masking(window=100), Masking(window=37, softcap=5.0)], ids=str
 )
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+@pytest.mark.parametrize(("dtype", "cache_dtype"), DTYPES)
 def test_prefill_c_kernel_matches_sdpa_twin_and_chunks_match_full(
-    dtype: torch.dtype, masking: Masking
+    dtype: torch.dtype, cache_dtype: torch.dtype, masking: Masking
 ) -> None:
     """SmolLM2's heads over a 300-token context in shuffled blocks: the C kernel agrees with
     the SDPA twin, and rows computed as a chunk after a cached prefix (150 cached + 77 new, not
@@ -311,8 +323,8 @@ def test_prefill_c_kernel_matches_sdpa_twin_and_chunks_match_full(
     sliding window (and soft-capping) too."""
     gen = torch.Generator().manual_seed(3)
     heads, kv_heads, dim, blocks, ctx = 9, 3, 64, 24, 300
-    k_cache = torch.randn(kv_heads, blocks, BLOCK_SIZE, dim, generator=gen).to(dtype)
-    v_cache = torch.randn(kv_heads, blocks, BLOCK_SIZE, dim, generator=gen).to(dtype)
+    k_cache = torch.randn(kv_heads, blocks, BLOCK_SIZE, dim, generator=gen).to(cache_dtype)
+    v_cache = torch.randn(kv_heads, blocks, BLOCK_SIZE, dim, generator=gen).to(cache_dtype)
     table = torch.randperm(blocks, generator=gen)[: -(-ctx // BLOCK_SIZE)]
     qk = torch.randn(ctx, heads + kv_heads, dim, generator=gen).to(dtype)
     q = qk[:, :heads]  # strided rows, as the model passes q
@@ -321,7 +333,7 @@ def test_prefill_c_kernel_matches_sdpa_twin_and_chunks_match_full(
     full = PrefillInputs(start=0, end=ctx, block_table=table, context_len=ctx)
     result = prefill_attention(q, k_cache, v_cache, full, scale, masking)
     expected = prefill_attention_reference(q, k_cache, v_cache, full, scale, masking)
-    tol = 2e-5 if dtype == torch.float32 else 2e-2
+    tol = 2 * _tolerance(dtype) if dtype == torch.float32 else _tolerance(dtype)
     torch.testing.assert_close(result, expected, atol=tol, rtol=tol)
 
     chunk = PrefillInputs(start=0, end=77, block_table=table, context_len=227)
