@@ -61,8 +61,9 @@ _HELP = {
     "served_model_name": "the name clients send as `model`; when MODEL is given (other than "
     "the embedded one) and no name is set anywhere, MODEL itself",
     "dtype": "auto: bf16 where the hardware has it, else float32",
-    "kv_cache_dtype": "the KV cache's element type: auto (the model's dtype) or bfloat16 (half "
-    "the memory and bytes read of a float32 model's cache; keys and values rounded to bf16)",
+    "kv_cache_dtype": "the KV cache's element type: auto (the model's dtype; bfloat16 when dtype "
+    "is auto too) or bfloat16 (half the memory and bytes read of a float32 model's cache; keys "
+    "and values rounded to bf16)",
     "max_model_len": "context length, prompt plus output (None: the model's)",
     "chat_template": "a file path or an inline Jinja template (None: the model's)",
     "chat_template_content_format": "how message content reaches the template",

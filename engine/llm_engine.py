@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
 from transformers import AutoTokenizer
 
 from configs.settings import Settings
@@ -19,7 +18,13 @@ from engine.block_manager import BlockManager
 from engine.detokenizer import IncrementalDetokenizer
 from engine.errors import SequenceError
 from engine.logits_processors import GrammarMatchers
-from engine.model_runner import ModelRunner, StepOutput, free_memory_bytes, resolve_dtype
+from engine.model_runner import (
+    ModelRunner,
+    StepOutput,
+    free_memory_bytes,
+    resolve_dtype,
+    resolve_kv_cache_dtype,
+)
 from engine.ngram_proposer import NgramProposer
 from engine.outputs import RequestOutput, TokenLogprobs
 from engine.sampling_params import SamplingParams
@@ -45,7 +50,7 @@ class LLMEngine:
             dtype=dtype,
             block_size=settings.block_size,
             kv_cache_bytes=_kv_cache_bytes(settings),
-            kv_cache_dtype=None if settings.kv_cache_dtype == "auto" else torch.bfloat16,
+            kv_cache_dtype=resolve_kv_cache_dtype(settings.kv_cache_dtype, settings.dtype, dtype),
             quantization=quantization,
             matmul=settings.matmul,
             compile_cache_dir=Path(settings.torch_compile_cache_dir)

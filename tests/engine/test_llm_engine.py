@@ -7,6 +7,7 @@ import torch
 
 from configs.settings import Settings
 from engine.llm_engine import LLMEngine
+from engine.model_runner import resolve_kv_cache_dtype
 from engine.sampling_params import SamplingParams
 
 BYTES_PER_BLOCK_BF16 = 2 * 30 * 16 * 3 * 64 * 2  # k+v, layers, block_size, kv heads, dim, bytes
@@ -337,3 +338,17 @@ def test_a_bfloat16_kv_cache_holds_twice_the_tokens_and_keeps_the_predictions(
     assert abs(half_logprobs.mean() - full_logprobs.mean()) < 0.05
     assert half_tokens[:4] == full_tokens[:4]
     assert half.scheduler.block_manager.num_free_blocks == 80  # nothing held after the request
+
+
+@pytest.mark.parametrize(
+    ("setting", "dtype_setting", "dtype", "expected"),
+    [
+        ("auto", "auto", torch.float32, torch.bfloat16),  # a CPU without bf16 math
+        ("auto", "auto", torch.bfloat16, torch.bfloat16),
+        ("auto", "float32", torch.float32, torch.float32),  # asked for: as vLLM's auto
+        ("auto", "bfloat16", torch.bfloat16, torch.bfloat16),
+        ("bfloat16", "float32", torch.float32, torch.bfloat16),
+    ],
+)
+def test_the_kv_cache_is_bf16_unless_float32_is_asked_for(setting, dtype_setting, dtype, expected):
+    assert resolve_kv_cache_dtype(setting, dtype_setting, dtype) is expected
