@@ -69,6 +69,8 @@ _HELP = {
     "chat_template_content_format": "how message content reaches the template",
     "max_num_seqs": "most sequences in the running batch",
     "max_num_batched_tokens": "most tokens per engine step (longer prompts prefill in chunks)",
+    "long_prefill_token_threshold": "most tokens one sequence computes per step (0: no limit "
+    "but max_num_batched_tokens)",
     "max_logprobs": "most logprobs a request may ask for per token",
     "max_sequences_per_request": "most sequences (prompts x n) one request may start; "
     "default: max_num_seqs",

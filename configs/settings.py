@@ -169,6 +169,9 @@ class Settings:
     )
     max_num_seqs: int = attrs.field(default=64, validator=_positive)
     max_num_batched_tokens: int = attrs.field(default=2048, validator=_positive)
+    # Most tokens one sequence computes in a step (0: no limit but the step's budget), as
+    # vLLM's: several long prompts then share each step and the decodes beside them wait less.
+    long_prefill_token_threshold: int = attrs.field(default=0, validator=attrs.validators.ge(0))
     seed: int = 0
     # Most logprobs a request may ask for per token (`logprobs`, `top_logprobs`,
     # `prompt_logprobs`); more is a 400.

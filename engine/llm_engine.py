@@ -82,6 +82,7 @@ class LLMEngine:
             ),
             max_num_seqs=settings.max_num_seqs,
             max_num_batched_tokens=settings.max_num_batched_tokens,
+            long_prefill_token_threshold=settings.long_prefill_token_threshold,
             max_model_len=self.max_model_len,
             eos_token_ids=eos_token_ids,
         )

@@ -44,7 +44,11 @@ class Scheduler:
         max_num_batched_tokens: int,
         max_model_len: int,
         eos_token_ids: frozenset[int],
+        long_prefill_token_threshold: int = 0,
     ) -> None:
+        """long_prefill_token_threshold > 0 (vLLM's): no sequence computes more than this many
+        tokens in one step, so several long prompts share a step's budget and the decodes in
+        it wait less; 0: only max_num_batched_tokens limits a chunk."""
         assert max_num_seqs > 0 and max_num_batched_tokens > 0 and max_model_len > 0
         # One sequence of max_model_len tokens must fit alone in the cache; otherwise it would
         # preempt itself forever.
@@ -57,6 +61,7 @@ class Scheduler:
         self.block_manager = block_manager
         self.max_num_seqs = max_num_seqs
         self.max_num_batched_tokens = max_num_batched_tokens
+        self.long_prefill_token_threshold = long_prefill_token_threshold
         self.max_model_len = max_model_len
         self.eos_token_ids = eos_token_ids
         self.waiting: deque[Sequence] = deque()
@@ -103,7 +108,7 @@ class Scheduler:
         i = 0
         while i < len(self.running) and budget > 0:
             seq = self.running[i]
-            num_new = min(seq.num_uncomputed_tokens + len(seq.spec_token_ids), budget)
+            num_new = min(self._chunk(seq.num_uncomputed_tokens + len(seq.spec_token_ids)), budget)
             assert num_new > 0, f"running {seq} has nothing to compute"
             needed = seq.num_computed_tokens + num_new
             if seq.spec_token_ids and not self.block_manager.can_allocate(seq, needed):
@@ -135,7 +140,7 @@ class Scheduler:
                 assert seq.num_computed_tokens == 0 and not seq.block_table
                 cached = self.block_manager.find_cached_blocks(seq)
                 num_cached = len(cached) * self.block_manager.block_size
-                num_new = min(seq.num_tokens - num_cached, budget)
+                num_new = min(self._chunk(seq.num_tokens - num_cached), budget)
                 needed = num_cached + num_new
                 if not self.block_manager.can_allocate(seq, needed, cached):
                     break  # FCFS: younger requests don't overtake the head
@@ -156,6 +161,11 @@ class Scheduler:
         assert budget >= 0
         assert len({s.seq_id for s in out.seqs}) == len(out.seqs), "scheduled twice"
         return out
+
+    def _chunk(self, uncomputed: int) -> int:
+        """Of a sequence's uncomputed tokens, those one step may take (before the budget)."""
+        threshold = self.long_prefill_token_threshold
+        return threshold if 0 < threshold < uncomputed else uncomputed
 
     def postprocess(self, output: SchedulerOutput, sampled: dict[int, list[int]]) -> list[Sequence]:
         """Advance counters, append sampled tokens, apply stop conditions.

@@ -17,6 +17,7 @@ def make_scheduler(
     max_num_batched_tokens: int = 64,
     max_model_len: int = 64,
     enable_prefix_caching: bool = True,
+    long_prefill_token_threshold: int = 0,
 ) -> Scheduler:
     return Scheduler(
         BlockManager(num_blocks, block_size, enable_prefix_caching=enable_prefix_caching),
@@ -24,4 +25,5 @@ def make_scheduler(
         max_num_batched_tokens=max_num_batched_tokens,
         max_model_len=max_model_len,
         eos_token_ids=frozenset({EOS}),
+        long_prefill_token_threshold=long_prefill_token_threshold,
     )

@@ -95,6 +95,32 @@ def test_long_prompt_is_chunked_under_token_budget() -> None:
     assert seq.num_computed_tokens == 20 and seq.num_tokens == 21
 
 
+def test_long_prefill_threshold_lets_long_prompts_share_each_step() -> None:
+    """vLLM's long_prefill_token_threshold: no sequence computes more than it in a step, so
+    two long prompts advance together (not one after the other) beside a decode, and short
+    prompts and decodes are not held back by it."""
+    sched = make_scheduler(
+        max_num_batched_tokens=32, long_prefill_token_threshold=6, enable_prefix_caching=False
+    )  # (the prompts share a prefix)
+    a = make_seq("a", num_prompt_tokens=5)  # under the threshold: whole
+    sched.add(a)
+    out, _ = step(sched)
+    assert scheduled(out) == {"a": 5}
+    long1, long2 = make_seq("b", num_prompt_tokens=14), make_seq("c", num_prompt_tokens=14)
+    sched.add(long1)
+    sched.add(long2)
+    chunks = []
+    while not long2.output_token_ids:
+        out, _ = step(sched)
+        chunks.append(list(scheduled(out).items()))
+    assert chunks == [
+        [("a", 1), ("b", 6), ("c", 6)],
+        [("a", 1), ("b", 6), ("c", 6)],
+        [("a", 1), ("b", 2), ("c", 2)],
+    ]
+    assert long1.num_computed_tokens == long2.num_computed_tokens == 14
+
+
 def test_decode_is_scheduled_before_waiting_prefill() -> None:
     sched = make_scheduler(max_num_batched_tokens=8)
     a = make_seq("a")
