@@ -57,11 +57,11 @@ class AttentionInputs:
 
 
 def _kernels_for(
-    k: torch.Tensor, v: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor
+    k_cache: torch.Tensor, v_cache: torch.Tensor, *tensors: torch.Tensor
 ) -> ctypes.CDLL | native.Recorder | None:
-    """The C kernels' library when the model's tensors and the cache can go to them: each pair
-    of one element type (the cache's may differ from the model's: --kv-cache-dtype)."""
-    lib = native.kernels_for(k, v)
+    """The C kernels' library when the model's tensors and the cache can go to them: each of
+    one element type (the cache's may differ from the model's: --kv-cache-dtype)."""
+    lib = native.kernels_for(*tensors)
     return lib if lib is not None and native.kernels_for(k_cache, v_cache) is not None else None
 
 
@@ -73,7 +73,7 @@ def write_kv(
     slot_mapping: torch.Tensor,
 ) -> None:
     # k, v: [num_tokens, kv_heads, head_dim]; caches: [kv_heads, num_blocks, block_size, head_dim]
-    lib = _kernels_for(k, v, k_cache, v_cache)
+    lib = _kernels_for(k_cache, v_cache, k, v)
     num_kv_heads, head_dim = k.shape[1:]
     rows_ok = k.stride(2) == v.stride(2) == 1 and k.stride(1) == v.stride(1) == head_dim
     if lib is None or not rows_ok or not k_cache.is_contiguous() or not v_cache.is_contiguous():
@@ -140,7 +140,7 @@ def decode_attention(
         return triton_attention.paged_decode_attention(
             q, k_cache, v_cache, group.block_tables, group.context_lens, scale, masking
         )
-    lib = _kernels_for(q, q, k_cache, v_cache)
+    lib = _kernels_for(k_cache, v_cache, q)
     num_seqs, num_heads, head_dim = q.shape
     num_kv_heads, num_blocks, block_size, _ = k_cache.shape
     block_tables = group.block_tables
@@ -227,7 +227,7 @@ def prefill_attention(
 
     q: [num_new, num_heads, head_dim] -> [num_new, num_heads * head_dim]
     """
-    lib = _kernels_for(q, q, k_cache, v_cache)
+    lib = _kernels_for(k_cache, v_cache, q)
     num_new, num_heads, head_dim = q.shape
     # The kernel checks for head_dim a multiple of 4 (64, 80, 128, ... in practice).
     shape_ok = head_dim % 4 == 0 and head_dim <= 256 and q.stride(1) == head_dim

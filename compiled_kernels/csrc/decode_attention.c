@@ -36,6 +36,7 @@
 #include "exp.h"
 #include "kernels.h"
 #include "vec.h"
+#include "window.h"
 
 #define MAX_HEAD_DIM 256
 #define MAX_GROUP 32
@@ -281,7 +282,7 @@ int paged_decode_attention(const void *q, const void *k_cache, const void *v_cac
     from[0] = 0;
     for (int64_t s = 0; s < num_seqs; s++) {
         const int64_t ctx = context_lens[s];
-        first[s] = window > 0 && ctx > window ? ctx - window : 0;
+        first[s] = first_key(ctx - 1, window);  // the new token is at position ctx - 1
         parts[s] = ctx > 0 ? (ctx - 1) / PART - first[s] / PART + 1 : 0;
         from[s + 1] = from[s] + num_kv_heads * parts[s];
     }

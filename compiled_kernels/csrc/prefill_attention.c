@@ -36,6 +36,7 @@
 #include "bf16.h"
 #include "exp.h"
 #include "kernels.h"
+#include "window.h"
 
 // Queries per block: one vector of float lanes, 16 with AVX-512 and 8 below.
 #ifdef __AVX512F__
@@ -90,11 +91,6 @@ static inline vq exp_lanes(vq x) {
     EXP_REDUCED(x, n, p);
     const vqi bits = (__builtin_convertvector(n, vqi) + 127) << 23;  // 2^n, n in [-126, 127]
     return p * (vq)bits;
-}
-
-// The first key a query at position pos sees.
-static inline int64_t first_key(int64_t pos, int64_t window) {
-    return window > 0 && pos - window + 1 > 0 ? pos - window + 1 : 0;
 }
 
 // One query head's queries at positions first_pos .. first_pos + rows - 1 (rows <= BLOCK),
