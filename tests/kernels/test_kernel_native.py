@@ -93,6 +93,22 @@ def test_silu_and_mul_c_kernel_matches_twin(dtype: torch.dtype, rows: int) -> No
     _assert_row_invariant(silu_and_mul, gate_up)
 
 
+@DTYPES
+def test_silu_and_mul_gives_the_same_bits_in_vector_lanes_and_in_a_rows_tail(
+    dtype: torch.dtype,
+) -> None:
+    """A row of 9 runs 8 elements through the 8-lane code and the last through the scalar code:
+    the same input in all 9 gives 9 equal outputs, extremes, infinities and NaN included."""
+    values = [-100.0, -87.5, -3.0, -0.0, 0.0, 1e-40, 0.5, 20.0, 88.5, 100.0]
+    values += [float("inf"), float("-inf"), float("nan")]
+    gate = torch.tensor(values).to(dtype)[:, None].expand(-1, 9)
+    up = torch.full((len(values), 9), 1.5).to(dtype)
+    out = silu_and_mul(torch.cat([gate, up], dim=1))
+    assert torch.equal(
+        out.view(torch.uint8), out[:, -1:].expand(-1, 9).contiguous().view(torch.uint8)
+    )
+
+
 def test_kernels_fall_back_to_twins_where_they_cannot_run() -> None:
     """float16 has no C kernel: the torch twin answers, with the same result."""
     x = torch.randn(3, 64).half()
