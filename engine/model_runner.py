@@ -27,6 +27,7 @@ from compiled_kernels.sampling import sample, sampling_logprobs
 from engine.cpu_graphs import MAX_ROWS as CPU_GRAPH_MAX_ROWS
 from engine.cpu_graphs import CpuGraph
 from engine.cuda_graphs import CudaGraphDecoder
+from engine.huge_pages import huge_page_zeros, move_to_huge_pages
 from engine.logits_processors import (
     GrammarMatchers,
     TokenRules,
@@ -205,6 +206,8 @@ class ModelRunner:
         model.init_derived_state()
         model.load_weights(self.model_dir)
         quantize_linears(model, self.quantization)
+        if self.device.type == "cpu":
+            move_to_huge_pages(model)  # every decode step streams through all of it
         return model.eval()
 
     def _forward_of(self, model: torch.nn.Module) -> Any:
@@ -224,9 +227,11 @@ class ModelRunner:
         shape = (cfg.num_key_value_heads, self.total_blocks, self.block_size, cfg.head_dim)
         # One tensor for all layers, viewed per layer: [2, layers, kv_heads, blocks, block_size,
         # head_dim]; head-major so that decode attention gathers contiguous per-head contexts.
-        self.kv_cache = torch.zeros(
-            (2, cfg.num_hidden_layers, *shape), dtype=self.kv_cache_dtype, device=self.device
-        )
+        full_shape = (2, cfg.num_hidden_layers, *shape)
+        if self.device.type == "cpu":
+            self.kv_cache = huge_page_zeros(full_shape, self.kv_cache_dtype)
+        else:
+            self.kv_cache = torch.zeros(full_shape, dtype=self.kv_cache_dtype, device=self.device)
         self.kv_caches = [
             (self.kv_cache[0, i], self.kv_cache[1, i]) for i in range(cfg.num_hidden_layers)
         ]
