@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import dataclasses
+import functools
 import subprocess
 import sys
 import tempfile
@@ -33,6 +35,7 @@ from compiled_kernels.linear import quantize_int4  # noqa: E402
 
 HIDDEN, INTERMEDIATE, HEADS, KV_HEADS, HEAD_DIM = 576, 1536, 9, 3, 64  # SmolLM2-135M
 ROWS = (1, 32, 512)
+THREADS = torch.get_num_threads()
 
 
 def build(csrc: Path, out: Path) -> ctypes.CDLL:
@@ -57,8 +60,25 @@ def base_tree(revision: str, into: Path) -> Path:
     return into / "compiled_kernels" / "csrc"
 
 
-# A case: a name, then (given a library) a call that writes into and returns its output tensor.
-Case = tuple[str, Callable[[ctypes.CDLL], torch.Tensor]]
+@dataclasses.dataclass
+class Case:
+    """One call of a library function, on inputs made once and kept for both trees."""
+
+    name: str
+    kernel: str  # the function in the library
+    args: tuple  # its arguments, tensors passed by address
+    outputs: tuple[torch.Tensor, ...]  # what it writes, compared bit for bit
+
+    def __post_init__(self) -> None:
+        self.raw = tuple(a.data_ptr() if isinstance(a, torch.Tensor) else a for a in self.args)
+
+    def run(self, lib: ctypes.CDLL) -> None:
+        getattr(lib, self.kernel)(*self.raw)
+
+    def result(self, lib: ctypes.CDLL) -> torch.Tensor:
+        """Its outputs' bytes after a run."""
+        self.run(lib)
+        return torch.cat([out.reshape(-1).view(torch.uint8) for out in self.outputs])
 
 
 def silu_cases(dtype: torch.dtype) -> list[Case]:
@@ -66,13 +86,8 @@ def silu_cases(dtype: torch.dtype) -> list[Case]:
     for rows in ROWS:
         gate_up = torch.randn(rows, 2 * INTERMEDIATE).to(dtype) * 4
         out = torch.empty(rows, INTERMEDIATE, dtype=dtype)
-
-        def run(lib, gate_up=gate_up, out=out, rows=rows):
-            lib.silu_and_mul(gate_up.data_ptr(), out.data_ptr(), rows, INTERMEDIATE,
-                             dtype is torch.bfloat16, torch.get_num_threads())  # fmt: skip
-            return out
-
-        cases.append((f"silu_and_mul {rows} x {INTERMEDIATE}", run))
+        args = (gate_up, out, rows, INTERMEDIATE, dtype is torch.bfloat16, THREADS)
+        cases.append(Case(f"silu_and_mul {rows} x {INTERMEDIATE}", "silu_and_mul", args, (out,)))
     return cases
 
 
@@ -81,15 +96,11 @@ def norm_cases(dtype: torch.dtype) -> list[Case]:
     for rows in ROWS:
         x, residual = torch.randn(rows, HIDDEN).to(dtype), torch.randn(rows, HIDDEN).to(dtype)
         weight, out = torch.randn(HIDDEN).to(dtype), torch.empty(rows, HIDDEN, dtype=dtype)
-        residual_out = torch.empty_like(out)
-
-        def run(lib, x=x, residual=residual, weight=weight, out=out, ro=residual_out, rows=rows):
-            lib.rms_norm(x.data_ptr(), HIDDEN, residual.data_ptr(), ro.data_ptr(),
-                         weight.data_ptr(), out.data_ptr(), rows, HIDDEN, 1e-5,
-                         dtype is torch.bfloat16, torch.get_num_threads())  # fmt: skip
-            return torch.cat([out, ro])
-
-        cases.append((f"rms_norm (+ residual) {rows} x {HIDDEN}", run))
+        summed = torch.empty_like(out)
+        args = (x, HIDDEN, residual, summed, weight, out, rows, HIDDEN, 1e-5,
+                dtype is torch.bfloat16, THREADS)  # fmt: skip
+        name = f"rms_norm (+ residual) {rows} x {HIDDEN}"
+        cases.append(Case(name, "rms_norm", args, (out, summed)))
     return cases
 
 
@@ -100,21 +111,10 @@ def int4_cases(dtype: torch.dtype) -> list[Case]:
         for rows in ROWS:
             x = torch.randn(rows, in_features).to(dtype)
             out = torch.empty(rows, out_features, dtype=dtype)
-
-            def run(
-                lib,
-                x=x,
-                out=out,
-                rows=rows,
-                w=(packed, scales, mins),
-                shape=(in_features, out_features),
-            ):
-                lib.int4_linear(x.data_ptr(), shape[0], *(t.data_ptr() for t in w), None,
-                                out.data_ptr(), rows, *shape, dtype is torch.bfloat16,
-                                torch.get_num_threads())  # fmt: skip
-                return out
-
-            cases.append((f"int4_linear {rows} x {in_features} -> {out_features}", run))
+            args = (x, in_features, packed, scales, mins, None, out, rows, in_features,
+                    out_features, dtype is torch.bfloat16, THREADS)  # fmt: skip
+            name = f"int4_linear {rows} x {in_features} -> {out_features}"
+            cases.append(Case(name, "int4_linear", args, (out,)))
     return cases
 
 
@@ -128,17 +128,11 @@ def attention_cases(dtype: torch.dtype) -> list[Case]:
         lens = torch.full((seqs,), context, dtype=torch.int64)
         q = torch.randn(seqs, HEADS, HEAD_DIM).to(dtype)
         out = torch.empty(seqs, HEADS * HEAD_DIM, dtype=dtype)
-
-        def run(lib, k=k_cache, v=v_cache, tables=tables, lens=lens, q=q, out=out, seqs=seqs):
-            lib.paged_decode_attention(
-                q.data_ptr(), k.data_ptr(), v.data_ptr(), tables.data_ptr(), lens.data_ptr(),
-                out.data_ptr(), seqs, HEADS, KV_HEADS, HEAD_DIM, block_size, k.shape[1],
-                tables.shape[1], HEADS * HEAD_DIM, HEAD_DIM**-0.5, 0, 0.0,
-                dtype is torch.bfloat16, 1, torch.get_num_threads(),
-            )  # fmt: skip
-            return out
-
-        cases.append((f"paged_decode_attention {seqs} x {context} (bf16 cache)", run))
+        args = (q, k_cache, v_cache, tables, lens, out, seqs, HEADS, KV_HEADS, HEAD_DIM,
+                block_size, blocks, tables.shape[1], HEADS * HEAD_DIM, HEAD_DIM**-0.5, 0, 0.0,
+                dtype is torch.bfloat16, 1, THREADS)  # fmt: skip
+        name = f"paged_decode_attention {seqs} x {context} (bf16 cache)"
+        cases.append(Case(name, "paged_decode_attention", args, (out,)))
     return cases
 
 
@@ -150,7 +144,7 @@ KERNELS = {
 }
 
 
-def best_seconds(run: Callable[[], torch.Tensor], min_time_s: float) -> float:
+def best_seconds(run: Callable[[], None], min_time_s: float) -> float:
     best, total = float("inf"), 0.0
     while total < min_time_s:
         start = time.perf_counter()
@@ -177,17 +171,18 @@ def main() -> None:
         for kernel in args.kernels:
             for dtype_name in args.dtypes:
                 dtype = getattr(torch, dtype_name)
-                for name, call in KERNELS[kernel](dtype):
-                    same = torch.equal(call(base).view(torch.uint8), call(work).view(torch.uint8))
+                for case in KERNELS[kernel](dtype):
+                    same = torch.equal(case.result(base), case.result(work))
                     times = {"base": float("inf"), "work": float("inf")}
                     for _ in range(args.rounds):
                         for label, lib in (("base", base), ("work", work)):
-                            seconds = best_seconds(lambda lib=lib, call=call: call(lib), 0.05)
+                            seconds = best_seconds(functools.partial(case.run, lib), 0.05)
                             times[label] = min(times[label], seconds)
                     base_us, work_us = times["base"] * 1e6, times["work"] * 1e6
                     print(
-                        f"{name:48s} {dtype_name:8s} base {base_us:9.1f} us  work {work_us:9.1f}"
-                        f" us  {work_us / base_us:.2f}x  {'same bits' if same else 'BITS DIFFER'}",
+                        f"{case.name:48s} {dtype_name:8s} base {base_us:9.1f} us  work "
+                        f"{work_us:9.1f} us  {work_us / base_us:.2f}x  "
+                        f"{'same bits' if same else 'BITS DIFFER'}",
                         flush=True,
                     )
 
