@@ -13,6 +13,7 @@ Only the memory's backing changes: values, shapes, strides and aliasing stay as 
 
 from __future__ import annotations
 
+import math
 import mmap
 
 import torch
@@ -39,10 +40,7 @@ def huge_page_bytes(nbytes: int) -> torch.Tensor:
 def huge_page_zeros(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
     """torch.zeros(shape, dtype=dtype) on huge-page memory, every page touched now (so that the
     memory is taken at startup, as torch.zeros takes it, not when the first request writes)."""
-    numel = 1
-    for size in shape:
-        numel *= size
-    memory = huge_page_bytes(numel * dtype.itemsize)
+    memory = huge_page_bytes(math.prod(shape) * dtype.itemsize)
     memory.zero_()
     return memory.view(dtype).view(shape)
 

@@ -24,6 +24,21 @@
         p = p * r_ + 1.0f;                                                                 \
     } while (0)
 
+// exp_approx on every lane of x, a GCC vector of floats whose vector of int32 is I: the clamp as
+// lane selects, then the same operations, so lane by lane the same values. One definition for
+// lanes.h's 8 lanes and prefill_attention.c's (16 with AVX-512).
+#define EXP_LANES(x, I)                                                                    \
+    __extension__({                                                                        \
+        __typeof__(x) x_ = (x), n_, p_;                                                    \
+        const __typeof__(x) zero_ = {0};                                                   \
+        const I low_ = x_ < -87.0f;                                                        \
+        x_ = (__typeof__(x))((low_ & (I)(zero_ - 87.0f)) | (~low_ & (I)x_));               \
+        const I high_ = x_ > 88.0f;                                                        \
+        x_ = (__typeof__(x))((high_ & (I)(zero_ + 88.0f)) | (~high_ & (I)x_));             \
+        EXP_REDUCED(x_, n_, p_);                                                           \
+        p_ * (__typeof__(x))((__builtin_convertvector(n_, I) + 127) << 23); /* 2^n */      \
+    })
+
 static inline float exp_approx(float x) {
     x = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
     float n, p;

@@ -14,13 +14,6 @@ typedef int32_t vi __attribute__((vector_size(32)));
 typedef uint32_t vu __attribute__((vector_size(32)));
 typedef uint16_t vh __attribute__((vector_size(16)));  // 8 bfloat16
 
-static inline vf splat(float v) { return (vf){v, v, v, v, v, v, v, v}; }
-
-// mask ? a : b, lane by lane (mask lanes all ones or all zeros, a comparison's result).
-static inline vf select_lanes(vi mask, vf a, vf b) {
-    return (vf)((mask & (vi)a) | (~mask & (vi)b));
-}
-
 // bf16.h's bf16_to_float and float_to_bf16.
 static inline vf widen_lanes(vh h) { return (vf)(__builtin_convertvector(h, vu) << 16); }
 
@@ -61,11 +54,4 @@ static inline vf round_lanes(vf v, int is_bf16) {
 }
 
 // exp.h's exp_approx.
-static inline vf exp_lanes(vf x) {
-    x = select_lanes(x < -87.0f, splat(-87.0f), x);
-    x = select_lanes(x > 88.0f, splat(88.0f), x);
-    vf n, p;
-    EXP_REDUCED(x, n, p);
-    const vi bits = (__builtin_convertvector(n, vi) + 127) << 23;  // 2^n, n in [-126, 127]
-    return p * (vf)bits;
-}
+static inline vf exp_lanes(vf x) { return EXP_LANES(x, vi); }

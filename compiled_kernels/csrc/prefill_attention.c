@@ -84,14 +84,7 @@ static inline vq select_lanes(vqi mask, vq a, vq b) {
 }
 
 // exp.h's exp_approx on every lane: the same operations, so the same values.
-static inline vq exp_lanes(vq x) {
-    x = select_lanes(x < -87.0f, splat(-87.0f), x);
-    x = select_lanes(x > 88.0f, splat(88.0f), x);
-    vq n, p;
-    EXP_REDUCED(x, n, p);
-    const vqi bits = (__builtin_convertvector(n, vqi) + 127) << 23;  // 2^n, n in [-126, 127]
-    return p * (vq)bits;
-}
+static inline vq exp_lanes(vq x) { return EXP_LANES(x, vqi); }
 
 // One query head's queries at positions first_pos .. first_pos + rows - 1 (rows <= BLOCK),
 // lane i of vector v the query at first_pos + v * LANES + i, against every key they can see.
