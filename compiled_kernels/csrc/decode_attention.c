@@ -6,10 +6,10 @@
 // kv head take float32 scores of the part's keys, the part's max, the exponentials' sum and
 // their float32 weighted sum of its values. A second pass merges each head's parts in order,
 // rescaling each by exp(its max - the overall max). A long context so gives both threads work
-// even for one sequence, and a part's values stay in L2 while each query head reads them. Where
-// the parts fall depends only on the sequence's own context length, and every sum runs in a
-// fixed order, so a sequence gets bitwise the same result alone or in any batch; one part is
-// an exact two-pass softmax (its rescale factor is exactly 1).
+// even for one sequence, and a part's values stay in L2 while each tile of query heads reads
+// them. Where the parts fall depends only on the sequence's own context length, and every sum
+// runs in a fixed order, so a sequence gets bitwise the same result alone or in any batch; one
+// part is an exact two-pass softmax (its rescale factor is exactly 1).
 //
 // Layouts (row-major):
 //   q:            [num_seqs, num_heads, head_dim], rows q_row_stride elements apart
@@ -33,8 +33,8 @@
 #endif
 
 #include "bf16.h"
-#include "exp.h"
 #include "kernels.h"
+#include "lanes.h"
 #include "vec.h"
 #include "window.h"
 
@@ -42,15 +42,51 @@
 #define MAX_GROUP 32
 #define KEYS 8  // keys scored together: one vector of 8 scores
 #define PART 256  // keys per part: its values, 64 KB of float32 at head_dim 64, fit in L2
+#define CHUNK 16  // dimensions read at once: 32 bytes of bfloat16
+#define MAX_CHUNKS (MAX_HEAD_DIM / CHUNK)
+#define TILE 3  // query heads worked on together, their accumulators in registers
 
-static inline vf load_vf(const float *p) {
-    vf v;
-    memcpy(&v, p, sizeof v);
-    return v;
+// 16 elements of a row as two float vectors. A bfloat16 row gives its even elements (shifted
+// up) and its odd ones (masked): one load and two integer operations, and no widening shuffle;
+// a float32 row gives its first and second 8. Queries and outputs are kept in the same halves
+// (see query_halves), so a dot product or a weighted sum never needs them in order.
+typedef struct {
+    vf lo, hi;
+} halves;
+
+static inline halves load_halves(const void *base, int64_t offset, int cache_bf16) {
+    halves h;
+    if (cache_bf16) {
+        vu x;
+        memcpy(&x, (const uint16_t *)base + offset, sizeof x);
+        h.lo = (vf)(x << 16), h.hi = (vf)(x & 0xffff0000u);
+    } else {
+        memcpy(&h.lo, (const float *)base + offset, sizeof h.lo);
+        memcpy(&h.hi, (const float *)base + offset + 8, sizeof h.hi);
+    }
+    return h;
 }
 
-// Lane j of the result: the 8 lanes of acc[j] summed as ((0 + 1) + (2 + 3)) + ((4 + 5) + (6 + 7)),
-// the order AVX's pairwise adds give, so every build adds the same way.
+// Element i (0-15) of a chunk: where load_halves puts it, as (half, lane).
+static inline int half_of(int i, int cache_bf16) { return cache_bf16 ? i % 2 : i / 8; }
+static inline int lane_of(int i, int cache_bf16) { return cache_bf16 ? i / 2 : i % 8; }
+
+// A query row (float32, head_dim % CHUNK == 0) as its chunks' halves.
+static void query_halves(const float *q, int64_t head_dim, int cache_bf16, halves *out) {
+    for (int64_t c = 0; c < head_dim / CHUNK; c++)
+        for (int i = 0; i < CHUNK; i++) {
+            vf *half = half_of(i, cache_bf16) ? &out[c].hi : &out[c].lo;
+            (*half)[lane_of(i, cache_bf16)] = q[c * CHUNK + i];
+        }
+}
+
+// The 8 lanes of v summed as ((0 + 1) + (2 + 3)) + ((4 + 5) + (6 + 7)).
+static inline float sum_lanes(vf v) {
+    return ((v[0] + v[1]) + (v[2] + v[3])) + ((v[4] + v[5]) + (v[6] + v[7]));
+}
+
+// Lane j of the result: sum_lanes(acc[j]), the order AVX's pairwise adds give, so every build
+// adds the same way.
 static inline vf sum_lanes_of_each(const vf acc[KEYS]) {
 #ifdef __AVX__
     const __m256 h01 = _mm256_hadd_ps((__m256)acc[0], (__m256)acc[1]);
@@ -63,183 +99,248 @@ static inline vf sum_lanes_of_each(const vf acc[KEYS]) {
                              _mm256_permute2f128_ps(q0, q1, 0x31));
 #else
     vf out;
-    for (int j = 0; j < KEYS; j++) {
-        const vf a = acc[j];
-        out[j] = ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));
-    }
+    for (int j = 0; j < KEYS; j++) out[j] = sum_lanes(acc[j]);
     return out;
 #endif
 }
 
-// q . rows[j] for 8 key rows at once (head_dim % 8 == 0): lane by lane multiply-adds, then one
-// transposing sum for all 8 instead of a horizontal sum per key.
-static inline vf dot_keys(const float *q, const float *const rows[KEYS], int64_t head_dim) {
-    vf acc[KEYS];
-    for (int j = 0; j < KEYS; j++) acc[j] = (vf){0};
-    for (int64_t d = 0; d < head_dim; d += 8) {
-        const vf qv = load_vf(q + d);
-        for (int j = 0; j < KEYS; j++) acc[j] = multiply_add(acc[j], qv, load_vf(rows[j] + d));
-    }
-    return sum_lanes_of_each(acc);
-}
-
-// A row as float32: widened into dst when bfloat16, else read in place (no copy).
-static inline const float *load_row(const void *base, int64_t offset, int64_t n, int is_bf16,
-                                    float *dst) {
-    if (!is_bf16) return (const float *)base + offset;
-    const uint16_t *src = (const uint16_t *)base + offset;
-#pragma omp simd
-    for (int64_t i = 0; i < n; i++) dst[i] = bf16_to_float(src[i]);
-    return dst;
-}
-
-// 8 elements of a row from offset, as float32.
-static inline vf load8(const void *base, int64_t offset, int is_bf16) {
-    if (!is_bf16) return load_vf((const float *)base + offset);
-#ifdef __AVX2__
-    const __m128i h = _mm_loadu_si128((const __m128i *)((const uint16_t *)base + offset));
-    return (vf)_mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
-#else
-    vf v;
-    for (int k = 0; k < 8; k++) v[k] = bf16_to_float(((const uint16_t *)base)[offset + k]);
-    return v;
-#endif
-}
-
-// acc[0 .. 8n) += sum over keys t of p[t - first] * value row t [d0, d0 + 8n), keys in order.
-static inline __attribute__((always_inline)) void weigh_values(
-    const void *v_cache, const int64_t *table, int64_t head_base, int64_t block_size,
-    int64_t head_dim, int64_t first, int64_t context_len, const float *p, int64_t d0, int n,
-    int cache_bf16, float *acc) {
-    vf sum[8];
-    for (int k = 0; k < n; k++) sum[k] = load_vf(acc + 8 * k);
+// The element offsets of a part's key (and value) rows: rows[i] for key first + i, walked block
+// by block once for both passes.
+static void part_rows(const int64_t *table, int64_t head_base, int64_t block_size,
+                      int64_t head_dim, int64_t first, int64_t context_len, int64_t *rows) {
     int64_t block = first / block_size, in_block = first % block_size;
     for (int64_t t = first; t < context_len; t++) {
-        const int64_t slot = (head_base + table[block]) * block_size + in_block;
+        rows[t - first] = ((head_base + table[block]) * block_size + in_block) * head_dim;
         if (++in_block == block_size) block++, in_block = 0;
-        const vf weight = {p[t - first], p[t - first], p[t - first], p[t - first],
-                           p[t - first], p[t - first], p[t - first], p[t - first]};
-        for (int k = 0; k < n; k++) {
-            const vf value = load8(v_cache, slot * head_dim + d0 + 8 * k, cache_bf16);
-            sum[k] = multiply_add(sum[k], weight, value);
+    }
+}
+
+// For h < H query heads (H a constant once inlined): products[h * KEYS] and [h * KEYS + 1] =
+// the lane-wise products of key rows a and b with head h's query, summed over the chunks (the
+// dot products before their horizontal sums). Two keys share each load of the query, and
+// each chunk of a key is read once for all H heads.
+static inline __attribute__((always_inline)) void dot_two_keys(const halves *q, int H,
+                                                               const void *k_cache,
+                                                               int64_t row_a, int64_t row_b,
+                                                               int64_t chunks, int cache_bf16,
+                                                               vf *products) {
+    vf a[TILE] = {0}, b[TILE] = {0};
+    for (int64_t c = 0; c < chunks; c++) {
+        const halves ka = load_halves(k_cache, row_a + c * CHUNK, cache_bf16);
+        const halves kb = load_halves(k_cache, row_b + c * CHUNK, cache_bf16);
+        for (int h = 0; h < H; h++) {
+            const halves qc = q[h * MAX_CHUNKS + c];
+            a[h] = multiply_add(multiply_add(a[h], qc.lo, ka.lo), qc.hi, ka.hi);
+            b[h] = multiply_add(multiply_add(b[h], qc.lo, kb.lo), qc.hi, kb.hi);
         }
     }
-    for (int k = 0; k < n; k++) memcpy(acc + 8 * k, &sum[k], sizeof sum[k]);
+    for (int h = 0; h < H; h++) products[h * KEYS] = a[h], products[h * KEYS + 1] = b[h];
+}
+
+// Query heads [g0, g0 + H) of the part's tile: H is 1 to TILE, passed on as a constant.
+#define FOR_TILE_SIZE(H, call)          \
+    do {                                \
+        if ((H) == 1) call(1);          \
+        else if ((H) == 2) call(2);     \
+        else call(3);                   \
+    } while (0)
+
+// A group of query heads cut into the fewest tiles of at most TILE heads, as even as they go
+// (4 heads: 2 and 2, not 3 and 1): returns the number of tiles, heads[i] those of tile i.
+static int64_t cut_into_tiles(int64_t group, int64_t heads[MAX_GROUP]) {
+    const int64_t tiles = (group + TILE - 1) / TILE;
+    for (int64_t i = 0; i < tiles; i++) heads[i] = group / tiles + (i < group % tiles);
+    return tiles;
+}
+
+// scores[g * PART + i] for the part's `seen` keys (rows): each head's query (head_dim % CHUNK
+// == 0) against them, 8 keys at a time, scaled.
+static inline __attribute__((always_inline)) void score_keys(
+    const halves *qh, const void *k_cache, const void *v_cache, const int64_t *rows,
+    int64_t seen, int64_t block_size, int64_t head_dim, int64_t group, float scale,
+    int cache_bf16, float *scores) {
+    const int64_t chunks = head_dim / CHUNK, row_bytes = head_dim * (cache_bf16 ? 2 : 4);
+    int64_t heads[MAX_GROUP];
+    const int64_t tiles = cut_into_tiles(group, heads);
+    vf products[MAX_GROUP * KEYS];  // [group, key]
+    for (int64_t t = 0; t < seen; t += KEYS) {
+        const int n = seen - t < KEYS ? (int)(seen - t) : KEYS;
+        for (int j = 0; j < n; j += 2) {
+            // A block's keys (or values) are a page or so, and the hardware prefetcher stops
+            // at a page's end: as a key is scored, the key and value a block ahead are asked
+            // for, so the next block's are on their way, spread over this block's.
+            for (int k = j; k < j + 2 && t + k + block_size < seen; k++)
+                for (int64_t byte = 0; byte < row_bytes; byte += 64) {
+                    const int64_t ahead = rows[t + k + block_size] * (cache_bf16 ? 2 : 4);
+                    __builtin_prefetch((const char *)k_cache + ahead + byte);
+                    __builtin_prefetch((const char *)v_cache + ahead + byte);
+                }
+            const int64_t row_a = rows[t + j], row_b = j + 1 < n ? rows[t + j + 1] : row_a;
+            for (int64_t i = 0, g0 = 0; i < tiles; g0 += heads[i++]) {
+#define DOT_TWO_KEYS(H) dot_two_keys(qh + g0 * MAX_CHUNKS, H, k_cache, row_a, row_b, chunks, \
+                                     cache_bf16, products + g0 * KEYS + j)
+                FOR_TILE_SIZE(heads[i], DOT_TWO_KEYS);
+#undef DOT_TWO_KEYS
+            }
+        }
+        for (int64_t g = 0; g < group; g++) {
+            for (int j = n; j < KEYS; j++) products[g * KEYS + j] = (vf){0};  // past the part
+            const vf dots = sum_lanes_of_each(products + g * KEYS) * scale;
+            if (n == KEYS) memcpy(scores + g * PART + t, &dots, sizeof dots);
+            else for (int j = 0; j < n; j++) scores[g * PART + t + j] = dots[j];
+        }
+    }
+}
+
+// acc[h * MAX_CHUNKS + c] = sum over the part's keys i of p[h * PART + i] * value row i's
+// chunk c, for h < H query heads (a constant once inlined): each chunk of a value read once for
+// the H heads, their 2 * H accumulators in registers while the keys go by in order.
+static inline __attribute__((always_inline)) void weigh_values(const void *v_cache,
+                                                               const int64_t *rows,
+                                                               int64_t seen, const float *p,
+                                                               int H, int64_t c, int cache_bf16,
+                                                               halves *acc) {
+    halves sum[TILE];
+    for (int h = 0; h < H; h++) sum[h] = (halves){{0}, {0}};
+    for (int64_t i = 0; i < seen; i++) {
+        const halves value = load_halves(v_cache, rows[i] + c * CHUNK, cache_bf16);
+        for (int h = 0; h < H; h++) {
+            const float w = p[h * PART + i];
+            const vf weight = {w, w, w, w, w, w, w, w};
+            sum[h].lo = multiply_add(sum[h].lo, weight, value.lo);
+            sum[h].hi = multiply_add(sum[h].hi, weight, value.hi);
+        }
+    }
+    for (int h = 0; h < H; h++) acc[h * MAX_CHUNKS + c] = sum[h];
+}
+
+// Each head's scores of `seen` keys replaced by exp(score - max) in place; returns the max and
+// the exponentials' sum, added 8 lanes at a time in a fixed order (the last lanes masked).
+static void softmax_part(float *s, int64_t seen, float *max_out, float *sum_out) {
+    float max = -INFINITY;
+#pragma omp simd reduction(max : max)
+    for (int64_t t = 0; t < seen; t++) max = s[t] > max ? s[t] : max;
+    vf sum = {0};
+    for (int64_t t = 0; t < seen; t += 8) {
+        vf x;
+        memcpy(&x, s + t, sizeof x);  // the buffer is PART long; lanes past seen are dropped
+        const vi lane = {0, 1, 2, 3, 4, 5, 6, 7};
+        const vi valid = lane < (vi){0} + (int32_t)(seen - t);
+        const vf e = (vf)((vi)exp_lanes(x - max) & valid);
+        memcpy(s + t, &e, sizeof e);
+        sum += e;
+    }
+    *max_out = max, *sum_out = sum_lanes(sum);
+}
+
+// partial[g * stride + d] = sum over the part's keys i of p[g * PART + i] * value row i's
+// element d, for every head g (head_dim % CHUNK == 0): the tiles' weighted sums, one chunk at a
+// time, then put back in element order.
+static inline __attribute__((always_inline)) void weigh_all_values(
+    const void *v_cache, const int64_t *rows, int64_t seen, const float *p, int64_t group,
+    int64_t head_dim, int cache_bf16, float *partial, int64_t stride) {
+    halves acc[MAX_GROUP * MAX_CHUNKS];
+    int64_t heads[MAX_GROUP];
+    const int64_t tiles = cut_into_tiles(group, heads), chunks = head_dim / CHUNK;
+    for (int64_t i = 0, g0 = 0; i < tiles; g0 += heads[i++])
+        for (int64_t c = 0; c < chunks; c++) {
+#define WEIGH_VALUES(H) weigh_values(v_cache, rows, seen, p + g0 * PART, H, c, cache_bf16, \
+                                     acc + g0 * MAX_CHUNKS)
+            FOR_TILE_SIZE(heads[i], WEIGH_VALUES);
+#undef WEIGH_VALUES
+        }
+    for (int64_t g = 0; g < group; g++)
+        for (int64_t c = 0; c < chunks; c++)
+            for (int i = 0; i < CHUNK; i++) {
+                const halves *a = &acc[g * MAX_CHUNKS + c];
+                const vf half = half_of(i, cache_bf16) ? a->hi : a->lo;
+                partial[g * stride + c * CHUNK + i] = half[lane_of(i, cache_bf16)];
+            }
+}
+
+// score_keys and weigh_all_values for a head_dim that is not a multiple of CHUNK, one element
+// at a time.
+static void score_keys_scalar(const float *qf, const void *k_cache, const int64_t *rows,
+                              int64_t seen, int64_t head_dim, int64_t group, float scale,
+                              int cache_bf16, float *scores) {
+    for (int64_t i = 0; i < seen; i++)
+        for (int64_t g = 0; g < group; g++) {
+            float dot = 0.0f;
+            for (int64_t d = 0; d < head_dim; d++)
+                dot += qf[g * MAX_HEAD_DIM + d] * load_elem(k_cache, rows[i] + d, cache_bf16);
+            scores[g * PART + i] = dot * scale;
+        }
+}
+
+static void weigh_all_values_scalar(const void *v_cache, const int64_t *rows, int64_t seen,
+                                    const float *p, int64_t group, int64_t head_dim,
+                                    int cache_bf16, float *partial, int64_t stride) {
+    for (int64_t g = 0; g < group; g++) {
+        float *dst = partial + g * stride;
+        memset(dst, 0, head_dim * sizeof(float));
+        for (int64_t i = 0; i < seen; i++)
+            for (int64_t d = 0; d < head_dim; d++)
+                dst[d] += p[g * PART + i] * load_elem(v_cache, rows[i] + d, cache_bf16);
+    }
 }
 
 // The query heads of kv_head in sequence seq against keys [first, context_len) of its
 // context (one part). partial: [group][head_dim + 2], for each head the weighted sum of the
 // values by exp(score - max), then that max and the sum of the exponentials.
+static inline __attribute__((always_inline)) void attend_part_as(
+    const void *q, const void *k_cache, const void *v_cache, const int64_t *table,
+    int64_t first, int64_t context_len, float softcap, int64_t seq, int64_t kv_head,
+    int64_t group, int64_t head_dim, int64_t block_size, int64_t num_blocks,
+    int64_t q_row_stride, float scale, int is_bf16, int cache_bf16, float *partial) {
+    float scores[MAX_GROUP * PART];  // [group, key of the part]
+    float qf[MAX_GROUP * MAX_HEAD_DIM];
+    halves qh[MAX_GROUP * MAX_CHUNKS];
+    int64_t rows[PART];
+    const int64_t first_head = kv_head * group, seen = context_len - first;
+    const int64_t stride = head_dim + 2;
+    const int fast = head_dim % CHUNK == 0;
+    part_rows(table, kv_head * num_blocks, block_size, head_dim, first, context_len, rows);
+    for (int64_t g = 0; g < group; g++) {
+        for (int64_t d = 0; d < head_dim; d++)
+            qf[g * MAX_HEAD_DIM + d] =
+                load_elem(q, seq * q_row_stride + (first_head + g) * head_dim + d, is_bf16);
+        if (fast) query_halves(qf + g * MAX_HEAD_DIM, head_dim, cache_bf16, qh + g * MAX_CHUNKS);
+    }
+
+    if (fast)
+        score_keys(qh, k_cache, v_cache, rows, seen, block_size, head_dim, group, scale,
+                   cache_bf16, scores);
+    else
+        score_keys_scalar(qf, k_cache, rows, seen, head_dim, group, scale, cache_bf16, scores);
+    for (int64_t g = 0; g < group; g++) {
+        float *s = scores + g * PART, *stats = partial + g * stride + head_dim;
+        if (softcap > 0.0f)
+            for (int64_t i = 0; i < seen; i++) s[i] = softcap * tanhf(s[i] / softcap);
+        softmax_part(s, seen, &stats[0], &stats[1]);
+    }
+    if (fast)
+        weigh_all_values(v_cache, rows, seen, scores, group, head_dim, cache_bf16, partial,
+                         stride);
+    else
+        weigh_all_values_scalar(v_cache, rows, seen, scores, group, head_dim, cache_bf16,
+                                partial, stride);
+}
+
+// attend_part_as compiled once for each cache element type, so that its inner loops are
+// specialised.
 static void attend_part(const void *q, const void *k_cache, const void *v_cache,
                         const int64_t *table, int64_t first, int64_t context_len, float softcap,
                         int64_t seq, int64_t kv_head, int64_t group, int64_t head_dim,
                         int64_t block_size, int64_t num_blocks, int64_t q_row_stride,
                         float scale, int is_bf16, int cache_bf16, float *partial) {
-    float scores[MAX_GROUP * PART];  // [group, seen]
-    float qf[MAX_GROUP][MAX_HEAD_DIM];
-    float buffer[MAX_HEAD_DIM];
-    float acc[MAX_GROUP][MAX_HEAD_DIM];
-    const int64_t first_head = kv_head * group;
-    for (int64_t g = 0; g < group; g++) {
-        const float *qrow =
-            load_row(q, seq * q_row_stride + (first_head + g) * head_dim, head_dim, is_bf16, qf[g]);
-        if (qrow != qf[g]) memcpy(qf[g], qrow, head_dim * sizeof(float));
-    }
-    const int64_t head_base = kv_head * num_blocks;
-    const int64_t seen = context_len - first;  // keys of this part
-
-    // Keys in runs of 8: slot of key t is (head_base + table[t / block_size]) * block_size + t %
-    // block_size, walked block by block rather than divided per key.
-    float key_rows[KEYS][MAX_HEAD_DIM];  // bfloat16 keys widened
-    int64_t block = first / block_size, in_block = first % block_size;
-    // A block's keys (or values) are a page or so, and the hardware prefetcher stops at a
-    // page's end: each block's keys and values, and the next block's, are asked for as its
-    // first keys are scored.
-    const int64_t last_block = (context_len - 1) / block_size;
-    const int64_t block_bytes = block_size * head_dim * (cache_bf16 ? 2 : 4);
-    int64_t fetched = block - 1;  // blocks prefetched so far: up to this one
-    for (int64_t t = first; t < context_len; t += KEYS) {
-        const int n = context_len - t < KEYS ? (int)(context_len - t) : KEYS;
-        for (; fetched <= block && fetched < last_block; fetched++) {
-            const int64_t at = (head_base + table[fetched + 1]) * block_bytes;
-            for (int64_t byte = 0; byte < block_bytes; byte += 64) {
-                __builtin_prefetch((const char *)k_cache + at + byte);
-                __builtin_prefetch((const char *)v_cache + at + byte);
-            }
-        }
-        const float *rows[KEYS];
-        for (int j = 0; j < n; j++) {
-            const int64_t slot = (head_base + table[block]) * block_size + in_block;
-            rows[j] = load_row(k_cache, slot * head_dim, head_dim, cache_bf16, key_rows[j]);
-            if (++in_block == block_size) block++, in_block = 0;
-        }
-        for (int j = n; j < KEYS; j++) rows[j] = rows[0];  // past the context: computed, dropped
-        for (int64_t g = 0; g < group; g++) {
-            float dots[KEYS];
-            if (head_dim % 8 == 0) {
-                const vf v = dot_keys(qf[g], rows, head_dim);
-                memcpy(dots, &v, sizeof dots);
-            } else {
-                for (int j = 0; j < n; j++) {
-                    float dot = 0.0f;
-                    for (int64_t d = 0; d < head_dim; d++) dot += qf[g][d] * rows[j][d];
-                    dots[j] = dot;
-                }
-            }
-            for (int j = 0; j < n; j++) {
-                const float score = dots[j] * scale;
-                scores[g * seen + t - first + j] =
-                    softcap > 0.0f ? softcap * tanhf(score / softcap) : score;
-            }
-        }
-    }
-
-    float max_of[MAX_GROUP], sum_of[MAX_GROUP];
-    for (int64_t g = 0; g < group; g++) {
-        float *s = scores + g * seen;
-        float max = -INFINITY;
-#pragma omp simd reduction(max : max)
-        for (int64_t t = 0; t < seen; t++) max = s[t] > max ? s[t] : max;
-        // Summed in order (no simd reduction clause): the exponentials vectorise, the sum
-        // keeps one order whatever the buffer's alignment, so a row's bits never depend on it.
-        float sum = 0.0f;
-        for (int64_t t = 0; t < seen; t++) {
-            s[t] = exp_approx(s[t] - max);
-            sum += s[t];
-        }
-        max_of[g] = max, sum_of[g] = sum;
-        memset(acc[g], 0, head_dim * sizeof(float));
-    }
-
-    // Values: each head's weighted sum kept in registers, up to 64 dimensions at a time, while
-    // the keys go by in order (each output element adds its terms in key order either way).
-    for (int64_t g = 0; g < group; g++) {
-        const float *p = scores + g * seen;
-        int64_t d0 = 0;
-        if (head_dim % 8 == 0) {
-            for (; d0 + 64 <= head_dim; d0 += 64)
-                weigh_values(v_cache, table, head_base, block_size, head_dim, first, context_len,
-                             p, d0, 8, cache_bf16, acc[g] + d0);
-            for (; d0 < head_dim; d0 += 8)
-                weigh_values(v_cache, table, head_base, block_size, head_dim, first, context_len,
-                             p, d0, 1, cache_bf16, acc[g] + d0);
-        } else {
-            block = first / block_size, in_block = first % block_size;
-            for (int64_t t = first; t < context_len; t++) {
-                const int64_t slot = (head_base + table[block]) * block_size + in_block;
-                if (++in_block == block_size) block++, in_block = 0;
-                const float *row =
-                    load_row(v_cache, slot * head_dim, head_dim, cache_bf16, buffer);
-                for (int64_t d = 0; d < head_dim; d++) acc[g][d] += p[t - first] * row[d];
-            }
-        }
-    }
-
-    for (int64_t g = 0; g < group; g++) {
-        float *dst = partial + g * (head_dim + 2);
-        memcpy(dst, acc[g], head_dim * sizeof(float));
-        dst[head_dim] = max_of[g], dst[head_dim + 1] = sum_of[g];
-    }
+    if (cache_bf16)
+        attend_part_as(q, k_cache, v_cache, table, first, context_len, softcap, seq, kv_head,
+                       group, head_dim, block_size, num_blocks, q_row_stride, scale, is_bf16, 1,
+                       partial);
+    else
+        attend_part_as(q, k_cache, v_cache, table, first, context_len, softcap, seq, kv_head,
+                       group, head_dim, block_size, num_blocks, q_row_stride, scale, is_bf16, 0,
+                       partial);
 }
 
 // One query head's output from its parts' partials (parts of them, each head_dim + 2 floats,

@@ -267,15 +267,30 @@ def test_paged_attention_decode_alone_equals_decode_in_batch(
 @pytest.mark.skipif(not NATIVE, reason="no C compiler")
 @pytest.mark.parametrize("masking", [NO_MASKING, Masking(window=300)], ids=str)
 @pytest.mark.parametrize(("dtype", "cache_dtype"), DTYPES)
+@pytest.mark.parametrize(
+    ("heads", "kv_heads", "dim"),
+    [
+        (9, 3, 64),  # SmolLM2: one tile of 3 query heads, 4 chunks of 16
+        (8, 2, 128),  # 4 query heads a kv head: two tiles of 2
+        (7, 7, 80),  # one query head a kv head, 5 chunks
+        (6, 1, 24),  # two tiles of 3; 24 is no multiple of 16: the element-wise path
+    ],
+    ids=str,
+)
 def test_decode_c_kernel_matches_torch_twin_at_model_shapes(
-    dtype: torch.dtype, cache_dtype: torch.dtype, masking: Masking
+    dtype: torch.dtype,
+    cache_dtype: torch.dtype,
+    masking: Masking,
+    heads: int,
+    kv_heads: int,
+    dim: int,
 ) -> None:
-    """SmolLM2's heads (9 query, 3 kv, dim 64), long uneven contexts (one to five of the
-    kernel's 256-key parts; a window that starts inside a part), a strided q as the model passes
-    it (q and k heads share rows): one call for all sequences agrees with the twin, and each
-    sequence alone gets bitwise its row of the batch."""
+    """SmolLM2's heads (9 query, 3 kv, dim 64) and other groupings and sizes, long uneven
+    contexts (one to five of the kernel's 256-key parts; a window that starts inside a part), a
+    strided q as the model passes it (q and k heads share rows): one call for all sequences
+    agrees with the twin, and each sequence alone gets bitwise its row of the batch."""
     gen = torch.Generator().manual_seed(2)
-    heads, kv_heads, dim, blocks = 9, 3, 64, 90
+    blocks = 90
     k_cache = torch.randn(kv_heads, blocks, BLOCK_SIZE, dim, generator=gen).to(cache_dtype)
     v_cache = torch.randn(kv_heads, blocks, BLOCK_SIZE, dim, generator=gen).to(cache_dtype)
     k_cache *= 4  # scores spread wide, so that the parts' maxima differ and their merge matters
